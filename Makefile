@@ -1,0 +1,38 @@
+# Two commands do all set-up on a fresh machine:
+#   make run   -> install, migrate an embedded SQLite database, start API + Celery worker on a
+#                 filesystem broker, push the sample study by STOW-RS and follow it to a decision
+#   make test  -> install, start PostgreSQL and Redis if they are down, run the whole suite
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint bench-ingest clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned to the CPU build on this machine's disk: never let pip resolve a CUDA torch.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q torch==2.13.0 -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/gatekeeper demo
+
+test: install
+	bash scripts/start-services.sh
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check app workers models tests bench
+	$(BIN)/ruff format --check app workers models tests bench
+
+bench-ingest: install
+	bash scripts/start-services.sh
+	$(BIN)/python bench/bench_ingest.py
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,91 @@
+"""DICOMweb STOW-RS: POST /dicomweb/studies[/{study}] with multipart/related application/dicom."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import PacsPrincipal, SettingsDep, StoreDep
+from app.core.config import Settings
+from app.services.dicom_parse import ParseLimits
+from app.services.ingest import StorageUnavailable, ingest_files
+from app.services.multipart import BodyTooLarge, Limits, MultipartError, parse_content_type, read_parts
+from app.services.stow import part_refused, stow_body, stow_status
+from app.services.storage import TempWriter
+
+router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
+UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
+DICOM_JSON = "application/dicom+json"
+
+
+def base_url(request: Request, settings: Settings) -> str:
+    return settings.public_base_url.rstrip("/") or str(request.base_url).rstrip("/")
+
+
+def check_declared_length(request: Request, limit: int) -> None:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body exceeds the limit of {limit} bytes")
+
+
+def _boundary(request: Request) -> str:
+    media, params = parse_content_type(request.headers.get("content-type", ""))
+    if media != "multipart/related":
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "expected multipart/related")
+    part_type = params.get("type", "application/dicom").lower()
+    if part_type != "application/dicom":
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f'type="{part_type[:40]}" not supported; use application/dicom'
+        )
+    if "boundary" not in params:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "multipart/related without a boundary parameter")
+    return params["boundary"]
+
+
+async def _store(request: Request, settings: Settings, store, principal, study: str | None) -> JSONResponse:  # type: ignore[no-untyped-def]
+    check_declared_length(request, settings.max_body_bytes)
+    boundary = _boundary(request)
+    limits = Limits(settings.max_body_bytes, settings.max_instance_bytes, settings.max_part_header_bytes, settings.max_parts)
+
+    async def finish(writer: TempWriter):  # type: ignore[no-untyped-def]
+        return await run_in_threadpool(writer.finish, settings.fsync)
+
+    def accept(content_type: str) -> bool:
+        return content_type == "" or parse_content_type(content_type)[0] == "application/dicom"
+
+    try:
+        parts = await read_parts(request.stream(), boundary, store.new_temp, finish, limits, accept)
+    except (BodyTooLarge, OverflowError) as exc:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc))
+    except MultipartError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc))
+    if not parts:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "multipart body has no parts")
+    files = [p.received for p in parts if p.received is not None]
+    parse_limits = ParseLimits(settings.max_pixel_bytes, settings.max_sequence_depth)
+    try:
+        stored = await run_in_threadpool(
+            lambda: ingest_files(store=store, files=files, expected_study=study, actor=principal.name, limits=parse_limits)
+        )
+    except StorageUnavailable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"})
+    it = iter(stored)
+    outcomes = [next(it) if p.received is not None else part_refused(p.content_type) for p in parts]
+    return JSONResponse(stow_body(outcomes, base_url(request, settings)), stow_status(outcomes), media_type=DICOM_JSON)
+
+
+@router.post("/studies", summary="STOW-RS: store instances of any study")
+async def store_instances(request: Request, principal: PacsPrincipal, settings: SettingsDep, store: StoreDep) -> JSONResponse:
+    return await _store(request, settings, store, principal, None)
+
+
+@router.post("/studies/{study_uid}", summary="STOW-RS: store instances of one study")
+async def store_study_instances(
+    study_uid: str, request: Request, principal: PacsPrincipal, settings: SettingsDep, store: StoreDep
+) -> JSONResponse:
+    if not re.match(UID_PATTERN, study_uid) or len(study_uid) > 64:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "StudyInstanceUID in the URL is not a valid UID")
+    return await _store(request, settings, store, principal, study_uid)

@@ -1,0 +1,62 @@
+"""The one settings object; the only reader of the environment.
+
+Every variable is prefixed ``GATEKEEPER_`` (for example ``GATEKEEPER_DATABASE_URL``).
+Defaults give the embedded mode: SQLite and a filesystem broker under ``./var``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEKEEPER_", extra="ignore")
+
+    # Where things live.
+    database_url: str = "sqlite:///var/gatekeeper.db"
+    broker_url: str = "filesystem://"
+    storage_dir: Path = Path("var/storage")
+    data_dir: Path = Path("../shared/data")
+
+    # Ingest limits: a body over max_body_bytes gets 413 before it is buffered.
+    max_body_bytes: int = 2 * 1024**3
+    max_instance_bytes: int = 256 * 1024**2
+    max_part_header_bytes: int = 16 * 1024
+    max_parts: int = 5000
+    max_pixel_bytes: int = 512 * 1024**2
+    max_sequence_depth: int = 16
+    fsync: bool = True
+
+    # Series completion: complete after this many seconds without a new instance.
+    series_stable_age_s: float = 60.0
+    dispatch_interval_s: float = 1.0
+    run_dispatcher: bool = True  # the API process runs completion, outbox relay, reconciler
+    reconcile_after_s: float = 30.0  # a published job not picked up by then is sent again
+    orphan_min_age_s: float = 600.0
+
+    # Celery: at-least-once delivery; the task time limit stays below the visibility timeout.
+    visibility_timeout_s: int = 3600
+    task_time_limit_s: int = 900
+    task_soft_time_limit_s: int = 840
+    max_attempts: int = 3
+
+    # Credentials. The bootstrap token (optional) is an admin token read from the
+    # environment, for first set-up and the embedded demo; tokens otherwise live
+    # hashed in the database (``gatekeeper token create``).
+    bootstrap_admin_token: str | None = Field(default=None, repr=False)
+    public_base_url: str = ""  # used in RetrieveURL; empty: taken from the request
+
+    log_level: str = "INFO"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,67 @@
+"""SQL for ingest: upserts that are safe when several API processes race."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from app.db.states import SeriesStatus
+from app.db.tables import Instance, Series, Study
+
+
+def _insert_ignore(session: Session, table: Any, values: dict[str, Any], key: str) -> None:
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.execute(insert(table).values(**values).on_conflict_do_nothing(index_elements=[key]))
+
+
+def stored_digests(session: Session, sop_uids: list[str]) -> dict[str, str]:
+    """SOP Instance UID -> sha256 for those already stored."""
+    if not sop_uids:
+        return {}
+    rows = session.execute(
+        select(Instance.sop_instance_uid, Instance.sha256).where(Instance.sop_instance_uid.in_(sop_uids))
+    )
+    return {uid: sha for uid, sha in rows}
+
+
+def ensure_study(session: Session, *, study_uid: str, values: dict[str, Any]) -> int:
+    _insert_ignore(session, Study.__table__, {"study_uid": study_uid, **values}, "study_uid")
+    return session.scalar(select(Study.id).where(Study.study_uid == study_uid))  # type: ignore[return-value]
+
+
+def ensure_series(session: Session, *, series_uid: str, study_id: int, values: dict[str, Any]) -> int:
+    row = {"series_uid": series_uid, "study_id": study_id, "status": SeriesStatus.RECEIVING, **values}
+    _insert_ignore(session, Series.__table__, row, "series_uid")
+    return session.scalar(select(Series.id).where(Series.series_uid == series_uid))  # type: ignore[return-value]
+
+
+def record_arrivals(session: Session, *, series_id: int, count: int, now: datetime) -> tuple[str, int]:
+    """Count new instances and re-open a series that had already completed.
+
+    One UPDATE, so it is atomic: it returns the status before the update and the
+    revision after it. A series that was past RECEIVING gets a new revision, so
+    a job for the old revision finds itself stale and does nothing.
+    """
+    previous = session.scalar(select(Series.status).where(Series.id == series_id).with_for_update())
+    reopen = previous != SeriesStatus.RECEIVING
+    stmt = (
+        update(Series)
+        .where(Series.id == series_id)
+        .values(
+            instance_count=Series.instance_count + count,
+            last_instance_at=now,
+            status=SeriesStatus.RECEIVING,
+            revision=case((Series.status != SeriesStatus.RECEIVING, Series.revision + 1), else_=Series.revision),
+            attempts=case((Series.status != SeriesStatus.RECEIVING, 0), else_=Series.attempts),
+            lease_until=None,
+            updated_at=now,
+        )
+        .returning(Series.revision)
+    )
+    revision = session.execute(stmt).scalar_one()
+    return (str(previous) if reopen else SeriesStatus.RECEIVING), revision

@@ -1,0 +1,150 @@
+"""SQL for the series life cycle: completion, claims and results, all compare-and-set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from app.db.states import SeriesStatus, check_transition
+from app.db.tables import OutboxEvent, Series
+
+SCORE_TOPIC = "score"
+
+
+def _locking(session: Session, stmt: Any) -> Any:
+    # SKIP LOCKED lets several API processes share the work without waiting on each other.
+    if session.get_bind().dialect.name == "postgresql":
+        return stmt.with_for_update(skip_locked=True)
+    return stmt
+
+
+def enqueue_job(session: Session, *, series_id: int, revision: int) -> None:
+    """Write the outbox row in the caller's transaction (the one that moved the state)."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(OutboxEvent).values(topic=SCORE_TOPIC, series_id=series_id, revision=revision, publish_count=0)
+    session.execute(stmt.on_conflict_do_nothing(index_elements=["topic", "series_id", "revision"]))
+
+
+def complete_series(session: Session, *, series_id: int, now: datetime, older_than: datetime | None) -> int | None:
+    """RECEIVING -> QUEUED (and an outbox row) if nothing arrived since older_than; the revision or None."""
+    check_transition(SeriesStatus.RECEIVING, SeriesStatus.QUEUED)
+    cond = [Series.id == series_id, Series.status == SeriesStatus.RECEIVING]
+    if older_than is not None:
+        cond.append(Series.last_instance_at < older_than)
+    stmt = (
+        update(Series)
+        .where(*cond)
+        .values(status=SeriesStatus.QUEUED, completed_at=now, updated_at=now, attempts=0)
+        .returning(Series.revision)
+    )
+    revision = session.execute(stmt).scalar_one_or_none()
+    if revision is not None:
+        enqueue_job(session, series_id=series_id, revision=revision)
+    return revision
+
+
+def stable_series_ids(session: Session, *, older_than: datetime, limit: int = 100) -> list[int]:
+    stmt = (
+        select(Series.id)
+        .where(Series.status == SeriesStatus.RECEIVING, Series.last_instance_at < older_than)
+        .order_by(Series.last_instance_at)
+        .limit(limit)
+    )
+    return list(session.scalars(_locking(session, stmt)))
+
+
+def unpublished_jobs(session: Session, *, limit: int = 100) -> list[OutboxEvent]:
+    stmt = select(OutboxEvent).where(OutboxEvent.published_at.is_(None)).order_by(OutboxEvent.id).limit(limit)
+    return list(session.scalars(_locking(session, stmt)))
+
+
+def stale_jobs(session: Session, *, now: datetime, published_before: datetime) -> list[OutboxEvent]:
+    """Published jobs whose series nobody picked up, or whose holder's lease ran out."""
+    stmt = (
+        select(OutboxEvent)
+        .join(Series, and_(Series.id == OutboxEvent.series_id, Series.revision == OutboxEvent.revision))
+        .where(
+            OutboxEvent.published_at.is_not(None),
+            or_(
+                and_(Series.status == SeriesStatus.QUEUED, OutboxEvent.published_at < published_before),
+                and_(Series.status == SeriesStatus.SCORING, Series.lease_until < now),
+            ),
+        )
+        .limit(100)
+    )
+    return list(session.scalars(_locking(session, stmt)))
+
+
+@dataclass(frozen=True)
+class Claim:
+    attempt: int  # the fencing token: only the holder of this attempt may finish
+    exhausted: bool  # over the attempt cap: the caller must fail the series
+
+
+def claim_series(
+    session: Session, *, series_id: int, revision: int, task_id: str, now: datetime, lease_s: float, max_attempts: int
+) -> Claim | None:
+    """QUEUED (or SCORING whose holder is gone) -> SCORING; None if not ours to take.
+
+    A SCORING series may be taken over when its lease ran out, or by the same
+    task id: Celery redelivers a message only after the worker that held it died
+    (acks_late + reject_on_worker_lost), so its previous run is dead.
+    """
+    check_transition(SeriesStatus.QUEUED, SeriesStatus.SCORING)
+    takeover = and_(Series.status == SeriesStatus.SCORING, or_(Series.lease_until < now, Series.claimed_by == task_id))
+    stmt = (
+        update(Series)
+        .where(Series.id == series_id, Series.revision == revision, or_(Series.status == SeriesStatus.QUEUED, takeover))
+        .values(
+            status=SeriesStatus.SCORING,
+            attempts=Series.attempts + 1,
+            claimed_by=task_id,
+            lease_until=now + timedelta(seconds=lease_s),
+            updated_at=now,
+        )
+        .returning(Series.attempts)
+    )
+    attempt = session.execute(stmt).scalar_one_or_none()
+    if attempt is None:
+        return None
+    return Claim(attempt=attempt, exhausted=attempt > max_attempts)
+
+
+def finish_series(
+    session: Session,
+    *,
+    series_id: int,
+    revision: int,
+    attempt: int,
+    status: SeriesStatus,
+    now: datetime,
+    **values: Any,
+) -> bool:
+    """SCORING -> status, only for the holder of this attempt; False if fenced off."""
+    check_transition(SeriesStatus.SCORING, status)
+    stmt = (
+        update(Series)
+        .where(
+            Series.id == series_id,
+            Series.revision == revision,
+            Series.status == SeriesStatus.SCORING,
+            Series.attempts == attempt,
+        )
+        .values(status=status, lease_until=None, claimed_by=None, updated_at=now, **values)
+    )
+    return session.execute(stmt).rowcount == 1
+
+
+def republish(session: Session, *, series_id: int, revision: int) -> None:
+    """Let the relay send the job again (a retry after a recoverable error)."""
+    session.execute(
+        update(OutboxEvent)
+        .where(OutboxEvent.series_id == series_id, OutboxEvent.revision == revision, OutboxEvent.topic == SCORE_TOPIC)
+        .values(published_at=None)
+    )

@@ -1,0 +1,46 @@
+"""The ASGI app: routers, error mapping and the dispatcher thread. Nothing else."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+
+from app import __version__
+from app.api import health, orthanc, qido, series, stow, wado
+from app.api.deps import get_store
+from app.core.config import get_settings
+from app.core.logging import configure_logging
+from app.services import dispatch
+from app.services.jobs import publish_job
+
+
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    stop = threading.Event()
+    thread = None
+    if settings.run_dispatcher:
+        thread = threading.Thread(
+            target=dispatch.run_forever, args=(settings, publish_job, get_store(), stop), name="dispatcher", daemon=True
+        )
+        thread.start()
+    yield
+    stop.set()
+    if thread is not None:
+        thread.join(timeout=10)
+
+
+app = FastAPI(title="gatekeeper", version=__version__, lifespan=lifespan)
+for module in (health, stow, qido, wado, orthanc, series):
+    app.include_router(module.router)
+
+
+@app.exception_handler(OperationalError)
+async def database_unavailable(_: Request, exc: OperationalError) -> JSONResponse:
+    return JSONResponse({"detail": "database unavailable"}, status_code=503, headers={"Retry-After": "5"})

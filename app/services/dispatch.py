@@ -1,0 +1,97 @@
+"""Series completion, the outbox relay and the reconciler: one tick of the dispatcher.
+
+Runs in every API process (or ``gatekeeper dispatcher``); several may run at
+once because every step is a compare-and-set or skips rows another holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from app.core.config import Settings
+from app.core.db import session_scope
+from app.db import series as q
+from app.db.tables import Instance, OutboxEvent
+from app.services import audit
+from app.services.storage import InstanceStore
+
+log = logging.getLogger(__name__)
+Publisher = Callable[[OutboxEvent], None]
+
+
+def complete_stable(*, stable_age_s: float, now: datetime | None = None) -> list[int]:
+    """Queue every series that received nothing for stable_age_s; return their ids."""
+    now = now or datetime.now(UTC)
+    older_than = now - timedelta(seconds=stable_age_s)
+    done: list[int] = []
+    with session_scope() as session:
+        for series_id in q.stable_series_ids(session, older_than=older_than):
+            revision = q.complete_series(session, series_id=series_id, now=now, older_than=older_than)
+            if revision is not None:
+                audit.record(session, actor="dispatcher", action="series.completed", entity_type="series",
+                             entity_id=series_id, revision=revision, trigger="stable_age")  # fmt: skip
+                done.append(series_id)
+    return done
+
+
+def relay(publish: Publisher) -> int:
+    """Publish unpublished outbox rows; a broker error leaves them for the next tick."""
+    sent = 0
+    with session_scope() as session:
+        for job in q.unpublished_jobs(session):
+            try:
+                publish(job)
+            except Exception as exc:  # noqa: BLE001 - broker down: keep the row, try next tick
+                log.warning("broker publish failed (%s); %d job(s) kept in the outbox", type(exc).__name__, 1)
+                break
+            job.published_at = datetime.now(UTC)
+            job.publish_count += 1
+            sent += 1
+    return sent
+
+
+def reconcile(*, reconcile_after_s: float, now: datetime | None = None) -> int:
+    """Mark for re-publishing the jobs that were sent but never picked up (or whose holder died)."""
+    now = now or datetime.now(UTC)
+    with session_scope() as session:
+        stale = q.stale_jobs(session, now=now, published_before=now - timedelta(seconds=reconcile_after_s))
+        for job in stale:
+            job.published_at = None
+            audit.record(session, actor="dispatcher", action="job.resent", entity_type="series",
+                         entity_id=job.series_id, revision=job.revision, publish_count=job.publish_count)  # fmt: skip
+    return len(stale)
+
+
+def sweep_orphans(store: InstanceStore, *, min_age_s: float) -> int:
+    """Delete files that no row references (a crash between rename and commit)."""
+    with session_scope() as session:
+        referenced = set(session.scalars(select(Instance.storage_path)))
+    removed = store.sweep(referenced, min_age_s)
+    if removed:
+        log.info("swept %d orphan file(s)", len(removed))
+    return len(removed)
+
+
+def tick(settings: Settings, publish: Publisher, store: InstanceStore, *, sweep: bool) -> None:
+    complete_stable(stable_age_s=settings.series_stable_age_s)
+    reconcile(reconcile_after_s=settings.reconcile_after_s)
+    relay(publish)
+    if sweep:
+        sweep_orphans(store, min_age_s=settings.orphan_min_age_s)
+
+
+def run_forever(settings: Settings, publish: Publisher, store: InstanceStore, stop: threading.Event) -> None:
+    """The dispatcher loop: a failing tick (database down) is logged and retried."""
+    count = 0
+    while not stop.is_set():
+        try:
+            tick(settings, publish, store, sweep=count % 60 == 0)
+        except Exception as exc:  # noqa: BLE001 - keep the loop alive through outages
+            log.warning("dispatcher tick failed: %s", type(exc).__name__)
+        count += 1
+        stop.wait(settings.dispatch_interval_s)

@@ -1,0 +1,111 @@
+"""Durable instance files: write to a temporary file, fsync, rename, fsync the directory.
+
+Each stored file gets its own name (sha256 plus a random suffix), so two
+requests racing with the same bytes never share a file and a failed commit can
+delete its own file without touching anyone else's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class ReceivedFile:
+    """A part written to the temporary area, with its digest."""
+
+    path: Path
+    sha256: str
+    size: int
+
+
+class TempWriter:
+    """Stream one part to disk while hashing it; never holds the part in memory."""
+
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._hash = hashlib.sha256()
+        self._fp = path.open("wb")
+
+    def write(self, chunk: bytes | memoryview) -> None:
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            raise OverflowError("part exceeds the instance size limit")
+        self._hash.update(chunk)
+        self._fp.write(chunk)
+
+    def finish(self, fsync: bool) -> ReceivedFile:
+        self._fp.flush()
+        if fsync:
+            os.fsync(self._fp.fileno())
+        self._fp.close()
+        return ReceivedFile(path=self.path, sha256=self._hash.hexdigest(), size=self.size)
+
+    def abort(self) -> None:
+        self._fp.close()
+        self.path.unlink(missing_ok=True)
+
+
+class InstanceStore:
+    def __init__(self, root: Path, fsync: bool = True) -> None:
+        self.root = root
+        self.fsync = fsync
+        self.tmp_dir = root / "tmp"
+        self.objects_dir = root / "objects"
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.objects_dir.mkdir(parents=True, exist_ok=True)
+
+    def new_temp(self, max_bytes: int) -> TempWriter:
+        return TempWriter(self.tmp_dir / f"{uuid.uuid4().hex}.part", max_bytes)
+
+    def absolute(self, relative: str) -> Path:
+        return self.root / relative
+
+    def promote(self, received: ReceivedFile) -> str:
+        """Move a fsynced temporary file to its final place; return the relative path."""
+        folder = self.objects_dir / received.sha256[:2]
+        folder.mkdir(exist_ok=True)
+        relative = f"objects/{received.sha256[:2]}/{received.sha256}-{uuid.uuid4().hex[:8]}.dcm"
+        os.replace(received.path, self.root / relative)
+        return relative
+
+    def demote(self, relative: str, received: ReceivedFile) -> None:
+        """Undo ``promote`` when the row did not commit."""
+        os.replace(self.root / relative, received.path)
+
+    def sync_dirs(self, relatives: Iterable[str]) -> None:
+        """fsync each directory that gained an entry, so the renames survive a power cut."""
+        if not self.fsync:
+            return
+        for folder in {(self.root / r).parent for r in relatives}:
+            fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def remove(self, relative: str) -> None:
+        (self.root / relative).unlink(missing_ok=True)
+
+    def sweep(self, referenced: set[str], min_age_s: float) -> list[str]:
+        """Delete temporary files and unreferenced objects older than min_age_s."""
+        cutoff = time.time() - min_age_s
+        removed: list[str] = []
+        for path in list(self.tmp_dir.iterdir()) + list(self.objects_dir.glob("*/*.dcm")):
+            relative = path.relative_to(self.root).as_posix()
+            try:
+                old = path.stat().st_mtime < cutoff
+            except FileNotFoundError:
+                continue
+            if old and relative not in referenced:
+                path.unlink(missing_ok=True)
+                removed.append(relative)
+        return removed
