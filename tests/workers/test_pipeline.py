@@ -1,0 +1,98 @@
+"""Completion, dispatch and the scoring task through real PostgreSQL, Redis and Celery workers."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+import redis
+from pydicom.encaps import encapsulate
+from pydicom.uid import JPEG2000Lossless
+
+from app.client import stow
+from tests.conftest import Stack
+from tests.dicom_factory import ct_dataset, make_series, to_bytes
+
+pytestmark = pytest.mark.integration
+
+
+def _audits(stack: Stack, action: str, series_id: int) -> int:
+    return int(stack.scalar("SELECT count(*) FROM audit_events WHERE action=:a AND entity_id=:i",  # type: ignore[arg-type]
+                            a=action, i=str(series_id)))  # fmt: skip
+
+
+def test_stable_age_completion_scores_and_records_geometry(stack: Stack, pacs: httpx.Client) -> None:
+    spec, blobs = make_series(5, spacing_z=2.5)
+    assert stow(pacs, blobs).status_code == 200
+    state = stack.wait_status(spec.series_uid, {"scored"}, timeout_s=60)
+    g = state["geometry"]
+    assert g["n_slices"] == 5 and g["slice_spacing_mm"] == pytest.approx(2.5) and g["gaps"] == []
+    assert g["slice_positions_mm"] == sorted(g["slice_positions_mm"])
+    assert state["attempts"] == 1
+    assert stack.scalar("SELECT count(*) FROM outbox WHERE series_id=:i", i=state["id"]) == 1
+
+
+def test_explicit_completion_and_late_instance_reopens(stack: Stack, pacs: httpx.Client) -> None:
+    spec, blobs = make_series(4)
+    assert stow(pacs, blobs[:3]).status_code == 200
+    r = pacs.post(f"/series/{spec.series_uid}/complete")
+    assert r.status_code == 200 and r.json()["status"] in ("queued", "scoring", "scored")
+    first = stack.wait_status(spec.series_uid, {"scored"})
+    assert first["geometry"]["n_slices"] == 3
+    assert pacs.post(f"/series/{spec.series_uid}/complete").status_code == 409
+    # A late instance re-opens the series under a new revision, which is scored again.
+    assert stow(pacs, blobs[3:]).status_code == 200
+    assert pacs.get(f"/series/{spec.series_uid}").json()["revision"] == 1
+    second = stack.wait_status(spec.series_uid, {"scored"})
+    assert second["revision"] == 1 and second["geometry"]["n_slices"] == 4
+    assert _audits(stack, "series.reopened", first["id"]) == 1
+    assert stack.scalar("SELECT count(*) FROM outbox WHERE series_id=:i", i=first["id"]) == 2
+
+
+def test_unknown_series_is_404(pacs: httpx.Client) -> None:
+    assert pacs.post("/series/1.2.3.4.404/complete").status_code == 404
+
+
+def test_duplicate_positions_fail_without_retry(stack: Stack, pacs: httpx.Client) -> None:
+    spec, _ = make_series(2)
+    same = [to_bytes(ct_dataset(spec, 0)), to_bytes(ct_dataset(spec, 0))]  # two SOPs at one position
+    assert stow(pacs, same).status_code == 200
+    pacs.post(f"/series/{spec.series_uid}/complete")
+    state = stack.wait_status(spec.series_uid, {"failed"})
+    assert state["attempts"] == 1 and "share one position" in state["last_error"]
+
+
+def test_poison_series_ends_failed_after_attempt_cap(stack: Stack, pacs: httpx.Client) -> None:
+    """Pixel data that parses but cannot be decoded fails every attempt; capped at 3."""
+    spec, _ = make_series(2)
+    blobs = []
+    for i in range(2):
+        ds = ct_dataset(spec, i)
+        ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+        ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 64])  # a broken J2K codestream
+        blobs.append(to_bytes(ds))
+    assert stow(pacs, blobs).status_code == 200
+    pacs.post(f"/series/{spec.series_uid}/complete")
+    state = stack.wait_status(spec.series_uid, {"failed"}, timeout_s=90)
+    assert state["attempts"] == 4 and "3 attempts" in state["last_error"]  # the 4th claim gives up
+    assert _audits(stack, "series.retry", state["id"]) == 3
+
+
+def test_lost_task_is_resent_by_the_reconciler(stack_factory) -> None:  # type: ignore[no-untyped-def]
+    lone = stack_factory(worker=False)
+    spec, blobs = make_series(3)
+    with lone.client() as c:
+        assert stow(c, blobs).status_code == 200
+        c.post(f"/series/{spec.series_uid}/complete")
+    deadline = time.monotonic() + 30
+    while lone.scalar("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL") == 0:
+        assert time.monotonic() < deadline, "the relay never published"
+        time.sleep(0.1)
+    broker = redis.Redis.from_url(lone.service.env["GATEKEEPER_BROKER_URL"])
+    assert broker.llen("scoring") == 1
+    broker.delete("scoring")  # the message is lost in the broker
+    lone.service.start_worker()
+    state = lone.wait_status(spec.series_uid, {"scored"}, timeout_s=60)
+    assert _audits(lone, "job.resent", state["id"]) >= 1
+    assert lone.scalar("SELECT publish_count FROM outbox WHERE series_id=:i", i=state["id"]) >= 2
