@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # pydicom warns with element values in the message; keep them out of the logs.
     logging.getLogger("pydicom").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")

@@ -35,6 +35,8 @@ ENCAPSULATED_SYNTAXES = {
     "1.2.840.10008.1.2.4.91",  # JPEG 2000
     "1.2.840.10008.1.2.5",  # RLE lossless
 }
+# Validation warnings quote element values (names, IDs): never let them reach a log.
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _ITEM, _SEQ_END = (0xFFFE, 0xE000), (0xFFFE, 0xE0DD)
 
@@ -95,12 +97,14 @@ def _read(path: Path) -> Dataset:
             raise InvalidInstance(FailureReason.CANNOT_UNDERSTAND, "not a DICOM Part 10 file (no DICM prefix)")
     try:
         meta = pydicom.filereader.read_file_meta_info(path)
+        syntax = str(meta.get("TransferSyntaxUID", "")).strip("\x00 ")
     except Exception as exc:  # noqa: BLE001 - any parser error is bad input
         raise InvalidInstance(FailureReason.CANNOT_UNDERSTAND, f"unreadable file meta: {type(exc).__name__}")
-    syntax = str(meta.get("TransferSyntaxUID", ""))
+    if not syntax:
+        raise InvalidInstance(FailureReason.CANNOT_UNDERSTAND, "file meta has no TransferSyntaxUID (0002,0010)")
     if syntax not in NATIVE_SYNTAXES | ENCAPSULATED_SYNTAXES:
         # Deflated syntaxes are refused here, before pydicom would inflate them unbounded.
-        raise InvalidInstance(FailureReason.TRANSFER_SYNTAX, f"transfer syntax {syntax or '(none)'} not supported")
+        raise InvalidInstance(FailureReason.TRANSFER_SYNTAX, f"transfer syntax {syntax[:64]} not supported")
     try:
         return pydicom.dcmread(path)
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OverflowError, NotImplementedError) as exc:

@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 
 from app.services.storage import ReceivedFile, TempWriter
 
+# RFC 2046 caps a boundary at 70 characters, but real senders exceed it: Orthanc's
+# DICOMweb client (plugin 1.7, Orthanc 1.10) sends "<uuid>-<uuid>", 73 characters.
+# Accept longer ones, still bounded (the reader keeps one delimiter length buffered).
+MAX_BOUNDARY_CHARS = 200
 _PARAM_RE = re.compile(r';\s*([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)')
 
 
@@ -63,8 +67,8 @@ async def read_parts(
     accept: Callable[[str], bool],
 ) -> list[Part]:
     """Stream a multipart body into temporary files; on any error, remove what was written."""
-    if not boundary or len(boundary) > 70:
-        raise MultipartError("multipart boundary missing or longer than 70 characters")
+    if not boundary or len(boundary) > MAX_BOUNDARY_CHARS:
+        raise MultipartError(f"multipart boundary missing or longer than {MAX_BOUNDARY_CHARS} characters")
     state = _State()
     try:
         await _read(chunks, boundary.encode("latin-1"), new_writer, finish, limits, accept, state)
