@@ -59,7 +59,7 @@ def token_create(
         parsed = Role(role)
     except ValueError:
         console.print(f"[red]unknown role {role!r}; choose one of {', '.join(r.value for r in Role)}[/red]")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     with session_scope() as session:
         secret = create_token(session, role=parsed, name=name, ttl_days=ttl_days or None)
     print(secret)

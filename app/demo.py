@@ -52,7 +52,9 @@ def run_demo(*, study_dir: Path, timeout_s: float, console: Console) -> int:
         with httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {token}"}, timeout=120) as client:
             t0 = time.perf_counter()
             reply = stow(client, blobs)
-            console.print(f"STOW-RS of {len(blobs)} instances: HTTP {reply.status_code} in {time.perf_counter() - t0:.2f} s")
+            console.print(
+                f"STOW-RS of {len(blobs)} instances: HTTP {reply.status_code} in {time.perf_counter() - t0:.2f} s"
+            )
             body = reply.json()
             stored = body.get("00081199", {}).get("Value", [])
             failed = body.get("00081198", {}).get("Value", [])
@@ -60,7 +62,9 @@ def run_demo(*, study_dir: Path, timeout_s: float, console: Console) -> int:
             if not stored:
                 return 1
             series_uid = stored[0]["00081190"]["Value"][0].split("/series/")[1].split("/")[0]
-            console.print(f"waiting {_env()['GATEKEEPER_SERIES_STABLE_AGE_S']} s of quiet for the series to complete...")
+            console.print(
+                f"waiting {_env()['GATEKEEPER_SERIES_STABLE_AGE_S']} s of quiet for the series to complete..."
+            )
             state = _follow(client, series_uid, timeout_s, console)
         _summary(console, state, service.url)
         return 0 if state["status"] == "scored" else 1

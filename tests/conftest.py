@@ -63,6 +63,13 @@ class Stack:
         with self.engine.begin() as conn:
             return conn.execute(text(sql), params).scalar()
 
+    def wait_published(self, timeout_s: float = 30) -> None:
+        """Until the relay has published at least one outbox row."""
+        deadline = time.monotonic() + timeout_s
+        while self.scalar("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL") == 0:
+            assert time.monotonic() < deadline, "the relay never published"
+            time.sleep(0.1)
+
     def wait_status(self, series_uid: str, statuses: set[str], timeout_s: float = 60) -> dict:
         deadline = time.monotonic() + timeout_s
         with self.client() as c:

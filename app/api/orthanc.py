@@ -37,7 +37,9 @@ async def _receive(request: Request, writer, max_bytes: int) -> None:  # type: i
 
 
 @router.post("/instances", summary="Orthanc peer push: store one DICOM instance")
-async def push_instance(request: Request, principal: PacsPrincipal, settings: SettingsDep, store: StoreDep) -> JSONResponse:
+async def push_instance(
+    request: Request, principal: PacsPrincipal, settings: SettingsDep, store: StoreDep
+) -> JSONResponse:
     check_declared_length(request, settings.max_instance_bytes)
     writer = store.new_temp(settings.max_instance_bytes)
     try:
@@ -55,7 +57,9 @@ async def push_instance(request: Request, principal: PacsPrincipal, settings: Se
     limits = ParseLimits(settings.max_pixel_bytes, settings.max_sequence_depth)
     try:
         [outcome] = await run_in_threadpool(
-            lambda: ingest_files(store=store, files=[received], expected_study=None, actor=principal.name, limits=limits)
+            lambda: ingest_files(
+                store=store, files=[received], expected_study=None, actor=principal.name, limits=limits
+            )
         )
     except StorageUnavailable as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"})

@@ -39,7 +39,9 @@ def search_studies(
         date_from, date_to = parse_date_range(StudyDate)
     except BadQuery as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc))
-    f = reads.StudyFilter(StudyInstanceUID, PatientID, AccessionNumber, date_from, date_to, ModalitiesInStudy, limit, offset)
+    f = reads.StudyFilter(
+        StudyInstanceUID, PatientID, AccessionNumber, date_from, date_to, ModalitiesInStudy, limit, offset
+    )
     base = base_url(request, settings)
     return _reply([study_json(s, ns, ni, mods, base) for s, ns, ni, mods in reads.find_studies(db, f)])
 
@@ -50,7 +52,9 @@ def search_all_series(
     SeriesInstanceUID: UidQuery = None, Modality: Annotated[str | None, Query(max_length=16)] = None,
     limit: Limit = 100, offset: Offset = 0,
 ) -> JSONResponse:  # fmt: skip
-    rows = reads.find_series(db, study_uid=None, series_uid=SeriesInstanceUID, modality=Modality, limit=limit, offset=offset)
+    rows = reads.find_series(
+        db, study_uid=None, series_uid=SeriesInstanceUID, modality=Modality, limit=limit, offset=offset
+    )
     base = base_url(request, settings)
     return _reply([series_json(s, st, base) for s, st in rows])
 

@@ -13,8 +13,8 @@ from app.core.config import Settings
 from app.services.dicom_parse import ParseLimits
 from app.services.ingest import StorageUnavailable, ingest_files
 from app.services.multipart import BodyTooLarge, Limits, MultipartError, parse_content_type, read_parts
-from app.services.stow import part_refused, stow_body, stow_status
 from app.services.storage import TempWriter
+from app.services.stow import part_refused, stow_body, stow_status
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
@@ -48,7 +48,9 @@ def _boundary(request: Request) -> str:
 async def _store(request: Request, settings: Settings, store, principal, study: str | None) -> JSONResponse:  # type: ignore[no-untyped-def]
     check_declared_length(request, settings.max_body_bytes)
     boundary = _boundary(request)
-    limits = Limits(settings.max_body_bytes, settings.max_instance_bytes, settings.max_part_header_bytes, settings.max_parts)
+    limits = Limits(
+        settings.max_body_bytes, settings.max_instance_bytes, settings.max_part_header_bytes, settings.max_parts
+    )
 
     async def finish(writer: TempWriter):  # type: ignore[no-untyped-def]
         return await run_in_threadpool(writer.finish, settings.fsync)
@@ -68,7 +70,9 @@ async def _store(request: Request, settings: Settings, store, principal, study: 
     parse_limits = ParseLimits(settings.max_pixel_bytes, settings.max_sequence_depth)
     try:
         stored = await run_in_threadpool(
-            lambda: ingest_files(store=store, files=files, expected_study=study, actor=principal.name, limits=parse_limits)
+            lambda: ingest_files(
+                store=store, files=files, expected_study=study, actor=principal.name, limits=parse_limits
+            )
         )
     except StorageUnavailable as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"})
@@ -78,7 +82,9 @@ async def _store(request: Request, settings: Settings, store, principal, study: 
 
 
 @router.post("/studies", summary="STOW-RS: store instances of any study")
-async def store_instances(request: Request, principal: PacsPrincipal, settings: SettingsDep, store: StoreDep) -> JSONResponse:
+async def store_instances(
+    request: Request, principal: PacsPrincipal, settings: SettingsDep, store: StoreDep
+) -> JSONResponse:
     return await _store(request, settings, store, principal, None)
 
 

@@ -17,7 +17,9 @@ router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 def _check_accept(request: Request) -> None:
     accept = request.headers.get("accept", "*/*").lower()
     if not any(t in accept for t in ("multipart/related", "*/*", "application/dicom")):
-        raise HTTPException(status.HTTP_406_NOT_ACCEPTABLE, 'WADO-RS returns multipart/related; type="application/dicom"')
+        raise HTTPException(
+            status.HTTP_406_NOT_ACCEPTABLE, 'WADO-RS returns multipart/related; type="application/dicom"'
+        )
 
 
 def _rows(db, study_uid: str, series_uid: str | None, sop_uid: str | None):  # type: ignore[no-untyped-def]
@@ -75,6 +77,8 @@ def series_metadata(study_uid: UidPath, series_uid: UidPath, request: Request, _
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata",
             summary="WADO-RS: metadata of an instance")  # fmt: skip
-def instance_metadata(study_uid: UidPath, series_uid: UidPath, sop_uid: UidPath, request: Request,
-                      _: ReaderPrincipal, db: SessionDep, store: StoreDep, settings: SettingsDep) -> JSONResponse:  # fmt: skip
+def instance_metadata(
+    study_uid: UidPath, series_uid: UidPath, sop_uid: UidPath, request: Request,
+    _: ReaderPrincipal, db: SessionDep, store: StoreDep, settings: SettingsDep,
+) -> JSONResponse:  # fmt: skip
     return _metadata(request, db, store, settings, study_uid, series_uid, sop_uid)

@@ -173,11 +173,14 @@ def parse_instance(path: Path, limits: ParseLimits | None = None) -> InstanceHea
         sop_uid = _uid(ds, "SOPInstanceUID")
         meta_uid = str(ds.file_meta.get("MediaStorageSOPInstanceUID", sop_uid)).strip().rstrip("\x00")
         if meta_uid != sop_uid:
-            raise InvalidInstance(FailureReason.DATASET_MISMATCH, "MediaStorageSOPInstanceUID differs from SOPInstanceUID")
+            raise InvalidInstance(
+                FailureReason.DATASET_MISMATCH, "MediaStorageSOPInstanceUID differs from SOPInstanceUID"
+            )
         study_uid, series_uid = _uid(ds, "StudyInstanceUID"), _uid(ds, "SeriesInstanceUID")
         if sop_class != CT_IMAGE_STORAGE:
             raise InvalidInstance(
-                FailureReason.SOP_CLASS_NOT_SUPPORTED, f"SOP class {UID(sop_class).name} not supported: CT Image Storage only"
+                FailureReason.SOP_CLASS_NOT_SUPPORTED,
+                f"SOP class {UID(sop_class).name} not supported: CT Image Storage only",
             )
         modality = str(ds.get("Modality", "")).strip()
         if modality != "CT":

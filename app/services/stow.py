@@ -35,7 +35,10 @@ def stow_body(outcomes: list[Outcome], base_url: str) -> dict[str, Any]:
         item: dict[str, Any] = {"00081150": _ui(o.sop_class_uid), "00081155": _ui(o.sop_instance_uid)}
         if o.ok:
             assert o.study_uid and o.series_uid and o.sop_instance_uid
-            item["00081190"] = {"vr": "UR", "Value": [instance_url(base_url, o.study_uid, o.series_uid, o.sop_instance_uid)]}
+            item["00081190"] = {
+                "vr": "UR",
+                "Value": [instance_url(base_url, o.study_uid, o.series_uid, o.sop_instance_uid)],
+            }
             referenced.append(item)
         else:
             assert o.reason is not None

@@ -130,7 +130,7 @@ def test_chunked_body_over_limit_is_413(stack: Stack, pacs: httpx.Client) -> Non
     chunk = b"\0" * (1024 * 1024)
 
     def body():  # type: ignore[no-untyped-def]
-        yield b'--b\r\nContent-Type: application/dicom\r\n\r\n'
+        yield b"--b\r\nContent-Type: application/dicom\r\n\r\n"
         for _ in range(80):  # 80 MiB > the 64 MiB limit of the test stack
             yield chunk
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import random
 import zlib
@@ -106,10 +107,8 @@ def test_random_bit_flips_never_raise_anything_else(tmp_path: Path) -> None:
             pos = rng.randrange(128, min(len(data), 2000))
             data[pos] ^= 1 << rng.randrange(8)
         path.write_bytes(bytes(data))
-        try:
+        with contextlib.suppress(InvalidInstance):
             parse_instance(path)
-        except InvalidInstance:
-            pass
 
 
 def test_zlib_bomb_as_part_is_just_not_dicom(tmp_path: Path) -> None:

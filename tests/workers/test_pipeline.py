@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 import redis
@@ -85,10 +83,7 @@ def test_lost_task_is_resent_by_the_reconciler(stack_factory) -> None:  # type: 
     with lone.client() as c:
         assert stow(c, blobs).status_code == 200
         c.post(f"/series/{spec.series_uid}/complete")
-    deadline = time.monotonic() + 30
-    while lone.scalar("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL") == 0:
-        assert time.monotonic() < deadline, "the relay never published"
-        time.sleep(0.1)
+    lone.wait_published()
     broker = redis.Redis.from_url(lone.service.env["GATEKEEPER_BROKER_URL"])
     assert broker.llen("scoring") == 1
     broker.delete("scoring")  # the message is lost in the broker
