@@ -104,7 +104,7 @@ def dispatcher() -> None:
 @cli.command()
 def demo(
     study_dir: Path = typer.Option(ROOT / "samples" / "totalseg-example" / "ct-dicom", help="Folder of DICOM files."),
-    timeout_s: float = typer.Option(180, help="Seconds to wait for the series to be scored."),
+    timeout_s: float = typer.Option(180, help="Seconds to wait for the series to be routed."),
 ) -> None:
     """Start API + worker on the configured database and broker, push a study by STOW-RS, follow it."""
     from app.demo import run_demo

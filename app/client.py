@@ -18,7 +18,12 @@ def multipart_body(blobs: Iterable[bytes], boundary: str) -> Iterator[bytes]:
 
 
 def stow(
-    client: httpx.Client, blobs: list[bytes], *, study_uid: str | None = None, chunked: bool = True
+    client: httpx.Client,
+    blobs: list[bytes],
+    *,
+    study_uid: str | None = None,
+    chunked: bool = True,
+    url: str = "/dicomweb/studies",
 ) -> httpx.Response:
     """POST instances as multipart/related; chunked transfer unless chunked=False."""
     boundary = f"b-{uuid.uuid4().hex}"
@@ -26,7 +31,7 @@ def stow(
         "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
         "Accept": "application/dicom+json",
     }
-    url = "/dicomweb/studies" + (f"/{study_uid}" if study_uid else "")
+    url = url + (f"/{study_uid}" if study_uid else "")
     body = multipart_body(blobs, boundary)
     content: Iterator[bytes] | bytes = body if chunked else b"".join(body)
     return client.post(url, content=content, headers=headers)

@@ -31,7 +31,7 @@ def _follow(client: httpx.Client, series_uid: str, timeout_s: float, console: Co
         if state["status"] != last:
             console.print(f"  series status: [bold]{state['status']}[/bold]")
             last = state["status"]
-        if state["status"] in ("scored", "failed"):
+        if state["status"] in ("auto", "manual", "failed"):
             return state
         time.sleep(0.5)
     raise TimeoutError(f"series still {last} after {timeout_s} s")
@@ -67,7 +67,7 @@ def run_demo(*, study_dir: Path, timeout_s: float, console: Console) -> int:
             )
             state = _follow(client, series_uid, timeout_s, console)
         _summary(console, state, service.url)
-        return 0 if state["status"] == "scored" else 1
+        return 0 if state["status"] in ("auto", "manual") else 1
     finally:
         service.stop()
 

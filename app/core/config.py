@@ -20,6 +20,7 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///var/gatekeeper.db"
     broker_url: str = "filesystem://"
     storage_dir: Path = Path("var/storage")
+    models_dir: Path = Path("var/models")  # registered model files, named by kind, version and sha256
     data_dir: Path = Path("../shared/data")
 
     # Ingest limits: a body over max_body_bytes gets 413 before it is buffered.
@@ -49,6 +50,12 @@ class Settings(BaseSettings):
     # hashed in the database (``gatekeeper token create``).
     bootstrap_admin_token: str | None = Field(default=None, repr=False)
     public_base_url: str = ""  # used in RetrieveURL; empty: taken from the request
+
+    # The manual queue: a claim lasts this long unless renewed.
+    claim_lease_s: float = 1800.0
+    # Optional DICOMweb destination (the PACS) for produced SEGs, with its own bearer token.
+    seg_destination_url: str = ""
+    seg_destination_token: str = Field(default="", repr=False)
 
     log_level: str = "INFO"
 

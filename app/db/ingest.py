@@ -60,6 +60,11 @@ def record_arrivals(session: Session, *, series_id: int, count: int, now: dateti
             attempts=case((Series.status != SeriesStatus.RECEIVING, 0), else_=Series.attempts),
             lease_until=None,
             updated_at=now,
+            # a re-opened series is scored by the versions promoted at its next claim
+            scorer_version_id=case((Series.status != SeriesStatus.RECEIVING, None), else_=Series.scorer_version_id),
+            segmenter_version_id=case(
+                (Series.status != SeriesStatus.RECEIVING, None), else_=Series.segmenter_version_id
+            ),
         )
         .returning(Series.revision)
     )

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -85,16 +85,29 @@ def stale_jobs(session: Session, *, now: datetime, published_before: datetime) -
 class Claim:
     attempt: int  # the fencing token: only the holder of this attempt may finish
     exhausted: bool  # over the attempt cap: the caller must fail the series
+    scorer_id: int | None = None  # pinned model versions
+    segmenter_id: int | None = None
 
 
 def claim_series(
-    session: Session, *, series_id: int, revision: int, task_id: str, now: datetime, lease_s: float, max_attempts: int
+    session: Session,
+    *,
+    series_id: int,
+    revision: int,
+    task_id: str,
+    now: datetime,
+    lease_s: float,
+    max_attempts: int,
+    scorer_id: int | None = None,
+    segmenter_id: int | None = None,
 ) -> Claim | None:
     """QUEUED (or SCORING whose holder is gone) -> SCORING; None if not ours to take.
 
     A SCORING series may be taken over when its lease ran out, or by the same
     task id: Celery redelivers a message only after the worker that held it died
     (acks_late + reject_on_worker_lost), so its previous run is dead.
+    The promoted model versions are pinned at the first claim of a revision and
+    kept by every retry of it.
     """
     check_transition(SeriesStatus.QUEUED, SeriesStatus.SCORING)
     takeover = and_(Series.status == SeriesStatus.SCORING, or_(Series.lease_until < now, Series.claimed_by == task_id))
@@ -107,13 +120,16 @@ def claim_series(
             claimed_by=task_id,
             lease_until=now + timedelta(seconds=lease_s),
             updated_at=now,
+            scorer_version_id=func.coalesce(Series.scorer_version_id, scorer_id),
+            segmenter_version_id=func.coalesce(Series.segmenter_version_id, segmenter_id),
         )
-        .returning(Series.attempts)
+        .returning(Series.attempts, Series.scorer_version_id, Series.segmenter_version_id)
     )
-    attempt = session.execute(stmt).scalar_one_or_none()
-    if attempt is None:
+    row = session.execute(stmt).one_or_none()
+    if row is None:
         return None
-    return Claim(attempt=attempt, exhausted=attempt > max_attempts)
+    attempt, scorer, segmenter = row
+    return Claim(attempt=attempt, exhausted=attempt > max_attempts, scorer_id=scorer, segmenter_id=segmenter)
 
 
 def finish_series(
@@ -139,6 +155,15 @@ def finish_series(
         .values(status=status, lease_until=None, claimed_by=None, updated_at=now, **values)
     )
     return session.execute(stmt).rowcount == 1
+
+
+def holds(session: Session, *, series_id: int, revision: int, attempt: int) -> bool:
+    """Lock the series row and check that this attempt still holds it (results are fenced)."""
+    stmt = select(Series.id).where(
+        Series.id == series_id, Series.revision == revision, Series.status == SeriesStatus.SCORING,
+        Series.attempts == attempt,
+    )  # fmt: skip
+    return session.scalar(stmt.with_for_update()) is not None
 
 
 def republish(session: Session, *, series_id: int, revision: int) -> None:

@@ -59,6 +59,9 @@ class Series(Base):
     completed_at: Mapped[datetime | None]
     lease_until: Mapped[datetime | None]
     claimed_by: Mapped[str | None] = mapped_column(String(155))  # Celery task id of the holder
+    # Versions pinned when scoring starts: a series in flight keeps them across a promotion.
+    scorer_version_id: Mapped[int | None]
+    segmenter_version_id: Mapped[int | None]
     geometry: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     last_error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -85,7 +88,8 @@ class OutboxEvent(Base):
     __table_args__ = (UniqueConstraint("topic", "series_id", "revision", name="uq_outbox_job"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     topic: Mapped[str] = mapped_column(String(64))
-    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    series_id: Mapped[int | None] = mapped_column(ForeignKey("series.id"), index=True)  # score jobs
+    training_job_id: Mapped[int | None] = mapped_column(ForeignKey("training_jobs.id"))  # train jobs
     revision: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     published_at: Mapped[datetime | None] = mapped_column(index=True)
@@ -103,3 +107,99 @@ class AuditEvent(Base):
     entity_type: Mapped[str] = mapped_column(String(32))
     entity_id: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ModelVersion(Base):
+    """A trained network file with its metrics; exactly one promoted version per kind."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("kind", "version", name="uq_model_kind_version"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), index=True)  # scorer | segmenter
+    version: Mapped[int]
+    path: Mapped[str] = mapped_column(String(255))  # relative to models_dir
+    sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="candidate")  # candidate | promoted | retired
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    card: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    training_job_id: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    promoted_at: Mapped[datetime | None]
+
+
+class SeriesDecision(Base):
+    """Scores and the routing decision for one (series, revision, scorer version)."""
+
+    __tablename__ = "series_decisions"
+    __table_args__ = (UniqueConstraint("series_id", "revision", "scorer_key", name="uq_decision"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    revision: Mapped[int]
+    scorer_key: Mapped[str] = mapped_column(String(80))  # "<version id>:<sha256>" or "none"
+    scorer_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    segmenter_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    decision: Mapped[str] = mapped_column(String(16))  # auto | manual
+    reason: Mapped[str] = mapped_column(String(64))
+    series_score: Mapped[float | None]
+    threshold: Mapped[float | None]
+    slice_scores: Mapped[list[float] | None] = mapped_column(JSON)
+    evidence_path: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Segmentation(Base):
+    __tablename__ = "segmentations"
+    __table_args__ = (UniqueConstraint("series_id", "revision", "segmenter_version_id", name="uq_segmentation"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    revision: Mapped[int]
+    segmenter_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    source: Mapped[str] = mapped_column(String(16))  # model | manual
+    seg_series_uid: Mapped[str | None] = mapped_column(String(64))
+    seg_sop_uid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    seg_path: Mapped[str | None] = mapped_column(String(255))
+    nifti_path: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Case(Base):
+    """A series in the manual contouring queue."""
+
+    __tablename__ = "cases"
+    __table_args__ = (UniqueConstraint("series_id", "revision", name="uq_case"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    revision: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)  # open|claimed|submitted|rejected
+    reason: Mapped[str] = mapped_column(String(64))  # anomalous | scorer_unavailable | failed
+    priority: Mapped[float] = mapped_column(default=0.0)
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[datetime | None]
+    contour_path: Mapped[str | None] = mapped_column(String(255))
+    reject_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class TrainingJob(Base):
+    __tablename__ = "training_jobs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    requested_by: Mapped[str] = mapped_column(String(128))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    auto_promote: Mapped[bool] = mapped_column(default=False)
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class PatientSplit(Base):
+    """Train/validation/test by patient, assigned once and never changed."""
+
+    __tablename__ = "patient_splits"
+    patient_key: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256, not the PatientID itself
+    split: Mapped[str] = mapped_column(String(8))
+    assigned_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -53,7 +53,7 @@ def test_two_api_processes_complete_a_series_once(stack: Stack) -> None:
         ):
             codes = list(pool.map(lambda args: stow(*args).status_code, [(a, blobs[:3]), (b, blobs[3:])]))
         assert codes == [200, 200]
-        state = stack.wait_status(spec.series_uid, {"scored"})
+        state = stack.wait_status(spec.series_uid, {"manual"})
         assert state["geometry"]["n_slices"] == 6
         assert stack.scalar("SELECT count(*) FROM outbox WHERE series_id=:i", i=state["id"]) == 1
         completed = stack.scalar("SELECT count(*) FROM audit_events WHERE action='series.completed' AND entity_id=:i",

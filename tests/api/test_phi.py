@@ -32,7 +32,7 @@ def test_canary_never_leaks(stack_factory) -> None:  # type: ignore[no-untyped-d
     lone.wait_published()
     messages = [m.decode("latin-1") for m in broker.lrange("scoring", 0, -1)]
     lone.service.start_worker()
-    lone.wait_status(spec.series_uid, {"scored"})
+    lone.wait_status(spec.series_uid, {"manual"})
     lone.service.stop()
     logs = "".join(p.read_text(errors="replace") for p in lone.service.log_dir.glob("*.log"))
     assert messages, "expected the scoring job in the broker"

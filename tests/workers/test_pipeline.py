@@ -23,7 +23,7 @@ def _audits(stack: Stack, action: str, series_id: int) -> int:
 def test_stable_age_completion_scores_and_records_geometry(stack: Stack, pacs: httpx.Client) -> None:
     spec, blobs = make_series(5, spacing_z=2.5)
     assert stow(pacs, blobs).status_code == 200
-    state = stack.wait_status(spec.series_uid, {"scored"}, timeout_s=60)
+    state = stack.wait_status(spec.series_uid, {"manual"}, timeout_s=60)
     g = state["geometry"]
     assert g["n_slices"] == 5 and g["slice_spacing_mm"] == pytest.approx(2.5) and g["gaps"] == []
     assert g["slice_positions_mm"] == sorted(g["slice_positions_mm"])
@@ -35,14 +35,14 @@ def test_explicit_completion_and_late_instance_reopens(stack: Stack, pacs: httpx
     spec, blobs = make_series(4)
     assert stow(pacs, blobs[:3]).status_code == 200
     r = pacs.post(f"/series/{spec.series_uid}/complete")
-    assert r.status_code == 200 and r.json()["status"] in ("queued", "scoring", "scored")
-    first = stack.wait_status(spec.series_uid, {"scored"})
+    assert r.status_code == 200 and r.json()["status"] in ("queued", "scoring", "manual")
+    first = stack.wait_status(spec.series_uid, {"manual"})
     assert first["geometry"]["n_slices"] == 3
     assert pacs.post(f"/series/{spec.series_uid}/complete").status_code == 409
     # A late instance re-opens the series under a new revision, which is scored again.
     assert stow(pacs, blobs[3:]).status_code == 200
     assert pacs.get(f"/series/{spec.series_uid}").json()["revision"] == 1
-    second = stack.wait_status(spec.series_uid, {"scored"})
+    second = stack.wait_status(spec.series_uid, {"manual"})
     assert second["revision"] == 1 and second["geometry"]["n_slices"] == 4
     assert _audits(stack, "series.reopened", first["id"]) == 1
     assert stack.scalar("SELECT count(*) FROM outbox WHERE series_id=:i", i=first["id"]) == 2
@@ -88,6 +88,6 @@ def test_lost_task_is_resent_by_the_reconciler(stack_factory) -> None:  # type: 
     assert broker.llen("scoring") == 1
     broker.delete("scoring")  # the message is lost in the broker
     lone.service.start_worker()
-    state = lone.wait_status(spec.series_uid, {"scored"}, timeout_s=60)
+    state = lone.wait_status(spec.series_uid, {"manual"}, timeout_s=60)
     assert _audits(lone, "job.resent", state["id"]) >= 1
     assert lone.scalar("SELECT publish_count FROM outbox WHERE series_id=:i", i=state["id"]) >= 2

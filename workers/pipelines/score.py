@@ -1,31 +1,50 @@
-"""The scoring pipeline: claim the series, load its volume, record the result.
+"""The series pipeline: claim, load the volume, score, decide, then segment or queue for a radiologist.
 
 Idempotent and fenced: the claim is a compare-and-set that increments the
-attempt number, and only the holder of that attempt may record a result. A
-series over the attempt cap ends FAILED instead of looping.
+attempt number, and only the holder of that attempt may record results (each
+write re-checks it under a row lock). A series over the attempt cap ends FAILED
+and goes to the manual queue instead of looping.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from pathlib import Path
 
-from app.core.config import get_settings
+from sqlalchemy import select
+
+from app.core.config import Settings, get_settings
 from app.core.db import session_scope
-from app.db import reads
+from app.db import loop
+from app.db import models as registry_q
 from app.db import series as q
 from app.db.states import SeriesStatus
+from app.db.tables import Instance, ModelVersion, Series
 from app.services import audit
-from workers.pipelines.volume import SeriesGeometryError, load_series_volume
+from app.services.derived import add_derived_instance
+from app.services.storage import InstanceStore
+from workers.pipelines.route import Decision, decide
+from workers.pipelines.segment import segment_series, send_to_destination
+from workers.pipelines.volume import SeriesGeometryError, SeriesVolume, load_series_volume
 
 log = logging.getLogger(__name__)
 ACTOR = "worker"
 
 
-def _fail(series_id: int, revision: int, attempt: int, reason: str) -> None:
+def _finish(series_id: int, revision: int, attempt: int, status: SeriesStatus, **values: object) -> bool:
     with session_scope() as session:
-        if q.finish_series(session, series_id=series_id, revision=revision, attempt=attempt,
-                           status=SeriesStatus.FAILED, now=datetime.now(UTC), last_error=reason):  # fmt: skip
+        return q.finish_series(session, series_id=series_id, revision=revision, attempt=attempt, status=status,
+                               now=datetime.now(UTC), **values)  # fmt: skip
+
+
+def _fail(series_id: int, revision: int, attempt: int, reason: str) -> None:
+    """FAILED, and a manual case: a series the pipeline cannot handle still reaches a radiologist."""
+    with session_scope() as session:
+        done = q.finish_series(session, series_id=series_id, revision=revision, attempt=attempt,
+                               status=SeriesStatus.FAILED, now=datetime.now(UTC), last_error=reason)  # fmt: skip
+        if done:
+            loop.open_case(session, series_id=series_id, revision=revision, reason="failed", priority=float("inf"))
             audit.record(session, actor=ACTOR, action="series.failed", entity_type="series",
                          entity_id=series_id, revision=revision, attempt=attempt, reason=reason)  # fmt: skip
 
@@ -40,21 +59,98 @@ def _retry_later(series_id: int, revision: int, attempt: int, reason: str) -> No
                          entity_id=series_id, revision=revision, attempt=attempt, reason=reason)  # fmt: skip
 
 
+def _claim(settings: Settings, series_id: int, revision: int, task_id: str):  # type: ignore[no-untyped-def]
+    with session_scope() as session:
+        scorer = registry_q.promoted(session, "scorer")
+        segmenter = registry_q.promoted(session, "segmenter")
+        claim = q.claim_series(session, series_id=series_id, revision=revision, task_id=task_id,
+                               now=datetime.now(UTC), lease_s=settings.task_time_limit_s + 60,
+                               max_attempts=settings.max_attempts, scorer_id=scorer.id if scorer else None,
+                               segmenter_id=segmenter.id if segmenter else None)  # fmt: skip
+        rows = session.execute(
+            select(Instance.sop_instance_uid, Instance.storage_path).where(Instance.series_id == series_id)
+        ).all()
+    return claim, {uid: settings.storage_dir / path for uid, path in rows}
+
+
+def _record_decision(series_id: int, revision: int, attempt: int, d: Decision, segmenter_id: int | None) -> bool:
+    with session_scope() as session:
+        if not q.holds(session, series_id=series_id, revision=revision, attempt=attempt):
+            return False
+        loop.record_decision(session, series_id=series_id, revision=revision, scorer_key=d.scorer_key,
+                             scorer_version_id=d.scorer_version_id, segmenter_version_id=segmenter_id,
+                             decision=d.decision, reason=d.reason, series_score=d.series_score,
+                             threshold=d.threshold, slice_scores=d.slice_scores,
+                             evidence_path=d.evidence_path)  # fmt: skip
+        audit.record(session, actor=ACTOR, action="series.decided", entity_type="series", entity_id=series_id,
+                     revision=revision, decision=d.decision, reason=d.reason, scorer_version_id=d.scorer_version_id,
+                     segmenter_version_id=segmenter_id, series_score=d.series_score, threshold=d.threshold)  # fmt: skip
+        return True
+
+
+def _to_manual(series_id: int, revision: int, attempt: int, reason: str, priority: float, volume: SeriesVolume) -> str:
+    with session_scope() as session:
+        if not q.finish_series(session, series_id=series_id, revision=revision, attempt=attempt,
+                               status=SeriesStatus.MANUAL, now=datetime.now(UTC),
+                               geometry=volume.geometry.as_json(), last_error=None):  # fmt: skip
+            return "fenced"
+        loop.open_case(session, series_id=series_id, revision=revision, reason=reason, priority=priority)
+        audit.record(session, actor=ACTOR, action="case.opened", entity_type="series", entity_id=series_id,
+                     revision=revision, reason=reason)  # fmt: skip
+    return "manual"
+
+
+def _auto(settings: Settings, series_id: int, revision: int, attempt: int, segmenter_id: int | None,
+          volume: SeriesVolume, paths: dict[str, Path]) -> str:  # fmt: skip
+    with session_scope() as session:
+        row = session.get(ModelVersion, segmenter_id) if segmenter_id else None
+        study_id = session.scalar(select(Series.study_id).where(Series.id == series_id))
+    if row is None:
+        return _to_manual(series_id, revision, attempt, "no_segmenter", float("inf"), volume)
+    store = InstanceStore(settings.storage_dir, fsync=settings.fsync)
+    seg = segment_series(settings, store, row=row, volume=volume, paths_by_uid=paths, series_id=series_id,
+                         revision=revision)  # fmt: skip
+    with session_scope() as session:
+        if not q.holds(session, series_id=series_id, revision=revision, attempt=attempt):
+            store.remove(seg.seg_path)
+            return "fenced"
+        add_derived_instance(session, study_id=study_id, series_uid=seg.seg_series_uid, sop_uid=seg.seg_sop_uid,
+                             sop_class_uid=seg.sop_class_uid, modality="SEG", relative=seg.seg_path, sha256=seg.sha256,
+                             size=seg.size, transfer_syntax_uid=seg.transfer_syntax_uid)  # fmt: skip
+        loop.record_segmentation(session, series_id=series_id, revision=revision, segmenter_version_id=row.id,
+                                 source="model", seg_series_uid=seg.seg_series_uid, seg_sop_uid=seg.seg_sop_uid,
+                                 seg_path=seg.seg_path, nifti_path=seg.nifti_path)  # fmt: skip
+        q.finish_series(session, series_id=series_id, revision=revision, attempt=attempt, status=SeriesStatus.AUTO,
+                        now=datetime.now(UTC), geometry=volume.geometry.as_json(), last_error=None)  # fmt: skip
+        audit.record(session, actor=ACTOR, action="series.segmented", entity_type="series", entity_id=series_id,
+                     revision=revision, segmenter_version_id=row.id)  # fmt: skip
+    _send(settings, series_id, seg.blob)
+    return "auto"
+
+
+def _send(settings: Settings, series_id: int, blob: bytes) -> None:
+    try:
+        code = send_to_destination(settings, blob)
+    except Exception as exc:  # noqa: BLE001 - the SEG is stored; sending is best effort, audited
+        code = None
+        log.warning("sending SEG of series %d failed: %s", series_id, type(exc).__name__)
+    if settings.seg_destination_url:
+        with session_scope() as session:
+            audit.record(session, actor=ACTOR, action="seg.sent", entity_type="series", entity_id=series_id,
+                         http_status=code)  # fmt: skip
+
+
 def score_series_impl(*, series_id: int, revision: int, task_id: str) -> str:
     settings = get_settings()
-    now = datetime.now(UTC)
-    with session_scope() as session:
-        claim = q.claim_series(session, series_id=series_id, revision=revision, task_id=task_id, now=now,
-                               lease_s=settings.task_time_limit_s + 60, max_attempts=settings.max_attempts)  # fmt: skip
-        paths = reads.instance_paths(session, series_id) if claim and not claim.exhausted else []
+    claim, paths = _claim(settings, series_id, revision, task_id)
     if claim is None:
         return "skipped"  # stale revision, already done, or held by a live worker
     if claim.exhausted:
         _fail(series_id, revision, claim.attempt, f"gave up after {settings.max_attempts} attempts")
         return "failed"
-    log.info("scoring series %d revision %d attempt %d", series_id, revision, claim.attempt)
+    log.info("series %d revision %d attempt %d", series_id, revision, claim.attempt)
     try:
-        volume = load_series_volume([settings.storage_dir / p for p in sorted(paths)])
+        volume = load_series_volume([paths[uid] for uid in sorted(paths)])
     except SeriesGeometryError as exc:
         _fail(series_id, revision, claim.attempt, f"volume: {exc}")  # the data will not change: no retry
         return "failed"
@@ -62,11 +158,14 @@ def score_series_impl(*, series_id: int, revision: int, task_id: str) -> str:
         log.warning("series %d attempt %d failed: %s", series_id, claim.attempt, type(exc).__name__)
         _retry_later(series_id, revision, claim.attempt, f"error: {type(exc).__name__}")
         return "retry"
-    with session_scope() as session:
-        done = q.finish_series(session, series_id=series_id, revision=revision, attempt=claim.attempt,
-                               status=SeriesStatus.SCORED, now=datetime.now(UTC),
-                               geometry=volume.geometry.as_json(), last_error=None)  # fmt: skip
-        if done:
-            audit.record(session, actor=ACTOR, action="series.scored", entity_type="series", entity_id=series_id,
-                         revision=revision, attempt=claim.attempt, n_slices=volume.geometry.n_slices)  # fmt: skip
-    return "scored" if done else "fenced"
+    try:
+        d = decide(settings, series_id=series_id, revision=revision, scorer_id=claim.scorer_id, volume=volume)
+        if not _record_decision(series_id, revision, claim.attempt, d, claim.segmenter_id):
+            return "fenced"
+        if d.decision == "manual":
+            return _to_manual(series_id, revision, claim.attempt, d.reason, d.priority, volume)
+        return _auto(settings, series_id, revision, claim.attempt, claim.segmenter_id, volume, paths)
+    except Exception as exc:  # noqa: BLE001 - as above: retried up to the attempt cap
+        log.warning("series %d attempt %d failed in routing: %s", series_id, claim.attempt, type(exc).__name__)
+        _retry_later(series_id, revision, claim.attempt, f"error: {type(exc).__name__}")
+        return "retry"

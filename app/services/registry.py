@@ -1,0 +1,115 @@
+"""The model registry: register a trained file, promote (by hand or behind a gate), roll back.
+
+A version is a file under ``models_dir`` with its sha256, metrics and model card.
+Exactly one version per kind is promoted; a series pins the promoted versions when
+its scoring starts, so a promotion never changes a series already in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.db import models as q
+from app.db.tables import ModelVersion
+from app.services import audit
+
+KINDS = ("scorer", "segmenter")
+# Gate metric per kind and whether higher is better; measured on the frozen test split.
+GATE = {"segmenter": ("test_dice_per_slice", True), "scorer": ("test_fpr_at_threshold", False)}
+
+
+class ModelNotFound(LookupError):
+    pass
+
+
+class RegistryError(ValueError):
+    pass
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fp:
+        while chunk := fp.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def register(
+    *, session: Session, models_dir: Path, kind: str, source: Path, metrics: dict[str, Any], card: dict[str, Any],
+    actor: str, training_job_id: int | None = None,
+) -> ModelVersion:  # fmt: skip
+    """Copy a trained file into the registry (atomically) and record it as a candidate."""
+    if kind not in KINDS:
+        raise RegistryError(f"unknown model kind {kind!r}; one of {', '.join(KINDS)}")
+    sha = file_sha256(source)
+    version = q.next_version(session, kind)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    name = f"{kind}-v{version}-{sha[:12]}.pt"
+    tmp = models_dir / f".{name}.tmp"
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, models_dir / name)
+    row = ModelVersion(kind=kind, version=version, path=name, sha256=sha, metrics=metrics,
+                       card={**card, "sha256": sha}, training_job_id=training_job_id)  # fmt: skip
+    session.add(row)
+    session.flush()
+    audit.record(session, actor=actor, action="model.registered", entity_type="model", entity_id=row.id,
+                 kind=kind, version=version, sha256=sha)  # fmt: skip
+    return row
+
+
+def _get(session: Session, model_id: int) -> ModelVersion:
+    row = session.get(ModelVersion, model_id)
+    if row is None:
+        raise ModelNotFound(f"no model version {model_id}")
+    return row
+
+
+def promote(*, session: Session, model_id: int, actor: str, action: str = "model.promoted") -> ModelVersion:
+    row = _get(session, model_id)
+    current = q.promoted(session, row.kind)
+    if current is not None and current.id != row.id:
+        current.status = "retired"
+    row.status, row.promoted_at = "promoted", datetime.now(UTC)
+    audit.record(session, actor=actor, action=action, entity_type="model", entity_id=row.id, kind=row.kind,
+                 version=row.version, previous=current.id if current else None)  # fmt: skip
+    return row
+
+
+def rollback(*, session: Session, kind: str, actor: str) -> ModelVersion:
+    """Promote again the version that was promoted before the current one."""
+    current = q.promoted(session, kind)
+    if current is None:
+        raise RegistryError(f"no promoted {kind} to roll back")
+    previous = q.previously_promoted(session, kind, current.id)
+    if previous is None:
+        raise RegistryError(f"no earlier promoted {kind} to roll back to")
+    promoted = promote(session=session, model_id=previous.id, actor=actor, action="model.rolled_back")
+    current.status = "rolled_back"
+    return promoted
+
+
+def passes_gate(candidate: ModelVersion, current: ModelVersion | None) -> bool:
+    """Not worse than the current model on the frozen test split (no current: passes)."""
+    metric, higher = GATE[candidate.kind]
+    if current is None or metric not in current.metrics:
+        return True
+    if metric not in candidate.metrics:
+        return False
+    new, old = float(candidate.metrics[metric]), float(current.metrics[metric])
+    return new >= old if higher else new <= old
+
+
+def verify_file(models_dir: Path, row: ModelVersion) -> None:
+    """Raise RegistryError if the file is missing or its sha256 differs (corrupt)."""
+    path = models_dir / row.path
+    if not path.is_file():
+        raise RegistryError(f"{row.kind} v{row.version}: file missing")
+    if file_sha256(path) != row.sha256:
+        raise RegistryError(f"{row.kind} v{row.version}: sha256 mismatch (corrupt file)")

@@ -1,0 +1,46 @@
+"""Load registered model versions in a worker, verified by sha256 and cached by version.
+
+Workers pick up a newly promoted version without a restart: the pipeline asks
+for the version pinned on the series, and a version not yet cached is loaded.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from app.db.tables import ModelVersion
+from app.services.registry import verify_file
+
+_CACHE: OrderedDict[tuple[int, str], tuple[Any, dict[str, Any]]] = OrderedDict()
+_LOCK = threading.Lock()
+MAX_CACHED = 4
+
+
+def _loader(kind: str) -> Callable[[Path], tuple[Any, dict[str, Any]]]:
+    if kind == "scorer":
+        from workers.pipelines.scorer_inference import load_scorer
+
+        return load_scorer
+    from workers.pipelines.segmenter_inference import load_segmenter
+
+    return load_segmenter
+
+
+def load_version(models_dir: Path, row: ModelVersion) -> tuple[Any, dict[str, Any]]:
+    """(model, metadata); raises RegistryError if the file is missing or corrupt."""
+    key = (row.id, row.sha256)
+    with _LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    verify_file(models_dir, row)
+    loaded = _loader(row.kind)(models_dir / row.path)
+    with _LOCK:
+        _CACHE[key] = loaded
+        while len(_CACHE) > MAX_CACHED:
+            _CACHE.popitem(last=False)
+    return loaded

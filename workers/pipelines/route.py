@@ -1,0 +1,78 @@
+"""Score a loaded series with its pinned scorer and decide: auto-segmentation or the manual queue.
+
+Fail-safe: no promoted scorer, a missing or corrupt file, a load failure or an
+uncalibrated scorer all send the series to the manual queue. Nothing is
+auto-accepted without a working, calibrated scorer.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app.core.config import Settings
+from app.core.db import session_scope
+from app.db.tables import ModelVersion
+from workers.pipelines.evidence import save_evidence
+from workers.pipelines.model_cache import load_version
+from workers.pipelines.volume import SeriesVolume
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Decision:
+    decision: str  # auto | manual
+    reason: str
+    scorer_key: str = "none"
+    scorer_version_id: int | None = None
+    series_score: float | None = None
+    threshold: float | None = None
+    slice_scores: list[float] | None = None
+    evidence_path: str | None = None
+    top_slices: list[int] = field(default_factory=list)
+
+    @property
+    def priority(self) -> float:
+        """Queue priority: the higher the anomaly, the sooner; no score at all goes first."""
+        return math.inf if self.series_score is None else float(self.series_score)
+
+
+def _pinned(version_id: int | None) -> ModelVersion | None:
+    if version_id is None:
+        return None
+    with session_scope() as session:
+        return session.get(ModelVersion, version_id)
+
+
+def decide(
+    settings: Settings, *, series_id: int, revision: int, scorer_id: int | None, volume: SeriesVolume
+) -> Decision:
+    row = _pinned(scorer_id)
+    if row is None:
+        return Decision("manual", "no_scorer")
+    key = f"{row.id}:{row.sha256[:16]}"
+    try:
+        model, metadata = load_version(settings.models_dir, row)
+    except Exception as exc:  # noqa: BLE001 - any load failure is the fail-safe path
+        log.error("scorer v%d unusable for series %d: %s", row.version, series_id, type(exc).__name__)
+        return Decision("manual", "scorer_unavailable", scorer_key=key, scorer_version_id=row.id)
+    from workers.pipelines.scorer_inference import score_volume
+
+    g = volume.geometry
+    scores = score_volume(model, volume.hu, g.pixel_spacing_mm, g.slice_positions_mm, metadata)
+    threshold = (metadata.get("calibration") or {}).get("series_threshold", scores.threshold)
+    relative = f"evidence/{series_id}-r{revision}-m{row.id}.npz"
+    top = save_evidence(settings.storage_dir / relative, slice_scores=scores.slice_scores, heatmaps=scores.heatmaps,
+                        positions_mm=g.slice_positions_mm, threshold=threshold)  # fmt: skip
+    common = dict(scorer_key=key, scorer_version_id=row.id, series_score=float(scores.series_score),
+                  threshold=threshold, slice_scores=[float(s) for s in np.asarray(scores.slice_scores)],
+                  evidence_path=relative, top_slices=top)  # fmt: skip
+    if threshold is None:
+        return Decision("manual", "scorer_uncalibrated", **common)  # type: ignore[arg-type]
+    if scores.series_score > threshold:
+        return Decision("manual", "anomalous", **common)  # type: ignore[arg-type]
+    return Decision("auto", "in_distribution", **common)  # type: ignore[arg-type]

@@ -1,0 +1,66 @@
+"""Auto-segmentation of an in-distribution series: mask, DICOM SEG (stored like any instance) and NIfTI."""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pydicom
+
+from app.client import stow
+from app.core.config import Settings
+from app.db.tables import ModelVersion
+from app.services.derived import write_object
+from app.services.storage import InstanceStore
+from workers.pipelines.model_cache import load_version
+from workers.pipelines.volume import SeriesVolume
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SegResult:
+    seg_path: str
+    nifti_path: str
+    seg_series_uid: str
+    seg_sop_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    sha256: str
+    size: int
+    blob: bytes
+
+
+def segment_series(
+    settings: Settings, store: InstanceStore, *, row: ModelVersion, volume: SeriesVolume, paths_by_uid: dict[str, Path],
+    series_id: int, revision: int,
+) -> SegResult:  # fmt: skip
+    from workers.pipelines.seg_export import write_nifti, write_seg
+    from workers.pipelines.segmenter_inference import segment_volume
+
+    model, _metadata = load_version(settings.models_dir, row)
+    mask = segment_volume(model, volume.hu, volume.geometry)
+    sources = [pydicom.dcmread(paths_by_uid[uid], stop_before_pixels=True) for uid in volume.sop_instance_uids]
+    seg = write_seg(mask, sources, algorithm_name="gatekeeper-segmenter", algorithm_version=f"v{row.version}",
+                    model_sha256=row.sha256)  # fmt: skip
+    buf = io.BytesIO()
+    seg.save_as(buf, enforce_file_format=True)
+    blob = buf.getvalue()
+    relative, sha, size = write_object(store, blob)
+    nifti = f"derived/{series_id}-r{revision}-m{row.id}.nii.gz"
+    (settings.storage_dir / nifti).parent.mkdir(parents=True, exist_ok=True)
+    write_nifti(mask, volume.geometry, settings.storage_dir / nifti)
+    return SegResult(relative, nifti, str(seg.SeriesInstanceUID), str(seg.SOPInstanceUID), str(seg.SOPClassUID),
+                     str(seg.file_meta.TransferSyntaxUID), sha, size, blob)  # fmt: skip
+
+
+def send_to_destination(settings: Settings, blob: bytes) -> int | None:
+    """STOW-RS the SEG to the configured PACS; the HTTP status, or None when none is configured."""
+    if not settings.seg_destination_url:
+        return None
+    headers = {"Authorization": f"Bearer {settings.seg_destination_token}"} if settings.seg_destination_token else {}
+    with httpx.Client(base_url=settings.seg_destination_url.rstrip("/"), headers=headers, timeout=30) as client:
+        return stow(client, [blob], url="/studies").status_code
