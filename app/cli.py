@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from app.cli_models import models_cli
 from app.core.config import get_settings
 
 cli = typer.Typer(help="Clinical segmentation gatekeeper.", no_args_is_help=True)
@@ -16,6 +17,7 @@ db_cli = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
 token_cli = typer.Typer(help="Bearer tokens.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(token_cli, name="token")
+cli.add_typer(models_cli, name="models")
 console = Console(stderr=True)
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,7 +80,7 @@ def serve(
 @cli.command()
 def worker(
     concurrency: int = typer.Option(1, help="Worker child processes."),
-    queues: str = typer.Option("scoring", help="Comma-separated queues to consume."),
+    queues: str = typer.Option("scoring,training", help="Comma-separated queues: scoring, training."),
 ) -> None:
     """Run a Celery worker (prefork) for the scoring queue."""
     args = ["celery", "-A", "workers.celery_app", "worker", "--pool=prefork", f"--concurrency={concurrency}",

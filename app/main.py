@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
 from app import __version__
-from app.api import health, orthanc, qido, series, stow, wado
+from app.api import health, models, orthanc, qido, queue, series, stow, training, wado
 from app.api.deps import get_store
 from app.core.config import get_settings
 from app.core.logging import configure_logging
@@ -37,7 +37,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
 
 
 app = FastAPI(title="gatekeeper", version=__version__, lifespan=lifespan)
-for module in (health, stow, qido, wado, orthanc, series):
+for module in (health, stow, qido, wado, orthanc, series, queue, models, training):
     app.include_router(module.router)
 
 

@@ -58,10 +58,10 @@ class Service:
         raise TimeoutError("API did not start")
 
     def start_worker(self, concurrency: int = 1) -> None:
-        self.worker = self._spawn("worker", [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
-                                             "--pool=prefork", f"--concurrency={concurrency}", "--queues=scoring",
-                                             "--loglevel=INFO", "--without-gossip", "--without-mingle",
-                                             "--without-heartbeat"])  # fmt: skip
+        args = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--pool=prefork",
+                f"--concurrency={concurrency}", "--queues=scoring,training", "--loglevel=INFO",
+                "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
+        self.worker = self._spawn("worker", args)
 
     @staticmethod
     def _stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:

@@ -1,12 +1,13 @@
-"""Liveness and readiness probes (no credentials: they reveal nothing)."""
+"""Liveness and readiness probes (no credentials: they reveal nothing but status words)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
+from app.api.deps import SettingsDep
 from app.core.db import session_scope
+from app.services import readiness
 
 router = APIRouter(tags=["health"])
 
@@ -16,11 +17,12 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: the database answers")
-def readyz() -> JSONResponse:
+@router.get("/readyz", summary="Readiness: the database answers and the promoted scorer is usable")
+def readyz(settings: SettingsDep) -> JSONResponse:
     try:
         with session_scope() as session:
-            session.execute(text("SELECT 1"))
+            state = readiness.check(session, settings.models_dir)
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         return JSONResponse({"status": "unavailable", "database": type(exc).__name__}, status_code=503)
-    return JSONResponse({"status": "ok", "database": "ok"})
+    ready = all(v == "ok" for v in state.values())
+    return JSONResponse({"status": "ok" if ready else "unavailable", **state}, status_code=200 if ready else 503)

@@ -13,7 +13,9 @@ from celery import Celery
 from app.core.config import Settings
 
 SCORE_SERIES_TASK = "gatekeeper.score_series"
+TRAIN_MODEL_TASK = "gatekeeper.train_model"
 SCORING_QUEUE = "scoring"
+TRAINING_QUEUE = "training"
 
 
 def _transport_options(settings: Settings) -> dict[str, object]:
@@ -48,7 +50,7 @@ def make_celery(settings: Settings) -> Celery:
         task_soft_time_limit=settings.task_soft_time_limit_s,
         task_ignore_result=True,
         task_default_queue=SCORING_QUEUE,
-        task_routes={SCORE_SERIES_TASK: {"queue": SCORING_QUEUE}},
+        task_routes={SCORE_SERIES_TASK: {"queue": SCORING_QUEUE}, TRAIN_MODEL_TASK: {"queue": TRAINING_QUEUE}},
         task_serializer="json",
         accept_content=["json"],
         # Publishing must not hang the dispatcher when the broker is down: fail

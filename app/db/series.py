@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.db.states import SeriesStatus, check_transition
-from app.db.tables import OutboxEvent, Series
+from app.db.tables import OutboxEvent, Series, TrainingJob
 
 SCORE_TOPIC = "score"
 
@@ -76,6 +76,17 @@ def stale_jobs(session: Session, *, now: datetime, published_before: datetime) -
                 and_(Series.status == SeriesStatus.SCORING, Series.lease_until < now),
             ),
         )
+        .limit(100)
+    )
+    return list(session.scalars(_locking(session, stmt)))
+
+
+def stale_training_jobs(session: Session, *, published_before: datetime) -> list[OutboxEvent]:
+    """Training jobs published but still queued (message lost, or no training worker yet)."""
+    stmt = (
+        select(OutboxEvent)
+        .join(TrainingJob, TrainingJob.id == OutboxEvent.training_job_id)
+        .where(TrainingJob.status == "queued", OutboxEvent.published_at < published_before)
         .limit(100)
     )
     return list(session.scalars(_locking(session, stmt)))

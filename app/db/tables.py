@@ -189,6 +189,7 @@ class TrainingJob(Base):
     requested_by: Mapped[str] = mapped_column(String(128))
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     auto_promote: Mapped[bool] = mapped_column(default=False)
+    claimed_by: Mapped[str | None] = mapped_column(String(155))  # Celery task id of the holder
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

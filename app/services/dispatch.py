@@ -59,11 +59,14 @@ def reconcile(*, reconcile_after_s: float, now: datetime | None = None) -> int:
     """Mark for re-publishing the jobs that were sent but never picked up (or whose holder died)."""
     now = now or datetime.now(UTC)
     with session_scope() as session:
-        stale = q.stale_jobs(session, now=now, published_before=now - timedelta(seconds=reconcile_after_s))
+        before = now - timedelta(seconds=reconcile_after_s)
+        stale = q.stale_jobs(session, now=now, published_before=before)
+        stale += q.stale_training_jobs(session, published_before=before)
         for job in stale:
             job.published_at = None
-            audit.record(session, actor="dispatcher", action="job.resent", entity_type="series",
-                         entity_id=job.series_id, revision=job.revision, publish_count=job.publish_count)  # fmt: skip
+            kind, entity = ("training_job", job.training_job_id) if job.series_id is None else ("series", job.series_id)
+            audit.record(session, actor="dispatcher", action="job.resent", entity_type=kind,
+                         entity_id=entity, revision=job.revision, publish_count=job.publish_count)  # fmt: skip
     return len(stale)
 
 

@@ -7,7 +7,7 @@ from functools import lru_cache
 from celery import Celery
 
 from app.core.config import get_settings
-from app.core.queue import SCORE_SERIES_TASK, make_celery
+from app.core.queue import SCORE_SERIES_TASK, TRAIN_MODEL_TASK, make_celery
 from app.db.tables import OutboxEvent
 
 
@@ -18,5 +18,10 @@ def celery_client() -> Celery:
 
 def publish_job(job: OutboxEvent) -> None:
     """Send one outbox row; only ids travel (never pixels or PHI)."""
-    task_id = f"score-{job.series_id}-r{job.revision}-p{job.publish_count + 1}"
+    attempt = job.publish_count + 1
+    if job.training_job_id is not None:
+        task_id = f"train-{job.training_job_id}-p{attempt}"
+        celery_client().send_task(TRAIN_MODEL_TASK, args=[job.training_job_id], task_id=task_id)
+        return
+    task_id = f"score-{job.series_id}-r{job.revision}-p{attempt}"
     celery_client().send_task(SCORE_SERIES_TASK, args=[job.series_id, job.revision], task_id=task_id)

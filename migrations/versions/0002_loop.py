@@ -47,6 +47,7 @@ def upgrade() -> None:
     sa.Column('requested_by', sa.String(length=128), nullable=False),
     sa.Column('params', sa.JSON(), nullable=False),
     sa.Column('auto_promote', sa.Boolean(), nullable=False),
+    sa.Column('claimed_by', sa.String(length=155), nullable=True),
     sa.Column('model_version_id', sa.Integer(), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),

@@ -16,6 +16,7 @@ import numpy as np
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.db.tables import ModelVersion
+from app.services import audit
 from workers.pipelines.evidence import save_evidence
 from workers.pipelines.model_cache import load_version
 from workers.pipelines.volume import SeriesVolume
@@ -59,6 +60,9 @@ def decide(
         model, metadata = load_version(settings.models_dir, row)
     except Exception as exc:  # noqa: BLE001 - any load failure is the fail-safe path
         log.error("scorer v%d unusable for series %d: %s", row.version, series_id, type(exc).__name__)
+        with session_scope() as session:  # readiness reads this and reports 503
+            audit.record(session, actor="worker", action="model.load_failed", entity_type="model",
+                         entity_id=row.id, error=type(exc).__name__)  # fmt: skip
         return Decision("manual", "scorer_unavailable", scorer_key=key, scorer_version_id=row.id)
     from workers.pipelines.scorer_inference import score_volume
 

@@ -1,0 +1,65 @@
+"""Training jobs for ML engineers: start one, follow it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Path, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.api.deps import EngineerPrincipal, SessionDep
+from app.db.tables import TrainingJob
+from app.services import training
+
+router = APIRouter(prefix="/training-jobs", tags=["training"])
+
+
+class TrainingParams(BaseModel):
+    """What a job may change; anything else is refused (422)."""
+
+    model_config = ConfigDict(extra="forbid")
+    steps: int = Field(default=2000, ge=1, le=1_000_000)
+    encoder_steps: int = Field(default=1000, ge=0, le=1_000_000)  # scorer only
+    base_width: int = Field(default=16, ge=2, le=128)
+    batch_size: int = Field(default=16, ge=1, le=256)
+    include_base_data: bool = True  # the cases of the data directory (MANIFEST split) besides the labelled ones
+    seed: int = 0
+
+
+class JobIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["scorer", "segmenter"]
+    auto_promote: bool = False  # promote only if not worse than the current model on the frozen test split
+    params: TrainingParams = Field(default_factory=TrainingParams)
+
+
+class JobOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    kind: str
+    status: str
+    auto_promote: bool
+    params: dict
+    model_version_id: int | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, summary="Start a training job on the training queue")
+def start_job(body: JobIn, engineer: EngineerPrincipal, db: SessionDep) -> JobOut:
+    job = training.request_job(session=db, kind=body.kind, params=body.params.model_dump(),
+                               auto_promote=body.auto_promote, actor=engineer.name)  # fmt: skip
+    db.flush()
+    return JobOut.model_validate(job)
+
+
+@router.get("/{job_id}", summary="A training job's state and the model version it produced")
+def read_job(job_id: Annotated[int, Path(ge=1)], _: EngineerPrincipal, db: SessionDep) -> JobOut:
+    try:
+        job: TrainingJob = training.get_job(session=db, job_id=job_id)
+    except training.JobNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc))
+    return JobOut.model_validate(job)

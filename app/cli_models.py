@@ -1,0 +1,73 @@
+"""``gatekeeper models ...``: the registry from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from app.core.config import get_settings
+
+models_cli = typer.Typer(help="Model registry: register, list, promote, roll back.", no_args_is_help=True)
+console = Console()
+
+
+@models_cli.command("register")
+def register(
+    kind: str = typer.Option(..., help="scorer or segmenter."),
+    file: Path = typer.Option(
+        ..., exists=True, dir_okay=False, help="A checkpoint written by train-scorer/train-segmenter."
+    ),
+    metrics: str = typer.Option("{}", help="JSON metrics (defaults to the checkpoint's own, if any)."),
+    promote: bool = typer.Option(False, help="Promote it at once."),
+) -> None:
+    """Copy a checkpoint into the registry (sha256 recorded) as a new version."""
+    from app.core.db import session_scope
+    from app.services import registry
+
+    extra = json.loads(metrics)
+    card = {"source_file": file.name}
+    with session_scope() as session:
+        row = registry.register(session=session, models_dir=get_settings().models_dir, kind=kind, source=file,
+                                metrics=extra, card=card, actor="cli")  # fmt: skip
+        if promote:
+            registry.promote(session=session, model_id=row.id, actor="cli")
+        console.print(f"{kind} v{row.version} (id {row.id}) sha256 {row.sha256[:16]}… {'promoted' if promote else ''}")
+
+
+@models_cli.command("list")
+def list_models(kind: str = typer.Option(None, help="scorer or segmenter.")) -> None:
+    """Every version with its status and metrics."""
+    from app.core.db import session_scope
+    from app.db import models as q
+
+    table = Table("id", "kind", "version", "status", "sha256", "metrics")
+    with session_scope() as session:
+        for m in q.list_versions(session, kind):
+            table.add_row(str(m.id), m.kind, str(m.version), m.status, m.sha256[:12], json.dumps(m.metrics)[:80])
+    console.print(table)
+
+
+@models_cli.command("promote")
+def promote(model_id: int = typer.Argument(..., help="Model version id.")) -> None:
+    """Promote a version (series already in flight keep their versions)."""
+    from app.core.db import session_scope
+    from app.services import registry
+
+    with session_scope() as session:
+        row = registry.promote(session=session, model_id=model_id, actor="cli")
+        console.print(f"promoted {row.kind} v{row.version}")
+
+
+@models_cli.command("rollback")
+def rollback(kind: str = typer.Argument(..., help="scorer or segmenter.")) -> None:
+    """Promote again the version promoted before the current one."""
+    from app.core.db import session_scope
+    from app.services import registry
+
+    with session_scope() as session:
+        row = registry.rollback(session=session, kind=kind, actor="cli")
+        console.print(f"rolled back to {row.kind} v{row.version}")

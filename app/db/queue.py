@@ -1,0 +1,74 @@
+"""SQL for the manual contouring queue: listing by priority and compare-and-set claims."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from app.db.tables import Case, Series, Study
+
+OPEN, CLAIMED, SUBMITTED, REJECTED = "open", "claimed", "submitted", "rejected"
+
+
+def _available(now: datetime):  # type: ignore[no-untyped-def]
+    """Open, or claimed with an expired lease (the claim lapsed)."""
+    return or_(Case.status == OPEN, and_(Case.status == CLAIMED, Case.lease_until < now))
+
+
+def visible_cases(session: Session, *, reader: str, now: datetime, limit: int) -> list[tuple[Case, str, str]]:
+    """What a reader may see: available cases by priority then age, and the reader's own claims."""
+    stmt = (
+        select(Case, Series.series_uid, Study.study_uid)
+        .join(Series, Series.id == Case.series_id)
+        .join(Study, Study.id == Series.study_id)
+        .where(or_(_available(now), and_(Case.status == CLAIMED, Case.claimed_by == reader)))
+        .order_by(Case.priority.desc(), Case.created_at, Case.id)
+        .limit(limit)
+    )
+    return [(c, s, st) for c, s, st in session.execute(stmt)]
+
+
+def position(session: Session, case: Case, now: datetime) -> int:
+    """1-based place among available cases (priority, then age)."""
+    ahead = session.scalar(
+        select(func.count(Case.id)).where(
+            _available(now),
+            or_(
+                Case.priority > case.priority,
+                and_(
+                    Case.priority == case.priority,
+                    or_(Case.created_at < case.created_at, and_(Case.created_at == case.created_at, Case.id < case.id)),
+                ),
+            ),
+        )  # fmt: skip
+    )
+    return int(ahead or 0) + 1
+
+
+def next_available_id(session: Session, now: datetime) -> int | None:
+    stmt = select(Case.id).where(_available(now)).order_by(Case.priority.desc(), Case.created_at, Case.id).limit(1)
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    return session.scalar(stmt)
+
+
+def claim(session: Session, *, case_id: int, reader: str, now: datetime, lease_s: float) -> bool:
+    """Take a case that is available (or already ours: renews the lease)."""
+    stmt = (
+        update(Case)
+        .where(Case.id == case_id, or_(_available(now), and_(Case.status == CLAIMED, Case.claimed_by == reader)))
+        .values(status=CLAIMED, claimed_by=reader, lease_until=now + timedelta(seconds=lease_s), updated_at=now)
+    )
+    return session.execute(stmt).rowcount == 1
+
+
+def move_own(session: Session, *, case_id: int, reader: str, now: datetime, status: str, **values: object) -> bool:
+    """claimed-by-reader (lease still valid) -> status."""
+    stmt = (
+        update(Case)
+        .where(Case.id == case_id, Case.status == CLAIMED, Case.claimed_by == reader, Case.lease_until >= now)
+        .values(status=status, updated_at=now, **values)
+    )
+    return session.execute(stmt).rowcount == 1

@@ -1,0 +1,157 @@
+"""The manual contouring queue: list, claim (with a lease), release, submit a contour, reject.
+
+A reader sees available cases and their own claims, nothing else; a case
+claimed by one reader cannot be taken by another until the lease lapses.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pydicom
+from sqlalchemy.orm import Session
+
+from app.db import loop
+from app.db import queue as q
+from app.db.tables import Case, Series
+from app.services import audit, splits
+
+
+class CaseNotFound(LookupError):
+    pass
+
+
+class CaseUnavailable(ValueError):
+    """Claimed by someone else, already finished, or the lease lapsed (409)."""
+
+
+class InvalidContour(ValueError):
+    """The submitted contour does not lie on the series' grid (422)."""
+
+
+@dataclass
+class CaseView:
+    case: Case
+    series_uid: str
+    study_uid: str
+    position: int | None  # None for a case the reader holds
+
+
+def list_queue(*, session: Session, reader: str, limit: int = 100) -> list[CaseView]:
+    now = datetime.now(UTC)
+    out = []
+    for case, series_uid, study_uid in q.visible_cases(session, reader=reader, now=now, limit=limit):
+        mine = case.status == q.CLAIMED and case.claimed_by == reader and case.lease_until >= now  # type: ignore[operator]
+        out.append(CaseView(case, series_uid, study_uid, None if mine else q.position(session, case, now)))
+    return out
+
+
+def get_case(*, session: Session, case_id: int, reader: str) -> CaseView:
+    """A case the reader may see: available, or claimed by this reader."""
+    for view in list_queue(session=session, reader=reader, limit=10_000):
+        if view.case.id == case_id:
+            return view
+    raise CaseNotFound(f"case {case_id} is not in your queue")
+
+
+def claim_case(*, session: Session, case_id: int, reader: str, lease_s: float) -> Case:
+    if not q.claim(session, case_id=case_id, reader=reader, now=datetime.now(UTC), lease_s=lease_s):
+        if session.get(Case, case_id) is None:
+            raise CaseNotFound(f"no case {case_id}")
+        raise CaseUnavailable(f"case {case_id} is claimed by another reader or already closed")
+    audit.record(session, actor=reader, action="case.claimed", entity_type="case", entity_id=case_id)
+    return session.get(Case, case_id)  # type: ignore[return-value]
+
+
+def claim_next_case(*, session: Session, reader: str, lease_s: float) -> Case:
+    case_id = q.next_available_id(session, datetime.now(UTC))
+    if case_id is None:
+        raise CaseNotFound("the queue is empty")
+    return claim_case(session=session, case_id=case_id, reader=reader, lease_s=lease_s)
+
+
+def _own(session: Session, case_id: int, reader: str, status: str, action: str, **values: object) -> Case:
+    if not q.move_own(session, case_id=case_id, reader=reader, now=datetime.now(UTC), status=status, **values):
+        raise CaseUnavailable(f"case {case_id} is not claimed by you (or your lease lapsed)")
+    audit.record(session, actor=reader, action=action, entity_type="case", entity_id=case_id)
+    return session.get(Case, case_id)  # type: ignore[return-value]
+
+
+def release_case(*, session: Session, case_id: int, reader: str) -> Case:
+    return _own(session, case_id, reader, q.OPEN, "case.released", claimed_by=None, lease_until=None)
+
+
+def reject_case(*, session: Session, case_id: int, reader: str, reason: str) -> Case:
+    return _own(session, case_id, reader, q.REJECTED, "case.rejected", reject_reason=reason)
+
+
+def submit_contour(
+    *, session: Session, storage_dir: Path, case_id: int, reader: str, body: bytes, content_type: str
+) -> Case:
+    """Validate a SEG or NIfTI mask against the series' grid, store it as NIfTI, close the case."""
+    case = session.get(Case, case_id)
+    if case is None or case.status != q.CLAIMED or case.claimed_by != reader:
+        raise CaseUnavailable(f"case {case_id} is not claimed by you")
+    series = session.get(Series, case.series_id)
+    assert series is not None
+    mask, geometry = _read_contour(session, series, body, content_type)
+    relative = f"labels/case-{case.id}-r{case.revision}.nii.gz"
+    (storage_dir / "labels").mkdir(parents=True, exist_ok=True)
+    from workers.pipelines.seg_export import write_nifti
+
+    write_nifti(mask, geometry, storage_dir / relative)
+    case = _own(session, case_id, reader, q.SUBMITTED, "case.contour_submitted", contour_path=relative)
+    splits.assign(session, series=series)
+    return case
+
+
+def _read_contour(session: Session, series: Series, body: bytes, content_type: str):  # type: ignore[no-untyped-def]
+    from workers.pipelines.seg_export import read_nifti_mask, read_seg_mask
+    from workers.pipelines.volume import SeriesGeometry, order_and_check
+
+    if not series.geometry:
+        raise InvalidContour("the series has no recorded geometry yet")
+    g = dict(series.geometry)
+    geometry = SeriesGeometry(**{**g, "pixel_spacing_mm": tuple(g["pixel_spacing_mm"])})
+    try:
+        if content_type.startswith("application/dicom"):
+            seg = pydicom.dcmread(io.BytesIO(body))
+            sources = _source_headers(session, series)
+            order, _ = order_and_check(sources)
+            mask = read_seg_mask(seg, [sources[i] for i in order])
+        elif content_type in ("application/gzip", "application/x-gzip", "application/octet-stream"):
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "contour.nii.gz"
+                path.write_bytes(body)
+                mask = read_nifti_mask(path, geometry)
+        else:
+            raise InvalidContour(f"unsupported contour media type {content_type[:40]}: use application/dicom (SEG)"
+                                 " or application/gzip (NIfTI)")  # fmt: skip
+    except InvalidContour:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every reading or validation failure is the submitter's to fix
+        raise InvalidContour(str(exc)[:300] or type(exc).__name__) from None
+    if mask.shape != (geometry.n_slices, geometry.rows, geometry.columns):
+        raise InvalidContour(f"mask shape {mask.shape} differs from the series grid")
+    return mask, geometry
+
+
+def _source_headers(session: Session, series: Series) -> list[pydicom.Dataset]:
+    from app.core.config import get_settings
+    from app.db import reads
+
+    root = get_settings().storage_dir
+    return [pydicom.dcmread(root / p, stop_before_pixels=True) for p in reads.instance_paths(session, series.id)]
+
+
+def evidence_of(*, session: Session, case: Case) -> tuple[str | None, dict]:
+    decision = loop.latest_decision(session, case.series_id)
+    if decision is None:
+        return None, {}
+    summary = {"series_score": decision.series_score, "threshold": decision.threshold, "reason": decision.reason,
+               "slice_scores": decision.slice_scores, "scorer_version_id": decision.scorer_version_id}  # fmt: skip
+    return decision.evidence_path, summary
