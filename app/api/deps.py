@@ -27,7 +27,9 @@ def get_store() -> InstanceStore:
     return InstanceStore(settings.storage_dir, fsync=settings.fsync)
 
 
-SessionDep = Annotated[Session, Depends(get_db)]
+# scope="function": the commit happens before the response is sent, so a client
+# never sees a success whose transaction then fails.
+SessionDep = Annotated[Session, Depends(get_db, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[InstanceStore, Depends(get_store)]
 

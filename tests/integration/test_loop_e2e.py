@@ -1,0 +1,142 @@
+"""The whole loop through HTTP, PostgreSQL, Redis and Celery workers, with tiny models.
+
+PACS pushes -> scored -> manual queue -> a radiologist contours -> an ML engineer
+retrains the segmenter -> promotes it -> the next series is auto-segmented by it,
+and its DICOM SEG is retrievable over WADO-RS.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pydicom
+import pytest
+
+from app.client import read_files, stow
+from tests.conftest import ROOT, Stack
+from tests.tiny_models import SAMPLE_DIR, SAMPLE_MASK, train_tiny_scorer, train_tiny_segmenter, with_series_threshold
+
+pytestmark = pytest.mark.integration
+ALL_MANUAL, ALL_AUTO = -1e9, 1e9
+
+
+def fresh_sample() -> tuple[str, str, list[bytes]]:
+    """The sample study under new study, series and SOP UIDs (a new patient visit each time)."""
+    study, series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    blobs = []
+    for blob in read_files(SAMPLE_DIR / "totalseg-example" / "ct-dicom"):
+        ds = pydicom.dcmread(io.BytesIO(blob))
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        blobs.append(buf.getvalue())
+    return study, series, blobs
+
+
+def register(stack: Stack, kind: str, path: Path) -> int:
+    out = subprocess.run([str(ROOT / ".venv/bin/gatekeeper"), "models", "register", "--kind", kind, "--file", str(path),
+                          "--promote"], env={**__import__("os").environ, **stack.service.env}, capture_output=True,
+                         text=True, check=True)  # fmt: skip
+    return int(out.stdout.split("(id ")[1].split(")")[0])
+
+
+@pytest.fixture(scope="module")
+def loop(stack_factory, tmp_path_factory) -> Stack:  # type: ignore[no-untyped-def]
+    tmp = tmp_path_factory.mktemp("models")
+    return stack_factory(GATEKEEPER_MODELS_DIR=str(tmp / "registry")), tmp
+
+
+def push_and_route(stack: Stack, statuses: set[str]) -> tuple[str, str, dict]:
+    study, series, blobs = fresh_sample()
+    with stack.client("pacs") as c:
+        assert stow(c, blobs).status_code == 200
+        c.post(f"/series/{series}/complete")
+    return study, series, stack.wait_status(series, statuses, timeout_s=120)
+
+
+def test_the_loop(loop) -> None:  # type: ignore[no-untyped-def]
+    stack, tmp = loop
+    scorer = train_tiny_scorer(tmp / "scorer")
+    manual_scorer = register(stack, "scorer", with_series_threshold(scorer, ALL_MANUAL, tmp / "s-manual.pt"))
+    first_segmenter = register(stack, "segmenter", train_tiny_segmenter(tmp / "segmenter"))
+    with stack.client(None) as anon:
+        assert anon.get("/readyz").status_code == 200
+
+    # 1. an anomalous series goes to the manual queue, with its evidence
+    _, series, state = push_and_route(stack, {"manual"})
+    decision = stack.scalar("SELECT reason FROM series_decisions WHERE series_id=:i", i=state["id"])
+    assert decision == "anomalous"
+    assert stack.scalar("SELECT scorer_version_id FROM series_decisions WHERE series_id=:i", i=state["id"]) == manual_scorer
+
+    # 2. a radiologist claims it; a second reader cannot take it; the contour goes in
+    with stack.client("radiologist") as reader, stack.client("admin") as other:
+        queue = reader.get("/queue").json()
+        mine = next(c for c in queue if c["series_uid"] == series)
+        assert mine["position"] >= 1
+        claimed = reader.post(f"/queue/{mine['id']}/claim")
+        assert claimed.status_code == 200 and claimed.json()["claimed_by_me"]
+        assert other.post(f"/queue/{mine['id']}/claim").status_code == 409
+        detail = reader.get(f"/queue/{mine['id']}").json()
+        assert detail["evidence"]["reason"] == "anomalous" and len(detail["evidence"]["slice_scores"]) == 20
+        png = reader.get(f"/queue/{mine['id']}/evidence.png")
+        assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+        mask = (SAMPLE_DIR / SAMPLE_MASK).read_bytes()
+        r = reader.post(f"/queue/{mine['id']}/contour", content=mask, headers={"Content-Type": "application/gzip"})
+        assert r.status_code == 200, r.text
+    split = stack.scalar("SELECT split FROM patient_splits")
+
+    # 3. an ML engineer retrains the segmenter on the contour and promotes the new version
+    with stack.client("ml_engineer") as eng:
+        job = eng.post("/training-jobs", json={"kind": "segmenter", "params": {
+            "steps": 2, "base_width": 4, "batch_size": 2, "include_base_data": False}}).json()  # fmt: skip
+        deadline = time.monotonic() + 240
+        while (j := eng.get(f"/training-jobs/{job['id']}").json())["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline, j
+            time.sleep(0.5)
+        assert j["status"] == "succeeded", j
+        new_segmenter = j["model_version_id"]
+        assert eng.post(f"/models/{new_segmenter}/promote").json()["status"] == "promoted"
+        auto_scorer = register(stack, "scorer", with_series_threshold(scorer, ALL_AUTO, tmp / "s-auto.pt"))
+    assert stack.scalar("SELECT split FROM patient_splits") == split  # splits never move
+
+    # 4. the next series is scored and segmented by the new versions; its SEG is retrievable
+    study, series2, state2 = push_and_route(stack, {"auto"})
+    row = stack.scalar("SELECT segmenter_version_id FROM segmentations WHERE series_id=:i", i=state2["id"])
+    assert row == new_segmenter
+    assert stack.scalar("SELECT scorer_version_id FROM series_decisions WHERE series_id=:i", i=state2["id"]) == auto_scorer
+    with stack.client("pacs") as c:
+        seg_series = [s for s in c.get(f"/dicomweb/studies/{study}/series").json()
+                      if s["00080060"]["Value"] == ["SEG"]]  # fmt: skip
+        assert len(seg_series) == 1
+        seg_uid = seg_series[0]["0020000E"]["Value"][0]
+        r = c.get(f"/dicomweb/studies/{study}/series/{seg_uid}")
+        assert r.status_code == 200
+        body = r.content.split(b"\r\n\r\n", 1)[1]
+        seg = pydicom.dcmread(io.BytesIO(body))
+        assert seg.Modality == "SEG"
+        assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == series2
+
+    # 5. rollback is one call
+    with stack.client("ml_engineer") as eng:
+        back = eng.post("/models/rollback", json={"kind": "segmenter"})
+        assert back.status_code == 200 and back.json()["id"] == first_segmenter
+
+
+def test_scorer_fail_safe(loop) -> None:  # type: ignore[no-untyped-def]
+    stack, tmp = loop
+    scorer = train_tiny_scorer(tmp / "scorer-fs")
+    model_id = register(stack, "scorer", with_series_threshold(scorer, ALL_AUTO, tmp / "s-fs.pt"))
+    name = stack.scalar("SELECT path FROM model_versions WHERE id=:i", i=model_id)
+    path = Path(stack.service.env["GATEKEEPER_MODELS_DIR"]) / str(name)
+    path.write_bytes(path.read_bytes()[:-100] + b"\0" * 100)  # corrupt the promoted scorer
+    with httpx.Client(base_url=stack.service.url) as anon:
+        ready = anon.get("/readyz")
+    assert ready.status_code == 503 and "sha256" in ready.json()["scorer"]
+    _, _, state = push_and_route(stack, {"manual", "auto"})
+    assert state["status"] == "manual"
+    assert stack.scalar("SELECT reason FROM series_decisions WHERE series_id=:i", i=state["id"]) == "scorer_unavailable"

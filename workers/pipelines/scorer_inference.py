@@ -1,0 +1,133 @@
+"""Load a trained scorer and score a CT volume (batched); checkpoint I/O lives here, not in models/.
+
+``score_volume`` runs the same preprocessing and body-position code as
+training (``models.transforms``, ``models.body_position``) and returns one
+score and one heat-map per DICOM slice, plus the series score (mean of the
+top-k slice scores, ``models.scorer.aggregate_series``) and the calibrated
+slice threshold when the checkpoint has one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.body_position import BodyPositionConfig, find_body_position
+from models.scorer import ConvAutoencoder, FAnoGAN, ScorerConfig, ScorerPrediction, aggregate_series
+from models.transforms import PreprocessConfig, preprocess_series
+from workers.pipelines.volume import SeriesVolume
+
+CHECKPOINT_FORMAT = 1
+
+
+def save_checkpoint(path: Path, state: dict[str, Any], metadata: dict[str, Any]) -> None:
+    """Atomic write: a temporary file in the same folder, then rename over the target."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save({"format": CHECKPOINT_FORMAT, "state": state, "metadata": metadata}, tmp)
+    os.replace(tmp, path)
+
+
+def load_scorer(
+    checkpoint_path: Path, device: str | torch.device = "cpu"
+) -> tuple[FAnoGAN | ConvAutoencoder, dict[str, Any]]:
+    """(model in eval mode, metadata: config, steps, data description, calibration if calibrated)."""
+    ckpt = torch.load(checkpoint_path, map_location=device, weights_only=False)
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{checkpoint_path}: unknown checkpoint format {ckpt.get('format')!r}")
+    metadata = ckpt["metadata"]
+    config = ScorerConfig(**metadata["config"]["model"])
+    detector = metadata["config"].get("detector", "fanogan")
+    model = ConvAutoencoder(config) if detector == "autoencoder" else FAnoGAN(config)
+    model.load_state_dict(ckpt["state"]["model"])
+    return model.to(device).eval(), metadata
+
+
+@torch.no_grad()
+def predict_slices(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    positions: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    fast: bool = False,
+) -> ScorerPrediction:
+    """Batched eval over (N, 3, S, S); ``fast``: channels_last + bf16 autocast (see parity test)."""
+    was_training = model.training
+    model.eval()
+    if fast:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    scores, heats, recs = [], [], []
+    for start in range(0, images.shape[0], batch_size):
+        x = images[start : start + batch_size].to(device).float()
+        pos = positions[start : start + batch_size].to(device)
+        v = None if valid is None else valid[start : start + batch_size].to(device)
+        if fast:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=fast):
+            pred = model(x, pos, v)
+        scores.append(pred.slice_scores.float().cpu())
+        heats.append(pred.heatmaps.float().cpu())
+        recs.append(pred.reconstructions.float().cpu())
+    model.train(was_training)
+    return ScorerPrediction(torch.cat(scores), torch.cat(heats), torch.cat(recs))
+
+
+@dataclass
+class VolumeScores:
+    slice_scores: np.ndarray  # (Z,) in the order of the volume's Z axis (ascending along the normal)
+    heatmaps: np.ndarray  # (Z, S, S) float16, in the preprocessed view (pixel_mm, centred on the body)
+    positions: np.ndarray  # (Z,) normalised position from the lung base; NaN = unknown
+    landmark: str  # how the position was found (models.body_position)
+    series_score: float  # mean of the top-k slice scores
+    threshold: float | None  # calibrated slice threshold, None when the checkpoint is uncalibrated
+    flagged: np.ndarray  # (Z,) bool: slice score above the threshold (all False when uncalibrated)
+
+
+def configs_from_metadata(metadata: dict[str, Any]) -> tuple[PreprocessConfig, BodyPositionConfig]:
+    data = metadata["config"]["data"]
+    return PreprocessConfig.from_json(data["preprocess"]), BodyPositionConfig(**data["body_position"])
+
+
+def score_volume(
+    model: FAnoGAN | ConvAutoencoder,
+    hu: np.ndarray,
+    pixel_spacing_mm: tuple[float, float],
+    slice_positions_mm: list[float] | np.ndarray,
+    metadata: dict[str, Any],
+    batch_size: int = 32,
+    top_k: int = 3,
+    fast: bool = False,
+) -> VolumeScores:
+    """Score every slice of one series (``SeriesVolume.hu`` and its geometry)."""
+    preprocess, body = configs_from_metadata(metadata)
+    position = find_body_position(hu, pixel_spacing_mm, slice_positions_mm, body)
+    pre = preprocess_series(hu, pixel_spacing_mm, slice_positions_mm, preprocess)
+    pos = torch.as_tensor(position.normalised, dtype=torch.float32)
+    device = next(model.parameters()).device
+    pred = predict_slices(model, pre.images, pos, pre.valid, batch_size, device, fast)
+    threshold = metadata.get("calibration", {}).get("threshold")
+    scores = pred.slice_scores.numpy()
+    flagged = scores > threshold if threshold is not None else np.zeros(scores.shape, dtype=bool)
+    return VolumeScores(
+        slice_scores=scores,
+        heatmaps=pred.heatmaps[:, 0].numpy().astype(np.float16),
+        positions=position.normalised,
+        landmark=position.landmark,
+        series_score=float(aggregate_series(pred.slice_scores, top_k)),
+        threshold=threshold,
+        flagged=flagged,
+    )
+
+
+def score_series_volume(
+    model: FAnoGAN | ConvAutoencoder, volume: SeriesVolume, metadata: dict[str, Any], **kwargs: Any
+) -> VolumeScores:
+    """``score_volume`` for the serving loader's ``SeriesVolume`` (scores in its SOP instance order)."""
+    geometry = volume.geometry
+    return score_volume(model, volume.hu, geometry.pixel_spacing_mm, geometry.slice_positions_mm, metadata, **kwargs)

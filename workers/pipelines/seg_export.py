@@ -1,0 +1,191 @@
+"""Liver masks in and out: DICOM SEG (highdicom) and NIfTI, checked against the series' geometry.
+
+Conventions: a mask is (Z, Y, X) uint8 on the series' own grid, Z in the order
+of ``load_series_volume`` (ascending along the slice normal), so that mask[k]
+belongs to source_datasets[k]. NIfTI is RAS+ by definition while DICOM
+patient coordinates are LPS: the affine negates the first two rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import cast
+
+import highdicom as hd
+import nibabel as nib
+import numpy as np
+import pydicom
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+from workers.pipelines.volume import SeriesGeometry
+
+LIVER_LABEL = "Liver"
+# SNOMED CT "Liver" and its legacy SNOMED RT code, as written by older tools (dcmqi)
+LIVER_CODES = {("SCT", "10200004"), ("SRT", "T-62000")}
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def write_seg(
+    mask: np.ndarray,
+    source_datasets: Sequence[pydicom.Dataset],
+    *,
+    algorithm_name: str,
+    algorithm_version: str,
+    model_sha256: str,
+    series_number: int = 900,
+    omit_empty_frames: bool = True,
+) -> pydicom.Dataset:
+    """A binary DICOM SEG with one segment 'Liver' (SCT 10200004) over ``source_datasets`` (mask's Z order)."""
+    if mask.ndim != 3 or mask.shape[0] != len(source_datasets):
+        raise ValueError(f"mask must be (Z, Y, X) with Z == {len(source_datasets)} source images, got {mask.shape}")
+    rows, cols = int(source_datasets[0].Rows), int(source_datasets[0].Columns)
+    if mask.shape[1:] != (rows, cols):
+        raise ValueError(f"mask slices are {mask.shape[1:]} but the source images are {(rows, cols)} (Rows, Columns)")
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=algorithm_name,
+        version=algorithm_version,
+        family=codes.cid7162.ArtificialIntelligence,
+        parameters={"model_sha256": model_sha256},
+    )
+    description = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label=LIVER_LABEL,
+        segmented_property_category=codes.SCT.Organ,
+        segmented_property_type=codes.SCT.Liver,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm,
+    )
+    # an empty SpecificCharacterSet (default repertoire) is refused by highdicom; UTF-8 is a superset
+    charset = source_datasets[0].get("SpecificCharacterSet") or "ISO_IR 192"
+    seg = hd.seg.Segmentation(
+        source_images=list(source_datasets),
+        pixel_array=(mask > 0).astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[description],
+        series_instance_uid=generate_uid(),
+        series_number=series_number,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="gatekeeper",
+        manufacturer_model_name=algorithm_name,
+        software_versions=algorithm_version,
+        device_serial_number=model_sha256[:16] or "unknown",
+        series_description=f"{algorithm_name} liver",
+        omit_empty_frames=omit_empty_frames,
+        specific_character_set=charset,
+    )
+    return cast(pydicom.Dataset, seg)
+
+
+def _liver_segment_numbers(seg: pydicom.Dataset) -> list[int]:
+    found, described = [], []
+    for item in seg.SegmentSequence:
+        code = item.SegmentedPropertyTypeCodeSequence[0]
+        key = (str(code.CodingSchemeDesignator), str(code.CodeValue))
+        described.append(f"{int(item.SegmentNumber)} {item.SegmentLabel!r} {key[0]} {key[1]}")
+        if key in LIVER_CODES or str(item.SegmentLabel).strip().lower() == "liver":
+            found.append(int(item.SegmentNumber))
+    if not found:
+        raise ValueError(f"SEG has no liver segment (SCT 10200004 or label 'Liver'); segments: {described}")
+    return found
+
+
+def check_seg_against_series(seg: pydicom.Dataset, source_datasets: Sequence[pydicom.Dataset]) -> None:
+    """Raise ValueError with a precise message when the SEG does not lie on the series' grid."""
+    if str(seg.get("Modality", "")) != "SEG":
+        raise ValueError(f"not a DICOM SEG: Modality is {seg.get('Modality')!r}")
+    series_for = {str(ds.FrameOfReferenceUID) for ds in source_datasets if "FrameOfReferenceUID" in ds}
+    seg_for = str(seg.get("FrameOfReferenceUID", ""))
+    if seg_for not in series_for:
+        raise ValueError(f"SEG FrameOfReferenceUID {seg_for!r} differs from the series' {sorted(series_for)}")
+    rows, cols = int(source_datasets[0].Rows), int(source_datasets[0].Columns)
+    if (int(seg.Rows), int(seg.Columns)) != (rows, cols):
+        raise ValueError(
+            f"SEG grid is {int(seg.Rows)} x {int(seg.Columns)} (Rows x Columns) "
+            f"but the series is {rows} x {cols}"
+        )
+    known = {str(ds.SOPInstanceUID) for ds in source_datasets}
+    referenced = {
+        str(src.ReferencedSOPInstanceUID)
+        for frame in seg.PerFrameFunctionalGroupsSequence
+        for derivation in frame.get("DerivationImageSequence", [])
+        for src in derivation.get("SourceImageSequence", [])
+    }
+    if not referenced:
+        raise ValueError("SEG frames reference no source instance (DerivationImageSequence is empty)")
+    missing = sorted(referenced - known)
+    if missing:
+        raise ValueError(
+            f"SEG references {len(missing)} instance(s) not in the series, e.g. {missing[0]} "
+            f"({len(referenced)} referenced, {len(known)} in the series)"
+        )
+
+
+def read_seg_mask(seg_dataset: pydicom.Dataset, source_datasets: Sequence[pydicom.Dataset]) -> np.ndarray:
+    """The liver of a submitted SEG as (Z, Y, X) uint8 in the order of ``source_datasets``; validated first."""
+    check_seg_against_series(seg_dataset, source_datasets)
+    segment_numbers = _liver_segment_numbers(seg_dataset)
+    seg = hd.seg.Segmentation.from_dataset(seg_dataset, copy=True)
+    pixels = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=[str(ds.SOPInstanceUID) for ds in source_datasets],
+        segment_numbers=segment_numbers,
+        ignore_spatial_locations=True,  # checked above: same frame of reference, grid and instances
+        assert_missing_frames_are_empty=True,  # slices without a frame carry no liver
+    )  # (Z, Y, X, n_segments)
+    return (pixels.max(axis=-1) > 0).astype(np.uint8)
+
+
+def geometry_affine(geometry: SeriesGeometry) -> np.ndarray:
+    """4 x 4 RAS affine of the voxel grid (i = column, j = row, k = slice index along the normal)."""
+    orientation = np.asarray(geometry.orientation, dtype=float)
+    row_dir, col_dir = orientation[:3], orientation[3:]  # along a row (columns grow), along a column
+    normal = np.cross(row_dir, col_dir)
+    positions = geometry.slice_positions_mm
+    step = (positions[-1] - positions[0]) / (len(positions) - 1) if len(positions) > 1 else geometry.slice_spacing_mm
+    lps = np.eye(4)
+    lps[:3, 0] = row_dir * geometry.pixel_spacing_mm[1]
+    lps[:3, 1] = col_dir * geometry.pixel_spacing_mm[0]
+    lps[:3, 2] = normal * step
+    lps[:3, 3] = geometry.origin_mm
+    return LPS_TO_RAS @ lps
+
+
+def write_nifti(mask: np.ndarray, geometry: SeriesGeometry, path: Path) -> None:
+    """Save a (Z, Y, X) mask as NIfTI (X, Y, Z) with the series' RAS affine; refuses series with gaps."""
+    expected = (geometry.n_slices, geometry.rows, geometry.columns)
+    if mask.shape != expected:
+        raise ValueError(f"mask shape {mask.shape} does not match the series grid (Z, Y, X) = {expected}")
+    if geometry.gaps:
+        raise ValueError(f"series has gaps after slices {geometry.gaps}: no regular NIfTI grid")
+    image = nib.Nifti1Image(np.ascontiguousarray(mask.transpose(2, 1, 0)).astype(np.uint8), geometry_affine(geometry))
+    image.header.set_xyzt_units("mm")
+    image.set_qform(image.affine, code=1)
+    image.set_sform(image.affine, code=1)
+    nib.save(image, str(path))
+
+
+def read_nifti_mask(path: Path, geometry: SeriesGeometry, tolerance_voxel: float = 0.1) -> np.ndarray:
+    """A NIfTI mask on the series' grid as (Z, Y, X) uint8 (axis flips allowed); ValueError if off the grid."""
+    image = cast(nib.Nifti1Image, nib.load(str(path)))
+    if image.ndim != 3:
+        raise ValueError(f"{path.name}: NIfTI mask must be 3D, got shape {image.shape}")
+    expected = geometry_affine(geometry)
+    transform = nib.orientations.ornt_transform(
+        nib.orientations.io_orientation(image.affine), nib.orientations.io_orientation(expected)
+    )
+    image = image.as_reoriented(transform)
+    grid = (geometry.columns, geometry.rows, geometry.n_slices)
+    if tuple(image.shape) != grid:
+        raise ValueError(f"{path.name}: grid {tuple(image.shape)} (X, Y, Z) differs from the series' {grid}")
+    corners = np.array([[i, j, k, 1.0] for i in (0, grid[0] - 1) for j in (0, grid[1] - 1) for k in (0, grid[2] - 1)])
+    offset_mm = float(np.max(np.linalg.norm((corners @ image.affine.T - corners @ expected.T)[:, :3], axis=1)))
+    limit_mm = tolerance_voxel * min(*geometry.pixel_spacing_mm, geometry.slice_spacing_mm)
+    if offset_mm > limit_mm:
+        raise ValueError(
+            f"{path.name}: affine places a grid corner {offset_mm:.2f} mm from the series' voxel "
+            f"(tolerance {limit_mm:.2f} mm): wrong grid or frame of reference"
+        )
+    data = np.asarray(image.dataobj)
+    return (data.transpose(2, 1, 0) > 0).astype(np.uint8)

@@ -1,0 +1,192 @@
+"""Training slices for the liver segmenter: CT and liver mask pairs from a data directory.
+
+CT goes through the serving path (``load_series_volume`` for DICOM, the
+scorer's NIfTI loader for NIfTI CT); masks are checked against the CT grid
+(``read_nifti_mask``: a mask on another grid is refused). Both then go through
+``to_model_grid`` (the segmenter's input grid); masks are resampled with the
+same crop box and thresholded at 0.5. Cases and slice ranges come from
+``SegmenterDataConfig`` (defaults: the MANIFEST's normal-training split;
+ircadb-01 held out). Arrays are cached as .npz under ``cache_dir`` (derived
+from non-commercial data: keep it under runs/, never commit it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.segmenter import SegmenterConfig, resample_to_box, to_model_grid
+from workers.pipelines.seg_export import read_nifti_mask
+from workers.pipelines.volume import load_series_volume
+
+CACHE_VERSION = 2
+
+
+@dataclass(frozen=True)
+class MaskedCase:
+    name: str
+    ct: str  # relative to data_dir: a DICOM folder or a .nii / .nii.gz file
+    mask: str  # NIfTI liver mask on the CT's grid
+    slices: tuple[tuple[int, int], ...] | None = None  # inclusive index ranges; None = all
+
+
+@dataclass(frozen=True)
+class SegmenterDataConfig:
+    data_dir: str = "../shared/data"
+    cache_dir: str = "runs/segmenter/cache"
+    # MANIFEST "normal training" for the segmenter: ircadb-17 slices 0-75 (tumour run 78-113 left out)
+    train: tuple[MaskedCase, ...] = (
+        MaskedCase("ircadb-17", "ct/ircadb-17/ct-dicom", "ct/ircadb-17/masks/liver.nii.gz", ((0, 75),)),
+        MaskedCase(
+            "totalseg-example-3mm", "ct/totalseg-example/ct-3mm.nii.gz", "ct/totalseg-example/masks/liver-on-ct-3mm.nii.gz"
+        ),
+        MaskedCase(
+            "totalseg-example-dicom", "ct/totalseg-example/ct-dicom", "ct/totalseg-example/masks/liver-on-ct-dicom.nii.gz"
+        ),
+    )
+    heldout: MaskedCase = MaskedCase("ircadb-01", "ct/ircadb-01/ct-dicom", "ct/ircadb-01/masks/liver.nii.gz")
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> SegmenterDataConfig:
+        def case(c: dict) -> MaskedCase:
+            slices = tuple(tuple(r) for r in c["slices"]) if c["slices"] else None
+            return MaskedCase(c["name"], c["ct"], c["mask"], slices)  # type: ignore[arg-type]
+
+        return cls(d["data_dir"], d["cache_dir"], tuple(case(c) for c in d["train"]), case(d["heldout"]))
+
+
+@dataclass
+class MaskedVolume:
+    hu: np.ndarray  # (Z, Y, X) float32, Z ascending along the normal
+    mask: np.ndarray  # (Z, Y, X) uint8 on the same grid
+    pixel_spacing_mm: tuple[float, float]  # (row, column)
+    positions_mm: np.ndarray  # (Z,)
+
+
+@dataclass
+class SegmenterSlices:
+    images: torch.Tensor  # (N, C, S, S) float32 in [-1, 1]
+    masks: torch.Tensor  # (N, 1, S, S) float32 in {0, 1}
+    cases: list[str]  # (N,)
+    slice_indices: list[int]  # (N,)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+def load_masked_volume(case: MaskedCase, data_dir: Path) -> MaskedVolume:
+    """CT and liver mask of one case, the mask checked against the CT's grid."""
+    ct_path, mask_path = data_dir / case.ct, data_dir / case.mask
+    if ct_path.is_dir():
+        volume = load_series_volume(sorted(p for p in ct_path.iterdir() if p.is_file()))
+        mask = read_nifti_mask(mask_path, volume.geometry)
+        positions = np.asarray(volume.geometry.slice_positions_mm)
+        return MaskedVolume(volume.hu, mask, volume.geometry.pixel_spacing_mm, positions)
+    from workers.pipelines.scorer_data import load_nifti_volume  # the scorer's NIfTI CT loader
+
+    ct, mask_volume = load_nifti_volume(ct_path), load_nifti_volume(mask_path)
+    if ct.hu.shape != mask_volume.hu.shape or not np.allclose(ct.positions_mm, mask_volume.positions_mm, atol=0.1):
+        raise ValueError(f"case {case.name}: mask grid {mask_volume.hu.shape} differs from the CT's {ct.hu.shape}")
+    return MaskedVolume(ct.hu, (mask_volume.hu > 0.5).astype(np.uint8), ct.pixel_spacing_mm, ct.positions_mm)
+
+
+def selected(case: MaskedCase, n_slices: int) -> list[int]:
+    if case.slices is None:
+        return list(range(n_slices))
+    out = [i for lo, hi in case.slices for i in range(lo, hi + 1) if 0 <= i < n_slices]
+    if not out:
+        raise ValueError(f"case {case.name}: slice ranges {case.slices} select nothing of {n_slices} slices")
+    return out
+
+
+def prepare_masked_case(
+    case: MaskedCase, config: SegmenterConfig, data: SegmenterDataConfig, repo_root: Path
+) -> dict[str, np.ndarray]:
+    """Model-grid images and masks of one case (all slices as context, selected ones returned); cached."""
+    key = json.dumps([CACHE_VERSION, asdict(case), config.as_json()], sort_keys=True)
+    cache = repo_root / data.cache_dir / f"{case.name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
+    if cache.exists():
+        with np.load(cache) as arrays:
+            return {k: arrays[k] for k in arrays.files}
+    volume = load_masked_volume(case, (repo_root / data.data_dir).resolve())
+    images, box = to_model_grid(volume.hu, volume.pixel_spacing_mm, volume.positions_mm, config)
+    masks = resample_to_box(torch.from_numpy(volume.mask).float(), box, fill=0.0) > 0.5  # (Z, S, S)
+    idx = selected(case, volume.hu.shape[0])
+    arrays = {
+        "images": images[idx].numpy().astype(np.float16),
+        "masks": masks[idx, None].numpy(),
+        "slice_indices": np.asarray(idx),
+    }
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f".{cache.stem}.tmp.npz")
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]
+    tmp.replace(cache)
+    return arrays
+
+
+def build_training_slices(config: SegmenterConfig, data: SegmenterDataConfig, repo_root: Path) -> SegmenterSlices:
+    parts = [(case.name, prepare_masked_case(case, config, data, repo_root)) for case in data.train]
+    return SegmenterSlices(
+        images=torch.from_numpy(np.concatenate([a["images"] for _, a in parts])).float(),
+        masks=torch.from_numpy(np.concatenate([a["masks"] for _, a in parts])).float(),
+        cases=[name for name, a in parts for _ in range(len(a["slice_indices"]))],
+        slice_indices=[int(i) for _, a in parts for i in a["slice_indices"]],
+    )
+
+
+def describe(slices: SegmenterSlices) -> dict:
+    per_case: dict[str, list[int]] = {}
+    has_liver = (slices.masks.flatten(1).sum(1) > 0).tolist()
+    for name, liver in zip(slices.cases, has_liver, strict=True):
+        per_case.setdefault(name, [0, 0])
+        per_case[name][0] += 1
+        per_case[name][1] += int(liver)
+    return {"n_slices": len(slices), "per_case": {k: {"slices": n, "with_liver": w} for k, (n, w) in per_case.items()}}
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    rotate_deg: float = 10.0
+    scale: tuple[float, float] = (0.85, 1.15)  # zoom, also covers in-plane spacing differences
+    translate: float = 0.08  # fraction of the field
+    intensity_shift: float = 0.1  # added to the windowed image ([-1, 1] units)
+    intensity_scale: tuple[float, float] = (0.9, 1.1)
+    noise_std: float = 0.03
+    hflip: bool = False  # no left-right flip: the liver lies on the patient's right
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
+def augment(
+    x: torch.Tensor, y: torch.Tensor, config: AugmentConfig, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random affine (same for image and mask) and intensity jitter; x (B, C, S, S), y (B, 1, S, S)."""
+    b = x.shape[0]
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return torch.rand(b, generator=gen) * (hi - lo) + lo
+
+    angle = uniform(-config.rotate_deg, config.rotate_deg) * math.pi / 180
+    scale = uniform(*config.scale)
+    shift = uniform(-config.translate, config.translate), uniform(-config.translate, config.translate)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[0] * 2], 1), torch.stack([sin, cos, shift[1] * 2], 1)], 1)
+    theta = theta.to(x.device, x.dtype)  # (B, 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x + 1.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1.0  # air outside
+    y = (F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5).to(y.dtype)
+    gain = uniform(*config.intensity_scale).to(x.device)[:, None, None, None]
+    offset = uniform(-config.intensity_shift, config.intensity_shift).to(x.device)[:, None, None, None]
+    noise = torch.randn(x.shape, generator=gen).to(x.device) * config.noise_std
+    return (x * gain + offset + noise).clamp(-1.0, 1.0), y

@@ -1,0 +1,124 @@
+"""Load a trained liver segmenter and segment a CT series on its own grid; checkpoint I/O lives here.
+
+``segment_volume`` runs the training preprocessing (``models.segmenter.to_model_grid``:
+resample in-plane, crop around the body, window, neighbouring slices), the
+network in batches (no autograd, channels_last), then puts the probabilities
+back onto the series grid (``from_model_grid``) and thresholds them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.segmenter import LiverSegmenter, SegmenterConfig, from_model_grid, mask_on_series_grid, to_model_grid
+from workers.pipelines.scorer_inference import CHECKPOINT_FORMAT, save_checkpoint
+from workers.pipelines.volume import SeriesGeometry
+
+__all__ = ["dice", "load_segmenter", "save_checkpoint", "segment_mask", "segment_probabilities", "segment_volume", "sha256_of"]
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_segmenter(checkpoint: Path, device: str | torch.device = "cpu") -> tuple[LiverSegmenter, dict[str, Any]]:
+    """(model in eval mode, metadata: config, step, metrics, data description, sha256 of the file)."""
+    ckpt = torch.load(checkpoint, map_location=device, weights_only=False)
+    if ckpt.get("format") != CHECKPOINT_FORMAT or "segmenter" not in ckpt.get("metadata", {}).get("kind", ""):
+        raise ValueError(f"{checkpoint}: not a segmenter checkpoint (format {ckpt.get('format')!r})")
+    metadata = dict(ckpt["metadata"])
+    model = LiverSegmenter(SegmenterConfig.from_json(metadata["config"]["model"]))
+    model.load_state_dict(ckpt["state"]["model"])
+    metadata["sha256"] = sha256_of(checkpoint)
+    return model.to(device).eval(), metadata
+
+
+def _batches(
+    model: LiverSegmenter, images: torch.Tensor, batch_size: int, channels_last: bool
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """(start, (B, S, S) sigmoid probabilities) over (Z, C, S, S) model-grid images, without autograd."""
+    device = next(model.parameters()).device
+    model.eval()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    with torch.inference_mode():
+        for start in range(0, images.shape[0], batch_size):
+            x = images[start : start + batch_size].to(device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield start, torch.sigmoid(model(x)[:, 0].float()).cpu()
+
+
+def segment_probabilities(
+    model: LiverSegmenter,
+    hu: np.ndarray | torch.Tensor,
+    pixel_spacing_mm: tuple[float, float],
+    slice_positions_mm: list[float] | np.ndarray,
+    *,
+    batch_size: int = 32,
+    channels_last: bool = True,
+) -> torch.Tensor:
+    """(Z, Y, X) HU -> (Z, Y, X) liver probability on the series grid (float32)."""
+    images, box = to_model_grid(hu, pixel_spacing_mm, slice_positions_mm, model.config)  # (Z, C, S, S)
+    out = torch.empty((images.shape[0], box.rows, box.columns), dtype=torch.float32)
+    for start, prob in _batches(model, images, batch_size, channels_last):
+        out[start : start + prob.shape[0]] = from_model_grid(prob, box)
+    return out
+
+
+def segment_mask(
+    model: LiverSegmenter,
+    hu: np.ndarray | torch.Tensor,
+    pixel_spacing_mm: tuple[float, float],
+    slice_positions_mm: list[float] | np.ndarray,
+    *,
+    batch_size: int = 32,
+    channels_last: bool = True,
+) -> np.ndarray:
+    """(Z, Y, X) HU -> (Z, Y, X) uint8 mask; equals thresholding ``segment_probabilities``, faster."""
+    images, box = to_model_grid(hu, pixel_spacing_mm, slice_positions_mm, model.config)  # (Z, C, S, S)
+    out = torch.empty((images.shape[0], box.rows, box.columns), dtype=torch.uint8)
+    for start, prob in _batches(model, images, batch_size, channels_last):
+        out[start : start + prob.shape[0]] = mask_on_series_grid(prob, box, model.config.threshold)
+    return out.numpy()
+
+
+def segment_volume(
+    model: LiverSegmenter,
+    hu: np.ndarray,
+    geometry: SeriesGeometry,
+    *,
+    batch_size: int = 32,
+    channels_last: bool = True,
+) -> np.ndarray:
+    """Liver mask (Z, Y, X) uint8 on the series' own grid (``SeriesVolume.hu`` and its geometry)."""
+    expected = (geometry.n_slices, geometry.rows, geometry.columns)
+    if tuple(hu.shape) != expected:
+        raise ValueError(f"hu shape {tuple(hu.shape)} does not match the geometry's (Z, Y, X) = {expected}")
+    return segment_mask(
+        model,
+        hu,
+        geometry.pixel_spacing_mm,
+        geometry.slice_positions_mm,
+        batch_size=batch_size,
+        channels_last=channels_last,
+    )
+
+
+def dice(pred: np.ndarray, truth: np.ndarray, axis: tuple[int, ...] | None = None) -> np.ndarray:
+    """Dice 2|A n B| / (|A| + |B|) over ``axis`` (all axes when None); NaN where both are empty."""
+    p, t = pred > 0, truth > 0
+    inter = np.logical_and(p, t).sum(axis=axis, dtype=np.int64)
+    total = p.sum(axis=axis, dtype=np.int64) + t.sum(axis=axis, dtype=np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, 2.0 * inter / np.maximum(total, 1), np.nan)
