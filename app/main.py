@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from sqlalchemy.exc import OperationalError
 
 from app import __version__
@@ -36,9 +37,15 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         thread.join(timeout=10)
 
 
+ROUTERS = tuple(m.router for m in (health, stow, qido, wado, orthanc, series, queue, models, training))
 app = FastAPI(title="gatekeeper", version=__version__, lifespan=lifespan)
-for module in (health, stow, qido, wado, orthanc, series, queue, models, training):
-    app.include_router(module.router)
+for router in ROUTERS:
+    app.include_router(router)
+
+
+def api_routes() -> list[APIRoute]:
+    """Every route of the API (the role x route matrix is generated from this)."""
+    return [route for router in ROUTERS for route in router.routes if isinstance(route, APIRoute)]
 
 
 @app.exception_handler(OperationalError)

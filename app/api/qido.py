@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from app.api.deps import ReaderPrincipal, SessionDep, SettingsDep
 from app.api.stow import DICOM_JSON, UID_PATTERN, base_url
@@ -19,10 +19,10 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 Offset = Annotated[int, Query(ge=0)]
 
 
-def _reply(items: list[dict[str, Any]]) -> JSONResponse:
+def _reply(items: list[dict[str, Any]]) -> Response:
     # PS3.18: an empty match is 204 No Content, not an empty array.
     if not items:
-        return JSONResponse(None, status_code=status.HTTP_204_NO_CONTENT, media_type=DICOM_JSON)
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
     return JSONResponse(items, media_type=DICOM_JSON)
 
 
@@ -34,7 +34,7 @@ def search_studies(
     StudyDate: Annotated[str | None, Query(max_length=17)] = None,
     ModalitiesInStudy: Annotated[str | None, Query(max_length=16)] = None,
     limit: Limit = 100, offset: Offset = 0,
-) -> JSONResponse:  # fmt: skip
+) -> Response:  # fmt: skip
     try:
         date_from, date_to = parse_date_range(StudyDate)
     except BadQuery as exc:
@@ -51,7 +51,7 @@ def search_all_series(
     request: Request, _: ReaderPrincipal, db: SessionDep, settings: SettingsDep,
     SeriesInstanceUID: UidQuery = None, Modality: Annotated[str | None, Query(max_length=16)] = None,
     limit: Limit = 100, offset: Offset = 0,
-) -> JSONResponse:  # fmt: skip
+) -> Response:  # fmt: skip
     rows = reads.find_series(
         db, study_uid=None, series_uid=SeriesInstanceUID, modality=Modality, limit=limit, offset=offset
     )
@@ -64,7 +64,7 @@ def search_series(
     study_uid: UidPath, request: Request, _: ReaderPrincipal, db: SessionDep, settings: SettingsDep,
     SeriesInstanceUID: UidQuery = None, Modality: Annotated[str | None, Query(max_length=16)] = None,
     limit: Limit = 100, offset: Offset = 0,
-) -> JSONResponse:  # fmt: skip
+) -> Response:  # fmt: skip
     rows = reads.find_series(db, study_uid=study_uid, series_uid=SeriesInstanceUID, modality=Modality,
                              limit=limit, offset=offset)  # fmt: skip
     base = base_url(request, settings)
@@ -75,7 +75,7 @@ def search_series(
 def search_instances(
     study_uid: UidPath, series_uid: UidPath, request: Request, _: ReaderPrincipal, db: SessionDep,
     settings: SettingsDep, SOPInstanceUID: UidQuery = None,
-) -> JSONResponse:  # fmt: skip
+) -> Response:  # fmt: skip
     rows = reads.find_instances(db, study_uid=study_uid, series_uid=series_uid, sop_uid=SOPInstanceUID)
     base = base_url(request, settings)
     return _reply([instance_json(i, s, study_uid, base) for i, s in rows])
