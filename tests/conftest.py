@@ -112,10 +112,16 @@ def stack_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
         return stack
 
     yield make
+    crashes = []
     for stack in made:
         stack.service.stop()
         stack.engine.dispose()
         drop_database(stack.database_url)
+        for log in stack.service.log_dir.rglob("api.log"):
+            if "Exception in ASGI application" in log.read_text(errors="replace"):
+                crashes.append(str(log))
+    # An unhandled exception in the API is a bug even when the client saw a status code.
+    assert not crashes, f"unhandled exceptions in the API, see {crashes}"
 
 
 @pytest.fixture(scope="session")

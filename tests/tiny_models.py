@@ -21,7 +21,8 @@ def train_tiny_scorer(run_dir: Path) -> Path:
 
     data = ScorerDataConfig(data_dir=str(SAMPLE_DIR), cache_dir=str(run_dir / "cache"),
                             preprocess=PreprocessConfig(size=64, pixel_mm=6.0),
-                            train=(CaseSpec("sample", SAMPLE_CT),), heldout=(CaseSpec("sample", SAMPLE_CT),))  # fmt: skip
+                            train=(CaseSpec("sample", SAMPLE_CT),),
+                            heldout=(CaseSpec("sample", SAMPLE_CT),))  # fmt: skip
     model = ScorerConfig(base_width=4, latent_dim=8, embed_dim=8, n_fourier=4, n_critic=1)
     config = ScorerTrainConfig(model=model, data=data, batch_size=4, gan_steps=2, encoder_steps=2,
                                checkpoint_every=1, sample_every=100, log_every=1, bf16=False)  # fmt: skip

@@ -19,7 +19,7 @@ def matrix() -> list[tuple[str, str, frozenset[Role]]]:
     for route in api_routes():
         if route.path in PROBES:
             continue
-        allowed = next(getattr(d.call, "allowed_roles") for d in route.dependant.dependencies
+        allowed = next(d.call.allowed_roles for d in route.dependant.dependencies
                        if hasattr(d.call, "allowed_roles"))  # fmt: skip
         path = route.path.format(**SAMPLE_PATH)
         for method in route.methods - {"HEAD"}:

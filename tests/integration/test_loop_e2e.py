@@ -71,7 +71,10 @@ def test_the_loop(loop) -> None:  # type: ignore[no-untyped-def]
     _, series, state = push_and_route(stack, {"manual"})
     decision = stack.scalar("SELECT reason FROM series_decisions WHERE series_id=:i", i=state["id"])
     assert decision == "anomalous"
-    assert stack.scalar("SELECT scorer_version_id FROM series_decisions WHERE series_id=:i", i=state["id"]) == manual_scorer
+    assert (
+        stack.scalar("SELECT scorer_version_id FROM series_decisions WHERE series_id=:i", i=state["id"])
+        == manual_scorer
+    )
 
     # 2. a radiologist claims it; a second reader cannot take it; the contour goes in
     with stack.client("radiologist") as reader, stack.client("admin") as other:
@@ -108,7 +111,9 @@ def test_the_loop(loop) -> None:  # type: ignore[no-untyped-def]
     study, series2, state2 = push_and_route(stack, {"auto"})
     row = stack.scalar("SELECT segmenter_version_id FROM segmentations WHERE series_id=:i", i=state2["id"])
     assert row == new_segmenter
-    assert stack.scalar("SELECT scorer_version_id FROM series_decisions WHERE series_id=:i", i=state2["id"]) == auto_scorer
+    assert (
+        stack.scalar("SELECT scorer_version_id FROM series_decisions WHERE series_id=:i", i=state2["id"]) == auto_scorer
+    )
     with stack.client("pacs") as c:
         seg_series = [s for s in c.get(f"/dicomweb/studies/{study}/series").json()
                       if s["00080060"]["Value"] == ["SEG"]]  # fmt: skip

@@ -1,0 +1,99 @@
+"""The manual queue over HTTP: ordering, leases, a second reader, contour validation."""
+
+from __future__ import annotations
+
+import gzip
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from app.client import stow
+from tests.conftest import Stack
+from tests.dicom_factory import make_series
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def q(stack_factory) -> Stack:  # type: ignore[no-untyped-def]
+    """No scorer is promoted here, so every series lands in the manual queue."""
+    return stack_factory(GATEKEEPER_CLAIM_LEASE_S="2")
+
+
+def _manual_case(stack: Stack, n: int = 4) -> tuple[str, int]:
+    spec, blobs = make_series(n)
+    with stack.client("pacs") as c:
+        assert stow(c, blobs).status_code == 200
+        c.post(f"/series/{spec.series_uid}/complete")
+    state = stack.wait_status(spec.series_uid, {"manual"})
+    case_id = stack.scalar("SELECT id FROM cases WHERE series_id=:i", i=state["id"])
+    return spec.series_uid, int(case_id)  # type: ignore[arg-type]
+
+
+def _nifti(shape: tuple[int, int, int], affine: np.ndarray) -> bytes:
+    img = nib.Nifti1Image(np.ones(shape, np.uint8), affine)
+    return gzip.compress(img.to_bytes())
+
+
+def test_lease_expires_and_another_reader_takes_over(q: Stack) -> None:
+    _, case_id = _manual_case(q)
+    with q.client("radiologist") as first, q.client("admin") as second:
+        assert first.post(f"/queue/{case_id}/claim").status_code == 200
+        assert second.post(f"/queue/{case_id}/claim").status_code == 409
+        assert case_id not in [c["id"] for c in second.get("/queue").json()]  # hidden while held
+        deadline = time.monotonic() + 15
+        while second.post(f"/queue/{case_id}/claim").status_code != 200:
+            assert time.monotonic() < deadline, "the lease never lapsed"
+            time.sleep(0.2)
+        # the first reader's lease lapsed: they can no longer close the case
+        assert first.post(f"/queue/{case_id}/reject", json={"reason": "too late"}).status_code == 409
+        assert second.post(f"/queue/{case_id}/release").status_code == 200
+
+
+def test_queue_positions_follow_priority_then_age(q: Stack) -> None:
+    _manual_case(q)
+    _manual_case(q)
+    with q.client("radiologist") as reader:
+        items = [c for c in reader.get("/queue").json() if c["status"] == "open"]
+    positions = [c["position"] for c in items]
+    assert positions == sorted(positions) and positions[0] == 1
+
+
+def test_contour_on_the_wrong_grid_is_refused_precisely(q: Stack) -> None:
+    series_uid, case_id = _manual_case(q, n=4)
+    with q.client("radiologist") as reader:
+        assert reader.post(f"/queue/{case_id}/claim").status_code == 200
+        affine = np.diag([-0.8, -0.8, 2.5, 1.0])
+        wrong = reader.post(f"/queue/{case_id}/contour", content=_nifti((32, 32, 5), affine),
+                            headers={"Content-Type": "application/gzip"})  # fmt: skip
+        assert wrong.status_code == 422
+        assert "differs from the series" in wrong.json()["detail"], wrong.text
+        junk = reader.post(f"/queue/{case_id}/contour", content=b"not a mask",
+                           headers={"Content-Type": "application/dicom"})  # fmt: skip
+        assert junk.status_code == 422
+        media = reader.post(f"/queue/{case_id}/contour", content=b"x", headers={"Content-Type": "text/plain"})
+        assert media.status_code == 422 and "media type" in media.json()["detail"]
+        assert q.scalar("SELECT status FROM cases WHERE id=:i", i=case_id) == "claimed"  # nothing changed
+
+
+def test_reject_needs_a_reason_and_closes_the_case(q: Stack) -> None:
+    _, case_id = _manual_case(q)
+    with q.client("radiologist") as reader:
+        reader.post(f"/queue/{case_id}/claim")
+        assert reader.post(f"/queue/{case_id}/reject", json={}).status_code == 422
+        assert reader.post(f"/queue/{case_id}/reject", json={"reason": "normal; no lesion"}).status_code == 200
+        assert reader.get(f"/queue/{case_id}").status_code == 404  # no longer in anyone's queue
+    assert q.scalar("SELECT count(*) FROM audit_events WHERE action='case.rejected' AND entity_id=:i",
+                    i=str(case_id)) == 1  # fmt: skip
+
+
+def test_claim_next_takes_the_top_case(q: Stack) -> None:
+    _manual_case(q)
+    with q.client("radiologist") as reader:
+        top = reader.get("/queue").json()[0]
+        got = reader.post("/queue/next")
+        assert got.status_code == 200 and got.json()["claimed_by_me"]
+        assert got.json()["id"] == top["id"]
+        reader.post(f"/queue/{top['id']}/release")
