@@ -1,4 +1,4 @@
-"""Interop with a real PACS: Orthanc pushes a real CT series to the service, twice.
+"""Interop with a real PACS: Orthanc pushes a real CT series to the service, three times.
 
 Orthanc (Debian packages ``orthanc`` and ``orthanc-dicomweb``, installed by
 ``scripts/install-orthanc.sh`` when missing) runs as a plain child process on
@@ -6,12 +6,14 @@ free loopback ports with a generated configuration. It holds the 129-slice
 ``ircadb-01`` series and sends it to the service:
 
 (a) through its DICOMweb STOW-RS client (``POST /dicom-web/servers/gatekeeper/stow``),
-(b) through Orthanc peer push (``POST /peers/gatekeeper/store``): all duplicates.
+(b) through Orthanc peer push (``POST /peers/gatekeeper/store``): all duplicates,
+(c) through peer push again with gzip bodies (``"Compress": true``): duplicates again.
 
-Both Orthanc jobs must succeed by Orthanc's own account, and the service must
-then hold every instance exactly once (QIDO, database rows, stored files) and
-score the series. The real data is never copied: Orthanc and the service keep
-it in temporary folders that are removed at the end.
+Every Orthanc job must succeed by Orthanc's own account, and the service must
+then hold every instance exactly once (QIDO, database rows, stored files), and
+score and route the series without re-opening it. The real data never enters the
+repository: Orthanc and the service store their copies in temporary folders whose
+storage is deleted at teardown (the logs stay, for diagnosis).
 """
 
 from __future__ import annotations
@@ -52,10 +54,14 @@ PLUGIN_CANDIDATES = (
 )
 
 
-def _series_dir() -> Path:
+@pytest.fixture(scope="module")
+def series_files() -> list[Path]:
+    """The real series' files; skips (before anything is started) when the data is absent."""
     for folder in (DATA_DIR / "ct" / CASE / "ct-dicom", DATA_DIR / CASE / "ct-dicom"):
         if folder.is_dir():
-            return folder
+            files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+            assert len(files) == N_INSTANCES, f"{CASE}: {len(files)} files, expected {N_INSTANCES}"
+            return files
     pytest.skip(f"real CT data {CASE} not found under {DATA_DIR} (set GATEKEEPER_DATA_DIR to ../shared/data)")
 
 
@@ -155,6 +161,7 @@ def gatekeeper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gatekeeper]
     finally:
         if service is not None:
             service.stop()
+        shutil.rmtree(root / "storage", ignore_errors=True)  # copies of the real data; the logs stay
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
@@ -239,6 +246,7 @@ def orthanc(orthanc_binary: tuple[str, str], gatekeeper: Gatekeeper, tmp_path_fa
         yield Orthanc(url, log, proc)
     finally:
         _stop_group(proc)
+        shutil.rmtree(root / "storage", ignore_errors=True)  # copies of the real data; the log stays
 
 
 # --------------------------------------------------------------------------- helpers
@@ -307,9 +315,10 @@ def _check_exactly_once(gk: Gatekeeper, study_uid: str, series_uid: str, label: 
 # --------------------------------------------------------------------------- the test
 
 
-def test_orthanc_pushes_real_series_by_stow_and_peer(orthanc: Orthanc, gatekeeper: Gatekeeper) -> None:
-    files = sorted(p for p in _series_dir().iterdir() if p.is_file() and not p.name.startswith("."))
-    assert len(files) == N_INSTANCES
+def test_orthanc_pushes_real_series_by_stow_and_peer(
+    series_files: list[Path], orthanc: Orthanc, gatekeeper: Gatekeeper
+) -> None:
+    files = series_files
 
     with httpx.Client(base_url=orthanc.url, timeout=60) as o:
         # Load the series into Orthanc, one REST upload per file.
