@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from app.cli_models import models_cli
+from app.cli_train import train_scorer_cmd, train_segmenter_cmd
 from app.core.config import get_settings
 
 cli = typer.Typer(help="Clinical segmentation gatekeeper.", no_args_is_help=True)
@@ -18,6 +19,8 @@ token_cli = typer.Typer(help="Bearer tokens.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(token_cli, name="token")
 cli.add_typer(models_cli, name="models")
+cli.command("train-scorer")(train_scorer_cmd)
+cli.command("train-segmenter")(train_segmenter_cmd)
 console = Console(stderr=True)
 ROOT = Path(__file__).resolve().parent.parent
 

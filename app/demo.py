@@ -14,6 +14,7 @@ from app.client import read_files, stow
 from app.core.config import get_settings
 from app.core.db import session_scope
 from app.core.security import Role, create_token
+from app.demo_models import ensure_demo_models
 from app.processes import Service, migrate
 
 
@@ -41,6 +42,7 @@ def run_demo(*, study_dir: Path, timeout_s: float, console: Console) -> int:
     settings = get_settings()
     console.print(f"database: {settings.database_url.split('@')[-1]}  broker: {settings.broker_url.split('@')[-1]}")
     migrate(settings.database_url)
+    ensure_demo_models(console)
     with session_scope() as session:
         token = create_token(session, role=Role.PACS, name="demo")
     service = Service(env=_env(), log_dir=settings.storage_dir.resolve().parent / "logs")
@@ -67,6 +69,7 @@ def run_demo(*, study_dir: Path, timeout_s: float, console: Console) -> int:
             )
             state = _follow(client, series_uid, timeout_s, console)
         _summary(console, state, service.url)
+        _decision(console, state["id"])
         return 0 if state["status"] in ("auto", "manual") else 1
     finally:
         service.stop()
@@ -80,6 +83,30 @@ def _summary(console: Console, state: dict, url: str) -> None:
     if g:
         table.add_row("volume", f"{g['n_slices']} x {g['rows']} x {g['columns']}")
         table.add_row("spacing (mm)", f"{g['pixel_spacing_mm']} / {g['slice_spacing_mm']:.2f}")
-        table.add_row("gaps", str(g["gaps"]))
     console.print(table)
-    console.print(f"QIDO-RS: GET {url}/dicomweb/studies  (the API was stopped at the end of the demo)")
+
+
+def _decision(console: Console, series_id: int) -> None:
+    """What the gate decided and where a person looks at the result."""
+    from app.db import loop
+
+    settings = get_settings()
+    with session_scope() as session:
+        d = loop.latest_decision(session, series_id)
+        seg = loop.latest_segmentation(session, series_id)
+    if d is None:
+        return
+    score = "n/a" if d.series_score is None else f"{d.series_score:.4f}"
+    threshold = "n/a" if d.threshold is None else f"{d.threshold:.4f}"
+    console.print(f"decision: [bold]{d.decision}[/bold] ({d.reason}); series score {score}, threshold {threshold}")
+    console.print(f"model versions: scorer id {d.scorer_version_id}, segmenter id {d.segmenter_version_id}")
+    if seg is not None:
+        console.print(f"DICOM SEG: {settings.storage_dir / str(seg.seg_path)}")
+        console.print(f"NIfTI mask: {settings.storage_dir / seg.nifti_path}")
+    if d.evidence_path:
+        from workers.pipelines.evidence import render_png
+
+        out = settings.storage_dir.resolve().parent / f"evidence-series-{series_id}.png"
+        out.write_bytes(render_png(settings.storage_dir / d.evidence_path))
+        console.print(f"evidence (score profile, top slices' heat-maps): {out}")
+    console.print("with the API running (gatekeeper serve), the same is at /queue (radiologist) and over WADO-RS")

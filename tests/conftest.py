@@ -98,6 +98,7 @@ def stack_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
             "GATEKEEPER_RECONCILE_AFTER_S": "3",
             "GATEKEEPER_MAX_BODY_BYTES": str(64 * 1024**2),
             "GATEKEEPER_LOG_LEVEL": "DEBUG",
+            "GATEKEEPER_TOKEN_CACHE_S": "0",  # tests change tokens under the running API
             **overrides,
         }
         import redis

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.core.config import Settings, get_settings
 from app.core.db import session_scope
-from app.core.security import Principal, Role, authenticate
+from app.core.security import Principal, Role, authenticate_cached
 from app.services.storage import InstanceStore
 
 
@@ -42,8 +42,8 @@ def _principal(request: Request, settings: SettingsDep) -> Principal:
     if scheme.lower() != "bearer" or not secret.strip():
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token", headers=_UNAUTHORIZED)
     try:
-        with session_scope() as session:
-            principal = authenticate(session, secret.strip(), bootstrap_admin=settings.bootstrap_admin_token)
+        principal = authenticate_cached(session_scope, secret.strip(), bootstrap_admin=settings.bootstrap_admin_token,
+                                        ttl_s=settings.token_cache_s)  # fmt: skip
     except OperationalError:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "database unavailable", headers={"Retry-After": "5"})
     if principal is None:

@@ -53,7 +53,7 @@ async def push_instance(
     except BaseException:
         writer.abort()
         raise
-    received = await run_in_threadpool(writer.finish, settings.fsync)
+    received = writer.finish(False)  # ingest fsyncs it if it is new
     limits = ParseLimits(settings.max_pixel_bytes, settings.max_sequence_depth)
     try:
         [outcome] = await run_in_threadpool(

@@ -53,7 +53,7 @@ async def _store(request: Request, settings: Settings, store, principal, study: 
     )
 
     async def finish(writer: TempWriter):  # type: ignore[no-untyped-def]
-        return await run_in_threadpool(writer.finish, settings.fsync)
+        return writer.finish(False)  # fsynced later, in parallel, and only if the instance is new
 
     def accept(content_type: str) -> bool:
         return content_type == "" or parse_content_type(content_type)[0] == "application/dicom"

@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     # environment, for first set-up and the embedded demo; tokens otherwise live
     # hashed in the database (``gatekeeper token create``).
     bootstrap_admin_token: str | None = Field(default=None, repr=False)
+    token_cache_s: float = 10.0  # a valid token is remembered this long per process (revocation delay)
     public_base_url: str = ""  # used in RetrieveURL; empty: taken from the request
 
     # The manual queue: a claim lasts this long unless renewed.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -38,6 +39,27 @@ def create_token(session: Session, *, role: Role, name: str, ttl_days: float | N
     expires = datetime.now(UTC) + timedelta(days=ttl_days) if ttl_days else None
     session.add(ApiToken(name=name, role=role.value, token_hash=hash_token(secret), expires_at=expires))
     return secret
+
+
+_CACHE: dict[str, tuple[Principal, float]] = {}
+_CACHE_MAX = 4096
+
+
+def authenticate_cached(session_factory, secret: str, *, bootstrap_admin: str | None, ttl_s: float) -> Principal | None:  # type: ignore[no-untyped-def]
+    """``authenticate`` with a short per-process cache of valid tokens (a database round trip per request
+    otherwise). A revocation or expiry takes effect within ``ttl_s``; unknown tokens are never cached."""
+    key = hash_token(secret)
+    hit = _CACHE.get(key)
+    now = time.monotonic()
+    if hit is not None and hit[1] > now:
+        return hit[0]
+    with session_factory() as session:
+        principal = authenticate(session, secret, bootstrap_admin=bootstrap_admin)
+    if principal is not None and ttl_s > 0:
+        if len(_CACHE) >= _CACHE_MAX:
+            _CACHE.clear()
+        _CACHE[key] = (principal, now + ttl_s)
+    return principal
 
 
 def authenticate(session: Session, secret: str, *, bootstrap_admin: str | None) -> Principal | None:

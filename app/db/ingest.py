@@ -30,11 +30,18 @@ def stored_digests(session: Session, sop_uids: list[str]) -> dict[str, str]:
 
 
 def ensure_study(session: Session, *, study_uid: str, values: dict[str, Any]) -> int:
+    # Look first: after a series' first batch the row exists, and one round trip is enough.
+    found = session.scalar(select(Study.id).where(Study.study_uid == study_uid))
+    if found is not None:
+        return found
     _insert_ignore(session, Study.__table__, {"study_uid": study_uid, **values}, "study_uid")
     return session.scalar(select(Study.id).where(Study.study_uid == study_uid))  # type: ignore[return-value]
 
 
 def ensure_series(session: Session, *, series_uid: str, study_id: int, values: dict[str, Any]) -> int:
+    found = session.scalar(select(Series.id).where(Series.series_uid == series_uid))
+    if found is not None:
+        return found
     row = {"series_uid": series_uid, "study_id": study_id, "status": SeriesStatus.RECEIVING, **values}
     _insert_ignore(session, Series.__table__, row, "series_uid")
     return session.scalar(select(Series.id).where(Series.series_uid == series_uid))  # type: ignore[return-value]

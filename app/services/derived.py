@@ -17,7 +17,7 @@ def write_object(store: InstanceStore, blob: bytes) -> tuple[str, str, int]:
     writer = store.new_temp(len(blob) + 1)
     writer.write(blob)
     received = writer.finish(store.fsync)
-    relative = store.promote(received)
+    relative = store.promote(received, group="derived")
     store.sync_dirs([relative])
     return relative, received.sha256, received.size
 

@@ -2,7 +2,7 @@
 
 Order of work for one batch (one STOW request, or one peer push):
 parse every file -> look up SOP Instance UIDs -> move new files to their final
-place (already fsynced) and fsync their directories -> insert rows in one
+place after fsyncing them (in parallel) and fsync their directories -> insert rows in one
 transaction -> acknowledge. A file whose row did not commit is deleted; a row
 never exists without its file. The same bytes sent again are a success with no
 new row; other bytes under a stored SOP Instance UID are refused and audited.
@@ -145,8 +145,10 @@ def _insert_rows(session: Session, new: list[_Accepted], actor: str) -> None:
 def _commit(store: InstanceStore, accepted: list[_Accepted], actor: str) -> None:
     with session_scope() as session:
         new = _classify(session, accepted, actor)
+        # Only new files need to reach the disk; duplicates and refusals are deleted.
+        store.sync_files(item.received.path for item in new)
         for item in new:
-            item.relative = store.promote(item.received)
+            item.relative = store.promote(item.received, group=item.header.series_uid)
         try:
             store.sync_dirs(item.relative for item in new)
             _insert_rows(session, new, actor)

@@ -150,7 +150,7 @@ async def _read(chunks, boundary, new_writer, finish, limits, accept, state):  #
 async def finish_part(state: _State, finish: Callable[[TempWriter], object], content_type: str) -> None:
     writer, state.writer = state.writer, None
     assert writer is not None
-    received = await finish(writer)  # type: ignore[misc]  # fsync off the event loop
+    received = await finish(writer)  # type: ignore[misc]
     state.parts.append(Part(content_type=content_type, received=received))
 
 

@@ -1,6 +1,11 @@
 """Slice-position-conditioned f-AnoGAN anomaly scorer (pure torch)."""
 
-from models.scorer.calibration import calibrate_by_position, calibrate_threshold, false_positive_rate
+from models.scorer.calibration import (
+    calibrate_by_position,
+    calibrate_series_threshold,
+    calibrate_threshold,
+    false_positive_rate,
+)
 from models.scorer.config import ScorerConfig
 from models.scorer.score import aggregate_series, anomaly_map, reduce_map
 from models.scorer.torch_model import ConvAutoencoder, FAnoGAN, ReconstructionOutput, ScorerPrediction
@@ -14,6 +19,7 @@ __all__ = [
     "aggregate_series",
     "anomaly_map",
     "calibrate_by_position",
+    "calibrate_series_threshold",
     "calibrate_threshold",
     "false_positive_rate",
     "reduce_map",

@@ -48,3 +48,30 @@ def calibrate_by_position(
         sel = scores[(bins == b) & ~torch.isnan(pos)]
         out.append(calibrate_threshold(sel, target_fpr) if sel.numel() >= min_per_bin else global_t)
     return out
+
+
+def calibrate_series_threshold(
+    normal_slice_scores: torch.Tensor,
+    n_slices: int,
+    top_k: int = 3,
+    target_fpr: float = 0.05,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> float:
+    """Threshold for the series score (mean of the top-k slice scores) from normal *slice* scores.
+
+    Simulates normal series of ``n_slices`` slices by drawing slice scores with
+    replacement, and calibrates on their series scores. It assumes slices are
+    independent, which ignores between-patient variation: a stop-gap until
+    enough held-out normal *series* (say >= 20) allow calibrating series scores
+    directly with ``calibrate_threshold``.
+    """
+    if n_slices < 1 or top_k < 1 or n_boot < 1:
+        raise ValueError(f"n_slices, top_k and n_boot must be >= 1, got {n_slices}, {top_k}, {n_boot}")
+    scores = torch.as_tensor(normal_slice_scores, dtype=torch.float64).flatten()
+    if scores.numel() == 0 or not bool(torch.isfinite(scores).all()):
+        raise ValueError("normal_slice_scores must be non-empty and finite")
+    gen = torch.Generator().manual_seed(seed)
+    draws = scores[torch.randint(scores.numel(), (n_boot, n_slices), generator=gen)]  # (n_boot, n_slices)
+    series = draws.topk(min(top_k, n_slices), dim=1).values.mean(1)  # (n_boot,)
+    return calibrate_threshold(series, target_fpr)

@@ -304,7 +304,7 @@ def _check_exactly_once(gk: Gatekeeper, study_uid: str, series_uid: str, label: 
     assert len(digests) == N_INSTANCES and len(paths) == N_INSTANCES, f"{label}: rows share content or files"
     # Exactly one stored file per instance: each row's file exists, and no other file holds the
     # same bytes (a file is named <sha256>-<random>.dcm). Other series (a derived SEG) may add files.
-    files = [f.relative_to(gk.storage).as_posix() for f in (gk.storage / "objects").glob("*/*.dcm")]
+    files = [f.relative_to(gk.storage).as_posix() for f in (gk.storage / "objects").rglob("*.dcm")]
     missing = paths - set(files)
     assert not missing, f"{label}: {len(missing)} rows without their file"
     per_digest = Counter(Path(f).name.split("-", 1)[0] for f in files)

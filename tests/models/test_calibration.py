@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.scorer import calibrate_by_position, calibrate_threshold, false_positive_rate
+from models.scorer import (
+    calibrate_by_position,
+    calibrate_series_threshold,
+    calibrate_threshold,
+    false_positive_rate,
+)
 
 
 @pytest.mark.parametrize("fpr", [0.05, 0.01, 0.2])
@@ -40,3 +45,15 @@ def test_calibration_by_position_falls_back_to_global() -> None:
     assert low == pytest.approx(1.645, abs=0.08)
     assert high == pytest.approx(3.0 + 1.645, abs=0.08)
     assert sparse == calibrate_threshold(scores, 0.05)
+
+
+def test_series_threshold_bootstrap() -> None:
+    gen = torch.Generator().manual_seed(3)
+    slices = torch.randn(5000, generator=gen)
+    t = calibrate_series_threshold(slices, n_slices=50, top_k=3, target_fpr=0.05, n_boot=4000)
+    # check on fresh simulated normal series of 50 independent slices
+    fresh = torch.randn(4000, 50, generator=gen).topk(3, dim=1).values.mean(1)
+    assert false_positive_rate(fresh, t) == pytest.approx(0.05, abs=0.015)
+    assert t > calibrate_threshold(slices, 0.05)  # a top-3 mean sits above the slice threshold
+    with pytest.raises(ValueError):
+        calibrate_series_threshold(slices, n_slices=0)

@@ -68,7 +68,9 @@ def decide(
 
     g = volume.geometry
     scores = score_volume(model, volume.hu, g.pixel_spacing_mm, g.slice_positions_mm, metadata)
-    threshold = (metadata.get("calibration") or {}).get("series_threshold", scores.threshold)
+    # The series score (mean of the top-k slices) is compared with a series-level threshold only:
+    # the slice threshold would flag most normal series (their top slices sit above it by construction).
+    threshold = (metadata.get("calibration") or {}).get("series_threshold")
     relative = f"evidence/{series_id}-r{revision}-m{row.id}.npz"
     top = save_evidence(settings.storage_dir / relative, slice_scores=scores.slice_scores, heatmaps=scores.heatmaps,
                         positions_mm=g.slice_positions_mm, threshold=threshold)  # fmt: skip

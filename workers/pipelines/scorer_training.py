@@ -20,7 +20,15 @@ import matplotlib
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from models.scorer import ConvAutoencoder, FAnoGAN, ScorerConfig, calibrate_by_position, calibrate_threshold
+from models.scorer import (
+    ConvAutoencoder,
+    FAnoGAN,
+    ScorerConfig,
+    calibrate_by_position,
+    calibrate_series_threshold,
+    calibrate_threshold,
+    false_positive_rate,
+)
 from models.scorer.steps import autoencoder_step, critic_step, encoder_step, freeze_for_encoder, generator_step
 from workers.pipelines.scorer_data import ScorerDataConfig, SliceSet, build_slice_set, describe
 from workers.pipelines.scorer_inference import load_scorer, predict_slices, save_checkpoint
@@ -50,9 +58,20 @@ class ScorerTrainConfig:
     channels_last: bool = True
     num_threads: int = 1  # CPU threads for torch
     target_fpr: float = 0.05
+    series_top_k: int = 3  # series score = mean of the top-k slice scores (score_volume's default)
+    series_slices: int = 100  # typical series length assumed by the bootstrap series threshold
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "checkpoint_every", "sample_every", "log_every", "num_threads"):
+        positive = (
+            "batch_size",
+            "checkpoint_every",
+            "sample_every",
+            "log_every",
+            "num_threads",
+            "series_top_k",
+            "series_slices",
+        )
+        for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.gan_steps < 0 or self.encoder_steps < 0:
@@ -267,7 +286,12 @@ def calibrate(
     threshold = calibrate_threshold(scores, config.target_fpr)
     edges = [-0.5, -0.25, 0.0, 0.25, 0.5]  # normalised position from the lung base (x 300 mm)
     by_position = calibrate_by_position(scores, heldout.positions, edges, config.target_fpr)
+    n_series = int(config.series_slices)
     return {
+        "fpr": false_positive_rate(scores, threshold),  # achieved on the calibration slices
+        "series_threshold": calibrate_series_threshold(scores, n_series, config.series_top_k, config.target_fpr),
+        "series_threshold_method": f"bootstrap of held-out slice scores, series of {n_series} slices, "
+        f"mean of top {config.series_top_k}; assumes independent slices (one held-out patient)",
         "by_position": {"bin_edges": edges, "thresholds": by_position, "min_per_bin": 20},
         "threshold": threshold,
         "target_fpr": config.target_fpr,
