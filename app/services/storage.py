@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -72,6 +73,8 @@ class InstanceStore:
         self.tmp_dir = root / "tmp"
         self.objects_dir = root / "objects"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._new_dirs: dict[Path, set[Path]] = {}
         self.objects_dir.mkdir(parents=True, exist_ok=True)
 
     def new_temp(self, max_bytes: int) -> TempWriter:
@@ -88,7 +91,10 @@ class InstanceStore:
         """
         key = hashlib.sha256(group.encode()).hexdigest() if group else received.sha256
         folder = self.objects_dir / key[:2] / key[2:18]
-        folder.mkdir(parents=True, exist_ok=True)
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            with self._lock:  # its parents gained entries too: sync them until that is done once
+                self._new_dirs[folder] = {folder.parent, folder.parent.parent}
         relative = f"{folder.relative_to(self.root).as_posix()}/{received.sha256}-{uuid.uuid4().hex[:8]}.dcm"
         os.replace(received.path, self.root / relative)
         return relative
@@ -106,12 +112,14 @@ class InstanceStore:
         """fsync each directory that gained an entry, so the renames survive a power cut."""
         if not self.fsync:
             return
-        folders: set[Path] = set()
-        for r in relatives:
-            folder = (self.root / r).parent
-            # the series folder, and the two above it in case they were just created
-            folders.update({folder, folder.parent, folder.parent.parent})
+        own = {(self.root / r).parent for r in relatives}
+        with self._lock:
+            created = {f: self._new_dirs[f] for f in own if f in self._new_dirs}
+        folders = own.union(*created.values())
         list(_SYNC_POOL.map(_fsync_path, folders))
+        with self._lock:  # durable now: later batches need not sync the parents again
+            for f in created:
+                self._new_dirs.pop(f, None)
 
     def remove(self, relative: str) -> None:
         (self.root / relative).unlink(missing_ok=True)
