@@ -17,6 +17,7 @@ series' own grid. Pure tensor code: no files, no settings.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -59,6 +60,10 @@ class SegmenterConfig:
     act: str = "relu"  # ReLU: measured faster than MONAI's default PReLU on CPU
     dropout: float = 0.0
     threshold: float = 0.5  # on the sigmoid probability
+    # MONAI's UNet ends in a BN + ReLU of its output channels: a 1-channel output would squeeze the
+    # decision through one rectified feature, so the UNet outputs head_channels and a 1x1 conv reads them
+    head_channels: int = 8
+    prior: float = 0.05  # initial liver probability (bias of the head, as in Lin et al. 2017, focal loss)
 
     def __post_init__(self) -> None:
         if self.context < 0:
@@ -77,6 +82,10 @@ class SegmenterConfig:
             raise ValueError(f"act must be one of {ACTS}, got {self.act!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.head_channels < 1:
+            raise ValueError(f"head_channels must be >= 1, got {self.head_channels}")
+        if not 0 < self.prior < 1:
+            raise ValueError(f"prior must be in (0, 1), got {self.prior}")
         if not 0 < self.threshold < 1:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
 
@@ -89,7 +98,9 @@ class SegmenterConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> SegmenterConfig:
-        rest = {k: tuple(v) if k in ("channels", "strides") else v for k, v in d.items() if k != "preprocess"}
+        rest: dict[str, Any] = {
+            k: tuple(v) if k in ("channels", "strides") else v for k, v in d.items() if k != "preprocess"
+        }
         return cls(preprocess=PreprocessConfig.from_json(d["preprocess"]), **rest)
 
 
@@ -102,7 +113,7 @@ class LiverSegmenter(nn.Module):
         self.unet = UNet(
             spatial_dims=2,
             in_channels=config.in_channels,
-            out_channels=1,
+            out_channels=config.head_channels,
             channels=config.channels,
             strides=config.strides,
             num_res_units=config.num_res_units,
@@ -110,11 +121,13 @@ class LiverSegmenter(nn.Module):
             act=config.act,
             dropout=config.dropout,
         )
+        self.head = nn.Conv2d(config.head_channels, 1, kernel_size=1)
+        nn.init.constant_(cast(torch.Tensor, self.head.bias), float(np.log(config.prior / (1 - config.prior))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
             raise ValueError(f"expected (B, {self.config.in_channels}, S, S), got {tuple(x.shape)}")
-        return self.unet(x)  # (B, 1, S, S) logits
+        return self.head(self.unet(x))  # (B, head_channels, S, S) -> (B, 1, S, S) logits
 
 
 @dataclass(frozen=True)
@@ -226,5 +239,6 @@ def to_model_grid(
         return small[:, None], box
     offsets = torch.arange(-config.context, config.context + 1, dtype=torch.float64) * pre.neighbour_mm  # (C,)
     query = (positions[:, None] + offsets[None]).reshape(-1)  # (Z * C,)
-    stack = interpolate_along_z(small, positions, query).float()  # (Z * C, S, S); float64 weights
+    # float32 weights: float64 ones would promote the whole stack to float64 (measured 0.6 s vs 0.23 s for 300 slices)
+    stack = interpolate_along_z(small, positions.float(), query.float())  # (Z * C, S, S)
     return stack.reshape(hu.shape[0], config.in_channels, pre.size, pre.size), box

@@ -112,19 +112,23 @@ def _auto(settings: Settings, series_id: int, revision: int, attempt: int, segme
                          revision=revision)  # fmt: skip
     with session_scope() as session:
         if not q.holds(session, series_id=series_id, revision=revision, attempt=attempt):
-            store.remove(seg.seg_path)
+            if seg.seg_path:
+                store.remove(seg.seg_path)
             return "fenced"
-        add_derived_instance(session, study_id=study_id, series_uid=seg.seg_series_uid, sop_uid=seg.seg_sop_uid,
-                             sop_class_uid=seg.sop_class_uid, modality="SEG", relative=seg.seg_path, sha256=seg.sha256,
-                             size=seg.size, transfer_syntax_uid=seg.transfer_syntax_uid)  # fmt: skip
+        if seg.seg_path and seg.seg_series_uid and seg.seg_sop_uid:
+            add_derived_instance(session, study_id=study_id, series_uid=seg.seg_series_uid, sop_uid=seg.seg_sop_uid,
+                                 sop_class_uid=seg.sop_class_uid, modality="SEG", relative=seg.seg_path,
+                                 sha256=seg.sha256, size=seg.size,
+                                 transfer_syntax_uid=seg.transfer_syntax_uid)  # fmt: skip
         loop.record_segmentation(session, series_id=series_id, revision=revision, segmenter_version_id=row.id,
                                  source="model", seg_series_uid=seg.seg_series_uid, seg_sop_uid=seg.seg_sop_uid,
                                  seg_path=seg.seg_path, nifti_path=seg.nifti_path)  # fmt: skip
         q.finish_series(session, series_id=series_id, revision=revision, attempt=attempt, status=SeriesStatus.AUTO,
                         now=datetime.now(UTC), geometry=volume.geometry.as_json(), last_error=None)  # fmt: skip
         audit.record(session, actor=ACTOR, action="series.segmented", entity_type="series", entity_id=series_id,
-                     revision=revision, segmenter_version_id=row.id)  # fmt: skip
-    _send(settings, series_id, seg.blob)
+                     revision=revision, segmenter_version_id=row.id, seg_refused=seg.seg_refused)  # fmt: skip
+    if seg.blob:
+        _send(settings, series_id, seg.blob)
     return "auto"
 
 

@@ -25,6 +25,56 @@ LIVER_LABEL = "Liver"
 # SNOMED CT "Liver" and its legacy SNOMED RT code, as written by older tools (dcmqi)
 LIVER_CODES = {("SCT", "10200004"), ("SRT", "T-62000")}
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+# Type 2 patient / study attributes highdicom copies from the first source image; PACS may leave them out
+TYPE2_FROM_SOURCE = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
+                     "StudyDate", "StudyTime")  # fmt: skip
+
+
+def _copy(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """A copy with its own element dictionary (``copy.copy`` shares it), so edits leave ``ds`` untouched."""
+    out = pydicom.Dataset()
+    out.update(ds)
+    if hasattr(ds, "file_meta"):
+        out.file_meta = ds.file_meta
+    return out
+
+
+def _meta_uid(ds: pydicom.Dataset, keyword: str, meta_keyword: str) -> str:
+    """``keyword`` of the data set, or the file meta's ``meta_keyword`` when it is empty (anonymised data)."""
+    return str(ds.get(keyword, "") or "") or str(getattr(getattr(ds, "file_meta", None), meta_keyword, "") or "")
+
+
+def instance_uid(ds: pydicom.Dataset) -> str:
+    return _meta_uid(ds, "SOPInstanceUID", "MediaStorageSOPInstanceUID")
+
+
+def _prepared_sources(source_datasets: Sequence[pydicom.Dataset]) -> list[pydicom.Dataset]:
+    """Sources as highdicom needs them: absent Type 2 patient / study attributes of the first image present
+    and empty, empty SOP Class / Instance UIDs taken from the file meta (seen in anonymised data, e.g.
+    totalseg-example); inputs untouched."""
+    out = []
+    for i, ds in enumerate(source_datasets):
+        missing = [k for k in TYPE2_FROM_SOURCE if k not in ds] if i == 0 else []
+        uids = {
+            "SOPClassUID": _meta_uid(ds, "SOPClassUID", "MediaStorageSOPClassUID"),
+            "SOPInstanceUID": instance_uid(ds),
+        }
+        empty = [k for k in uids if not str(ds.get(k, "") or "")]
+        if not missing and not empty:
+            out.append(ds)
+            continue
+        fixed = _copy(ds)
+        for keyword in missing:
+            setattr(fixed, keyword, None)
+        for keyword in empty:
+            if not uids[keyword]:
+                raise ValueError(f"source image index {i} has no {keyword}, in the data set or its file meta")
+            del fixed[keyword]  # the element object is shared with ``ds``: replace it, do not edit it
+            setattr(fixed, keyword, uids[keyword])
+        out.append(fixed)
+    if len({instance_uid(ds) for ds in out}) != len(out):
+        raise ValueError("source images must have distinct SOPInstanceUIDs")
+    return out
 
 
 def write_seg(
@@ -37,10 +87,19 @@ def write_seg(
     series_number: int = 900,
     omit_empty_frames: bool = True,
 ) -> pydicom.Dataset:
-    """A binary DICOM SEG with one segment 'Liver' (SCT 10200004) over ``source_datasets`` (mask's Z order)."""
+    """A binary DICOM SEG, one segment 'Liver' (SCT 10200004), over ``source_datasets`` (mask's Z order).
+
+    Category SCT 91723000 Anatomical Structure (CID 7150); the model's sha256 goes into AlgorithmParameters.
+    """
     if mask.ndim != 3 or mask.shape[0] != len(source_datasets):
         raise ValueError(f"mask must be (Z, Y, X) with Z == {len(source_datasets)} source images, got {mask.shape}")
     rows, cols = int(source_datasets[0].Rows), int(source_datasets[0].Columns)
+    without_for = [i for i, ds in enumerate(source_datasets) if not str(ds.get("FrameOfReferenceUID", "") or "")]
+    if without_for:
+        raise ValueError(
+            f"{len(without_for)} source image(s) have no FrameOfReferenceUID (e.g. index {without_for[0]}); "
+            "the Segmentation IOD requires one to reference the series"
+        )
     if mask.shape[1:] != (rows, cols):
         raise ValueError(f"mask slices are {mask.shape[1:]} but the source images are {(rows, cols)} (Rows, Columns)")
     algorithm = hd.AlgorithmIdentificationSequence(
@@ -52,7 +111,7 @@ def write_seg(
     description = hd.seg.SegmentDescription(
         segment_number=1,
         segment_label=LIVER_LABEL,
-        segmented_property_category=codes.SCT.Organ,
+        segmented_property_category=codes.cid7150.AnatomicalStructure,  # CID 7150 category of organs
         segmented_property_type=codes.SCT.Liver,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=algorithm,
@@ -60,7 +119,7 @@ def write_seg(
     # an empty SpecificCharacterSet (default repertoire) is refused by highdicom; UTF-8 is a superset
     charset = source_datasets[0].get("SpecificCharacterSet") or "ISO_IR 192"
     seg = hd.seg.Segmentation(
-        source_images=list(source_datasets),
+        source_images=_prepared_sources(source_datasets),
         pixel_array=(mask > 0).astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[description],
@@ -103,10 +162,9 @@ def check_seg_against_series(seg: pydicom.Dataset, source_datasets: Sequence[pyd
     rows, cols = int(source_datasets[0].Rows), int(source_datasets[0].Columns)
     if (int(seg.Rows), int(seg.Columns)) != (rows, cols):
         raise ValueError(
-            f"SEG grid is {int(seg.Rows)} x {int(seg.Columns)} (Rows x Columns) "
-            f"but the series is {rows} x {cols}"
+            f"SEG grid is {int(seg.Rows)} x {int(seg.Columns)} (Rows x Columns) but the series is {rows} x {cols}"
         )
-    known = {str(ds.SOPInstanceUID) for ds in source_datasets}
+    known = {instance_uid(ds) for ds in source_datasets}
     referenced = {
         str(src.ReferencedSOPInstanceUID)
         for frame in seg.PerFrameFunctionalGroupsSequence
@@ -129,7 +187,7 @@ def read_seg_mask(seg_dataset: pydicom.Dataset, source_datasets: Sequence[pydico
     segment_numbers = _liver_segment_numbers(seg_dataset)
     seg = hd.seg.Segmentation.from_dataset(seg_dataset, copy=True)
     pixels = seg.get_pixels_by_source_instance(
-        source_sop_instance_uids=[str(ds.SOPInstanceUID) for ds in source_datasets],
+        source_sop_instance_uids=[instance_uid(ds) for ds in source_datasets],
         segment_numbers=segment_numbers,
         ignore_spatial_locations=True,  # checked above: same frame of reference, grid and instances
         assert_missing_frames_are_empty=True,  # slices without a frame carry no liver

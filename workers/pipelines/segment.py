@@ -23,15 +23,17 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SegResult:
-    seg_path: str
     nifti_path: str
-    seg_series_uid: str
-    seg_sop_uid: str
-    sop_class_uid: str
-    transfer_syntax_uid: str
-    sha256: str
-    size: int
-    blob: bytes
+    # The DICOM SEG; None when the source series cannot carry one (no FrameOfReferenceUID).
+    seg_path: str | None = None
+    seg_series_uid: str | None = None
+    seg_sop_uid: str | None = None
+    sop_class_uid: str = ""
+    transfer_syntax_uid: str = ""
+    sha256: str = ""
+    size: int = 0
+    blob: bytes = b""
+    seg_refused: str | None = None
 
 
 def segment_series(
@@ -43,17 +45,20 @@ def segment_series(
 
     model, _metadata = load_version(settings.models_dir, row)
     mask = segment_volume(model, volume.hu, volume.geometry)
+    nifti = f"derived/{series_id}-r{revision}-m{row.id}.nii.gz"
+    (settings.storage_dir / nifti).parent.mkdir(parents=True, exist_ok=True)
+    write_nifti(mask, volume.geometry, settings.storage_dir / nifti)
     sources = [pydicom.dcmread(paths_by_uid[uid], stop_before_pixels=True) for uid in volume.sop_instance_uids]
+    if any("FrameOfReferenceUID" not in ds for ds in sources):
+        # A SEG must reference the frame of reference; we do not invent one for someone else's series.
+        return SegResult(nifti, seg_refused="source series has no FrameOfReferenceUID: NIfTI only")
     seg = write_seg(mask, sources, algorithm_name="gatekeeper-segmenter", algorithm_version=f"v{row.version}",
                     model_sha256=row.sha256)  # fmt: skip
     buf = io.BytesIO()
     seg.save_as(buf, enforce_file_format=True)
     blob = buf.getvalue()
     relative, sha, size = write_object(store, blob)
-    nifti = f"derived/{series_id}-r{revision}-m{row.id}.nii.gz"
-    (settings.storage_dir / nifti).parent.mkdir(parents=True, exist_ok=True)
-    write_nifti(mask, volume.geometry, settings.storage_dir / nifti)
-    return SegResult(relative, nifti, str(seg.SeriesInstanceUID), str(seg.SOPInstanceUID), str(seg.SOPClassUID),
+    return SegResult(nifti, relative, str(seg.SeriesInstanceUID), str(seg.SOPInstanceUID), str(seg.SOPClassUID),
                      str(seg.file_meta.TransferSyntaxUID), sha, size, blob)  # fmt: skip
 
 

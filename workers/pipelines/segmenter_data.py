@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,10 +45,14 @@ class SegmenterDataConfig:
     train: tuple[MaskedCase, ...] = (
         MaskedCase("ircadb-17", "ct/ircadb-17/ct-dicom", "ct/ircadb-17/masks/liver.nii.gz", ((0, 75),)),
         MaskedCase(
-            "totalseg-example-3mm", "ct/totalseg-example/ct-3mm.nii.gz", "ct/totalseg-example/masks/liver-on-ct-3mm.nii.gz"
+            "totalseg-example-3mm",
+            "ct/totalseg-example/ct-3mm.nii.gz",
+            "ct/totalseg-example/masks/liver-on-ct-3mm.nii.gz",
         ),
         MaskedCase(
-            "totalseg-example-dicom", "ct/totalseg-example/ct-dicom", "ct/totalseg-example/masks/liver-on-ct-dicom.nii.gz"
+            "totalseg-example-dicom",
+            "ct/totalseg-example/ct-dicom",
+            "ct/totalseg-example/masks/liver-on-ct-dicom.nii.gz",
         ),
     )
     heldout: MaskedCase = MaskedCase("ircadb-01", "ct/ircadb-01/ct-dicom", "ct/ircadb-01/masks/liver.nii.gz")

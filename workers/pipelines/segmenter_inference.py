@@ -20,7 +20,15 @@ from models.segmenter import LiverSegmenter, SegmenterConfig, from_model_grid, m
 from workers.pipelines.scorer_inference import CHECKPOINT_FORMAT, save_checkpoint
 from workers.pipelines.volume import SeriesGeometry
 
-__all__ = ["dice", "load_segmenter", "save_checkpoint", "segment_mask", "segment_probabilities", "segment_volume", "sha256_of"]
+__all__ = [
+    "dice",
+    "load_segmenter",
+    "save_checkpoint",
+    "segment_mask",
+    "segment_probabilities",
+    "segment_volume",
+    "sha256_of",
+]
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:

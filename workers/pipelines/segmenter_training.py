@@ -49,8 +49,8 @@ class SegmenterTrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     batch_size: int = 16
     steps: int = 4000
-    lr: float = 1e-3  # AdamW, cosine decay after a linear warm-up
-    warmup_steps: int = 100
+    lr: float = 2e-3  # AdamW, cosine decay after a linear warm-up
+    warmup_steps: int = 50
     weight_decay: float = 1e-4
     liver_fraction: float = 0.7  # share of each batch drawn from slices that hold liver
     checkpoint_every: int = 50
@@ -77,7 +77,7 @@ class SegmenterTrainConfig:
     @classmethod
     def from_json(cls, d: dict) -> SegmenterTrainConfig:
         rest = {k: v for k, v in d.items() if k not in ("model", "data", "augment")}
-        aug = {k: tuple(v) if isinstance(v, list) else v for k, v in d["augment"].items()}
+        aug: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d["augment"].items()}
         return cls(
             model=SegmenterConfig.from_json(d["model"]),
             data=SegmenterDataConfig.from_json(d["data"]),

@@ -1,0 +1,122 @@
+"""Time from series completion to a recorded decision (goal: median <= 2 s), and to the end of routing.
+
+    .venv/bin/python bench/bench_decision.py --series 7
+
+The real stack: API (uvicorn) + one Celery worker (prefork, 1 child) on PostgreSQL
+and Redis, a scorer and a segmenter of the production sizes registered and
+promoted (randomly initialised: weights do not change the time; their
+calibration is forced so every series goes to auto-segmentation, the longer
+path). Each series is the real ``ircadb-01`` (129 slices; the 20-slice sample
+without the data directory) under fresh UIDs, pushed by STOW-RS, then completed
+by ``POST /series/{uid}/complete``. Measured from the database's own clocks:
+``series.completed_at`` -> ``series_decisions.created_at`` (decision) and ->
+``segmentations.created_at`` (SEG and NIfTI written). Series are sent one after
+another, each after the previous one finished, so the worker is warm but idle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import torch
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.client import read_files, stow  # noqa: E402
+from bench.bench_ingest import drop_database, fresh_uids, start_service  # noqa: E402
+
+DATA_DIR = Path(os.environ.get("GATEKEEPER_DATA_DIR", ROOT.parent / "shared" / "data"))
+SAMPLE = ROOT / "samples" / "totalseg-example"
+
+
+def production_sized_models(tmp: Path) -> tuple[Path, Path]:
+    """Untrained checkpoints in the exact format and size the worker loads."""
+    from models.scorer import ScorerConfig
+    from workers.pipelines.scorer_data import CaseSpec, ScorerDataConfig
+    from workers.pipelines.scorer_training import ScorerTrainConfig, train_scorer
+    from workers.pipelines.segmenter_data import MaskedCase, SegmenterDataConfig
+    from workers.pipelines.segmenter_training import SegmenterTrainConfig, train_segmenter
+
+    case = CaseSpec("sample", "ct-dicom")
+    data = ScorerDataConfig(data_dir=str(SAMPLE), cache_dir=str(tmp / "cache"), train=(case,), heldout=(case,))
+    config = ScorerTrainConfig(model=ScorerConfig(base_width=16), data=data, gan_steps=0, encoder_steps=0)
+    scorer = train_scorer(config, tmp / "scorer", resume=False)
+    ckpt = torch.load(scorer, weights_only=False)
+    ckpt["metadata"]["calibration"]["series_threshold"] = 1e9  # every series takes the auto path
+    torch.save(ckpt, scorer)
+    masked = MaskedCase("sample", "ct-dicom", "masks/liver-on-ct-dicom.nii.gz")
+    seg_data = SegmenterDataConfig(data_dir=str(SAMPLE), cache_dir=str(tmp / "seg-cache"), train=(masked,),
+                                   heldout=masked)  # fmt: skip
+    segmenter = train_segmenter(SegmenterTrainConfig(data=seg_data, steps=1, batch_size=2), tmp / "segmenter", resume=False)
+    return scorer, segmenter
+
+
+def register(env: dict[str, str], kind: str, path: Path) -> None:
+    cmd = [str(ROOT / ".venv/bin/gatekeeper"), "models", "register", "--kind", kind, "--file", str(path), "--promote"]
+    subprocess.run(cmd, env={**os.environ, **env}, check=True, capture_output=True)
+
+
+def measure(engine, client: httpx.Client, blobs: list[bytes]) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    blobs = fresh_uids(blobs)
+    reply = stow(client, blobs, chunked=True).json()
+    url = reply["00081199"]["Value"][0]["00081190"]["Value"][0]
+    series_uid = url.split("/series/")[1].split("/")[0]
+    assert client.post(f"/series/{series_uid}/complete").status_code == 200
+    query = text(
+        "SELECT extract(epoch FROM d.created_at - s.completed_at), extract(epoch FROM g.created_at - s.completed_at) "
+        "FROM series s JOIN series_decisions d ON d.series_id = s.id JOIN segmentations g ON g.series_id = s.id "
+        "WHERE s.series_uid = :u"
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            row = conn.execute(query, {"u": series_uid}).first()
+        if row is not None:
+            return float(row[0]), float(row[1])
+        time.sleep(0.05)
+    raise TimeoutError("series was not routed within 300 s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--series", type=int, default=7)
+    args = parser.parse_args()
+    folder = DATA_DIR / "ct" / "ircadb-01" / "ct-dicom"
+    blobs = read_files(folder if folder.is_dir() else SAMPLE / "ct-dicom")
+    with tempfile.TemporaryDirectory(prefix="gk-bench-decision-") as tmp_name:
+        tmp = Path(tmp_name)
+        os.environ["GATEKEEPER_MODELS_DIR"] = str(tmp / "registry")
+        os.environ["GATEKEEPER_DISPATCH_INTERVAL_S"] = "0.1"
+        scorer, segmenter = production_sized_models(tmp)
+        service, url, token = start_service(tmp, fsync=True)
+        try:
+            register(service.env, "scorer", scorer)
+            register(service.env, "segmenter", segmenter)
+            service.start_worker()
+            engine = create_engine(url)
+            with httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {token}"}, timeout=120) as c:
+                measure(engine, c, blobs)  # warm-up: the worker loads both models once
+                runs = [measure(engine, c, blobs) for _ in range(args.series)]
+            engine.dispose()
+        finally:
+            service.stop()
+            drop_database(url)
+    decision = [r[0] for r in runs]
+    routed = [r[1] for r in runs]
+    print(f"| {len(blobs)} slices | {args.series} series | completion -> decision median {statistics.median(decision):.2f} s "
+          f"(min {min(decision):.2f}, max {max(decision):.2f}) | completion -> SEG stored median "
+          f"{statistics.median(routed):.2f} s | load avg {os.getloadavg()[0]:.2f} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
