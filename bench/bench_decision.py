@@ -111,6 +111,9 @@ def main() -> None:
         finally:
             service.stop()
             drop_database(url)
+            worker_log = tmp / "service-logs" / "worker.log"
+            if worker_log.exists():  # the worker's own per-stage timings, for the reader
+                print("".join(line for line in worker_log.read_text().splitlines(True) if "decided" in line))
     decision = [r[0] for r in runs]
     routed = [r[1] for r in runs]
     print(f"| {len(blobs)} slices | {args.series} series | completion -> decision median {statistics.median(decision):.2f} s "

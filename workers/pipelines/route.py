@@ -67,7 +67,8 @@ def decide(
     from workers.pipelines.scorer_inference import score_volume
 
     g = volume.geometry
-    scores = score_volume(model, volume.hu, g.pixel_spacing_mm, g.slice_positions_mm, metadata)
+    # fast path: channels_last + bf16 where the CPU has it (parity with fp32 tested in tests/models)
+    scores = score_volume(model, volume.hu, g.pixel_spacing_mm, g.slice_positions_mm, metadata, fast=True)
     # The series score (mean of the top-k slices) is compared with a series-level threshold only:
     # the slice threshold would flag most normal series (their top slices sit above it by construction).
     threshold = (metadata.get("calibration") or {}).get("series_threshold")

@@ -9,6 +9,7 @@ and goes to the manual queue instead of looping.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -153,6 +154,7 @@ def score_series_impl(*, series_id: int, revision: int, task_id: str) -> str:
         _fail(series_id, revision, claim.attempt, f"gave up after {settings.max_attempts} attempts")
         return "failed"
     log.info("series %d revision %d attempt %d", series_id, revision, claim.attempt)
+    t0 = time.perf_counter()
     try:
         volume = load_series_volume([paths[uid] for uid in sorted(paths)])
     except SeriesGeometryError as exc:
@@ -163,9 +165,12 @@ def score_series_impl(*, series_id: int, revision: int, task_id: str) -> str:
         _retry_later(series_id, revision, claim.attempt, f"error: {type(exc).__name__}")
         return "retry"
     try:
+        t1 = time.perf_counter()
         d = decide(settings, series_id=series_id, revision=revision, scorer_id=claim.scorer_id, volume=volume)
         if not _record_decision(series_id, revision, claim.attempt, d, claim.segmenter_id):
             return "fenced"
+        log.info("series %d decided %s: volume %.2f s, scoring %.2f s", series_id, d.decision, t1 - t0,
+                 time.perf_counter() - t1)  # fmt: skip
         if d.decision == "manual":
             return _to_manual(series_id, revision, claim.attempt, d.reason, d.priority, volume)
         return _auto(settings, series_id, revision, claim.attempt, claim.segmenter_id, volume, paths)
