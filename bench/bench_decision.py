@@ -57,7 +57,8 @@ def production_sized_models(tmp: Path) -> tuple[Path, Path]:
     masked = MaskedCase("sample", "ct-dicom", "masks/liver-on-ct-dicom.nii.gz")
     seg_data = SegmenterDataConfig(data_dir=str(SAMPLE), cache_dir=str(tmp / "seg-cache"), train=(masked,),
                                    heldout=masked)  # fmt: skip
-    segmenter = train_segmenter(SegmenterTrainConfig(data=seg_data, steps=1, batch_size=2), tmp / "segmenter", resume=False)
+    seg_config = SegmenterTrainConfig(data=seg_data, steps=1, batch_size=2)  # one step: the format, not a model
+    segmenter = train_segmenter(seg_config, tmp / "segmenter", resume=False)
     return scorer, segmenter
 
 
@@ -116,7 +117,8 @@ def main() -> None:
                 print("".join(line for line in worker_log.read_text().splitlines(True) if "decided" in line))
     decision = [r[0] for r in runs]
     routed = [r[1] for r in runs]
-    print(f"| {len(blobs)} slices | {args.series} series | completion -> decision median {statistics.median(decision):.2f} s "
+    print(f"| {len(blobs)} slices | {args.series} series | completion -> decision median "
+          f"{statistics.median(decision):.2f} s "
           f"(min {min(decision):.2f}, max {max(decision):.2f}) | completion -> SEG stored median "
           f"{statistics.median(routed):.2f} s | load avg {os.getloadavg()[0]:.2f} |")  # fmt: skip
 
