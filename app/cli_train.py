@@ -78,3 +78,18 @@ def train_segmenter_cmd(
     console.print(f"final checkpoint: {checkpoint}")
     if register or promote:
         _register("segmenter", checkpoint, promote)
+
+
+def evaluate_scorer_cmd(
+    checkpoint: list[str] = typer.Option(..., help="LABEL=PATH, repeatable: the conditioned model and its baselines."),
+    data_dir: Path = typer.Option(None, help="Real CT (MANIFEST split); default GATEKEEPER_DATA_DIR."),
+    out: Path = typer.Option(Path("reports/scorer"), help="REPORT.md, metrics.json and PNG plots go here."),
+    max_pairs: int = typer.Option(240, help="Position-matched lesion pairs."),
+) -> None:
+    """Position-matched lesion test, synthetic anomalies, pixel and slice AUROC beside position-only, FPR."""
+    from workers.pipelines.scorer_eval import evaluate_scorer
+
+    pairs = dict(item.split("=", 1) for item in checkpoint)
+    evaluate_scorer({k: Path(v) for k, v in pairs.items()}, (data_dir or get_settings().data_dir).resolve(), out,
+                    max_pairs=max_pairs)  # fmt: skip
+    console.print(f"report: {out / 'REPORT.md'}")

@@ -1,0 +1,1035 @@
+"""Honest evaluation of the anomaly scorer on real CT, designed around the position trap.
+
+``evaluate_scorer(checkpoints, data_dir, out_dir)`` scores every model on the
+same inputs and writes out_dir/REPORT.md, out_dir/*.png and out_dir/metrics.json:
+
+1. position-matched lesion test: real ircadb-01 tumours transplanted
+   (``models.anomalies``) into the normal liver of ircadb-17 at the same
+   distance from the lung base (``models.body_position``), each modified slice
+   scored against the same slice unmodified; AUROC by lesion diameter. A second,
+   smaller set puts ircadb-17 tumours into ircadb-01's held-out normal liver,
+   which lies at other levels (not position-matched; the recipient is unseen);
+2. MOOD-style synthetic anomalies (blob, warp, metal) in normal liver;
+3. pixel AUROC of the heat-map inside the liver on ircadb-01's tumour slices;
+4. slice AUROC on the MANIFEST split beside the AUROC of slice position alone;
+5. false-positive rate at the calibrated threshold on held-out normal slices.
+
+Preprocessing is ``models.transforms``: a ``SeriesView`` computes the series'
+intensity shift and view centre once (from the unmodified series) and reuses
+``resample_inplane`` / ``interpolate_along_z`` / ``window`` for modified slices;
+at start-up it checks that it reproduces ``preprocess_series`` exactly.
+Outputs are derived figures and numbers only (no pixels of the
+non-commercial data beyond the 64 x 64 model views in the figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from models.anomalies import (
+    cut_lesion,
+    diameter_bin,
+    disc_warp,
+    equivalent_diameter_mm,
+    gaussian_blob,
+    metal_disc,
+    rescale_lesion,
+    support,
+    transplant_lesion,
+    valid_placements,
+)
+from models.body_position import BodyPosition, find_body_position
+from models.transforms import (
+    AIR_HU,
+    PreprocessConfig,
+    intensity_shift,
+    interpolate_along_z,
+    padding_mask,
+    preprocess_series,
+    resample_inplane,
+    tissue_centroid,
+    window,
+)
+from workers.pipelines.scorer_data import load_case_volume, load_nifti_volume
+from workers.pipelines.scorer_inference import configs_from_metadata, load_scorer, predict_slices
+
+log = logging.getLogger(__name__)
+SLAB = 2  # slices modified on each side of the centre: covers the +-3 mm neighbour channels at 1.6 mm
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What is evaluated; defaults follow the data MANIFEST split."""
+
+    donor: str = "ircadb-01"  # patient the models never saw
+    recipient: str = "ircadb-17"
+    recipient_normal: tuple[int, int] = (1, 75)  # normal liver, 2 slices from its tumour run (78-113)
+    heldout_normal: tuple[tuple[int, int], ...] = ((0, 45), (126, 128))  # of the donor
+    donor_tumour: tuple[int, int] = (48, 123)
+    donor_normal_liver: tuple[int, int] = (27, 45)  # held-out slices with liver
+    recipient_tumour: tuple[int, int] = (78, 113)
+    position_tolerance_mm: float = 8.0
+    feather_mm: float = 3.0
+    min_lesion_diameter_mm: float = 3.0
+    diameter_edges_mm: tuple[float, ...] = (10.0, 15.0)
+    blob_sigma_mm: float = 5.0
+    blob_amplitude_hu: float = 100.0
+    warp_radius_mm: float = 20.0
+    warp_shift_mm: float = 5.0
+    metal_radius_mm: float = 4.0
+    synthetic_per_slice: int = 4
+    target_fpr: float = 0.05
+    seed: int = 0
+
+
+@dataclass
+class Case:
+    name: str
+    hu: np.ndarray  # (Z, Y, X)
+    spacing: tuple[float, float]
+    positions_mm: np.ndarray  # (Z,)
+    body: BodyPosition
+    liver: np.ndarray  # (Z, Y, X) bool, tumours included
+    tumour: np.ndarray  # (Z, Y, X) bool
+    liver_only: np.ndarray  # (Z, Y, X) bool, liver without tumours or cysts
+
+
+def load_case(data_dir: Path, name: str) -> Case:
+    root = data_dir / "ct" / name
+    volume = load_case_volume(root / "ct-dicom")
+    masks = {k: load_nifti_volume(root / "masks" / f"{k}.nii.gz").hu for k in ("liver", "tumor", "labels")}
+    for k, m in masks.items():
+        if m.shape != volume.hu.shape:
+            raise ValueError(f"{name}: mask {k} {m.shape} is not on the CT grid {volume.hu.shape}")
+    body = find_body_position(volume.hu, volume.pixel_spacing_mm, volume.positions_mm)
+    liver = masks["liver"] > 0.5
+    return Case(
+        name,
+        volume.hu,
+        volume.pixel_spacing_mm,
+        volume.positions_mm,
+        body,
+        liver,
+        masks["tumor"] > 0.5,
+        np.rint(masks["labels"]) == 1,
+    )
+
+
+class SeriesView:
+    """One series through one PreprocessConfig: cached view planes, modified slices on demand."""
+
+    def __init__(self, case: Case, config: PreprocessConfig, chunk: int = 32) -> None:
+        self.case, self.config = case, config
+        hu = torch.as_tensor(case.hu, dtype=torch.float32)
+        self.shift = intensity_shift(hu, config)
+        cy, cx = tissue_centroid(hu, case.spacing)
+        self.centre = (cy + config.centre_offset_mm[0], cx + config.centre_offset_mm[1])
+        self.positions = torch.as_tensor(case.positions_mm, dtype=torch.float64)
+        planes, outside = zip(*(self._resample(hu[s : s + chunk]) for s in range(0, hu.shape[0], chunk)), strict=True)
+        self.planes, self.outside = torch.cat(planes), torch.cat(outside)  # (Z, S, S) HU, fraction outside
+
+    def _resample(self, block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pad = padding_mask(block, self.config.padding_threshold_hu)
+        block = torch.where(pad, torch.full_like(block, AIR_HU), block + self.shift)
+        return (
+            resample_inplane(block, self.case.spacing, self.centre, self.config, fill=AIR_HU),
+            resample_inplane(pad.float(), self.case.spacing, self.centre, self.config, fill=1.0),
+        )
+
+    def images(
+        self, indices: list[int], replaced: dict[int, np.ndarray] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 3, S, S) images and (N, 1, S, S) valid for centre slices ``indices``; ``replaced``
+        maps slice index -> modified HU slice (Y, X)."""
+        planes, outside = self.planes, self.outside
+        if replaced:
+            planes, outside = planes.clone(), outside.clone()
+            keys = sorted(replaced)
+            p, o = self._resample(torch.as_tensor(np.stack([replaced[k] for k in keys]), dtype=torch.float32))
+            planes[keys], outside[keys] = p, o
+        centres = self.positions[torch.as_tensor(indices, dtype=torch.long)]
+        offsets = torch.tensor([-self.config.neighbour_mm, 0.0, self.config.neighbour_mm], dtype=torch.float64)
+        query = (centres[:, None] + offsets[None]).reshape(-1)
+        size = self.config.size
+        stack = interpolate_along_z(planes, self.positions, query).reshape(len(indices), 3, size, size)
+        valid = (interpolate_along_z(outside, self.positions, centres) < 0.5)[:, None]
+        images = torch.where(valid, window(stack, self.config.level, self.config.width), torch.full_like(stack, -1.0))
+        return images.float(), valid
+
+    def mask_fraction(self, mask: np.ndarray) -> np.ndarray:
+        """(Z, Y, X) bool mask -> (Z, S, S) fraction covered, on the model's view grid."""
+        t = torch.as_tensor(mask, dtype=torch.float32)
+        return resample_inplane(t, self.case.spacing, self.centre, self.config, fill=0.0).numpy()
+
+    def check_parity(self, indices: list[int]) -> float:
+        """Max |difference| to ``preprocess_series`` on unmodified slices (must be ~0)."""
+        ref = preprocess_series(self.case.hu, self.case.spacing, self.case.positions_mm, self.config, indices)
+        mine, valid = self.images(indices)
+        if not torch.equal(valid, ref.valid):
+            raise AssertionError("SeriesView disagrees with preprocess_series on the valid mask")
+        return float((mine - ref.images).abs().max())
+
+
+# ---------------------------------------------------------------- anomalies (model-independent HU edits)
+
+
+@dataclass
+class Edit:
+    """One modified slab: what was done, where, and the modified HU inside a window (memory-light)."""
+
+    test: str  # "lesion", "lesion-unmatched", "blob", "warp", "metal"
+    case: str  # host series
+    index: int  # centre slice in the host series
+    window: tuple[int, int, int, int]  # y0, y1, x0, x1 of the changed area (all slab slices)
+    replaced: dict[int, np.ndarray]  # slice index -> modified HU inside the window
+    region: np.ndarray  # centre slice, inside the window: the lesion mask or the anomaly's region
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def slices(self, host: Case) -> dict[int, np.ndarray]:
+        """Full modified HU slices of the host."""
+        y0, y1, x0, x1 = self.window
+        out = {}
+        for k, crop in self.replaced.items():
+            full = host.hu[k].astype(np.float32).copy()
+            full[y0:y1, x0:x1] = crop
+            out[k] = full
+        return out
+
+    def full_region(self, host: Case) -> np.ndarray:
+        y0, y1, x0, x1 = self.window
+        out = np.zeros(host.hu.shape[1:], dtype=bool)
+        out[y0:y1, x0:x1] = self.region
+        return out
+
+
+def compact_edit(
+    test: str, host: Case, k: int, modified: dict[int, np.ndarray], region: np.ndarray, info: dict[str, Any]
+) -> Edit:
+    """Crop the modified slices and the centre region to the bounding box of what changed."""
+    changed = region.copy()
+    for kk, m in modified.items():
+        changed |= m != host.hu[kk]
+    rows, cols = np.nonzero(changed)
+    y0, y1, x0, x1 = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+    crops = {kk: m[y0:y1, x0:x1].astype(np.float32) for kk, m in modified.items()}
+    return Edit(test, host.name, k, (y0, y1, x0, x1), crops, region[y0:y1, x0:x1].copy(), info)
+
+
+def _in_range(i: int, r: tuple[int, int]) -> bool:
+    return r[0] <= i <= r[1]
+
+
+def _slab(case: Case, k: int) -> list[int]:
+    return [int(np.clip(k + d, 0, case.hu.shape[0] - 1)) for d in range(-SLAB, SLAB + 1)]
+
+
+def lesion_candidates(donor: Case, slices: tuple[int, int], cfg: EvalConfig) -> list[dict]:
+    """Every (3-D tumour component, slice) cross-section at least ``min_lesion_diameter_mm`` wide."""
+    labels, n = ndimage.label(donor.tumour)
+    out = []
+    for j in range(slices[0], slices[1] + 1):
+        liver_j = donor.liver_only[j]
+        liver_hu = (
+            float(np.median(donor.hu[j][liver_j]))
+            if liver_j.sum() > 50
+            else float(np.median(donor.hu[donor.liver_only]))
+        )
+        for comp in np.unique(labels[j]):
+            if comp == 0:
+                continue
+            d = equivalent_diameter_mm(labels[j] == comp, donor.spacing)
+            if d >= cfg.min_lesion_diameter_mm:
+                out.append({"slice": j, "component": int(comp), "donor_diameter_mm": d, "donor_liver_hu": liver_hu})
+    log.info("%s: %d lesion cross-sections from %d tumour components", donor.name, len(out), n)
+    return out, labels  # type: ignore[return-value]
+
+
+def make_lesion_edits(
+    donor: Case,
+    recipient: Case,
+    donor_slices: tuple[int, int],
+    recipient_slices: list[int],
+    tolerance_mm: float | None,
+    max_pairs: int,
+    cfg: EvalConfig,
+    test: str,
+) -> list[Edit]:
+    """Transplant pairs, quota per diameter bin (max_pairs / bins), placements at random in the liver."""
+    if abs(np.median(np.diff(donor.positions_mm)) - np.median(np.diff(recipient.positions_mm))) > 0.1:
+        raise ValueError("donor and recipient slice spacings differ: the slab transplant maps slices one to one")
+    rng = np.random.default_rng(cfg.seed)
+    candidates, labels = lesion_candidates(donor, donor_slices, cfg)  # type: ignore[misc]
+    combos = [
+        (c, k)
+        for c in candidates
+        for k in recipient_slices
+        if tolerance_mm is None
+        or abs(recipient.body.position_mm[k] - donor.body.position_mm[c["slice"]]) <= tolerance_mm
+    ]
+    order = rng.permutation(len(combos))
+    n_bins = len(cfg.diameter_edges_mm) + 1
+    quota = int(np.ceil(max_pairs / n_bins))
+    counts: dict[str, int] = {}
+    scale = donor.spacing[0] / recipient.spacing[0]
+    feather_px = cfg.feather_mm / recipient.spacing[0]
+    margin = int(np.ceil((cfg.feather_mm + 2 * recipient.spacing[0]) / donor.spacing[0]))
+    patches: dict[tuple[int, int], Any] = {}
+    edits: list[Edit] = []
+    for i in order:
+        c, k = combos[int(i)]
+        key = (c["slice"], c["component"])
+        if key not in patches:
+            js = _slab(donor, c["slice"])
+            patch = cut_lesion(donor.hu[js], labels[js] == c["component"], SLAB, c["donor_liver_hu"], margin)
+            patches[key] = rescale_lesion(patch, scale)
+        patch = patches[key]
+        diameter = equivalent_diameter_mm(patch.mask[SLAB], recipient.spacing)
+        b = diameter_bin(diameter, cfg.diameter_edges_mm)
+        if counts.get(b, 0) >= quota:
+            continue
+        corners = np.argwhere(valid_placements(recipient.liver[k], support(patch.mask[SLAB], feather_px)))
+        if corners.size == 0:
+            continue
+        y, x = (int(v) for v in corners[rng.integers(len(corners))])
+        ks = _slab(recipient, k)
+        rec_liver_hu = float(np.median(recipient.hu[k][recipient.liver[k]]))
+        t = transplant_lesion(recipient.hu[ks], recipient.liver[ks], patch, rec_liver_hu, (y, x), feather_px)
+        modified = {kk: t.hu[n] for n, kk in enumerate(ks)}
+        edits.append(
+            compact_edit(
+                test,
+                recipient,
+                k,
+                modified,
+                t.lesion_mask[SLAB],
+                {
+                    "diameter_mm": diameter,
+                    "bin": b,
+                    "donor_slice": c["slice"],
+                    "component": c["component"],
+                    "donor_position_mm": float(donor.body.position_mm[c["slice"]]),
+                    "recipient_position_mm": float(recipient.body.position_mm[k]),
+                    "contrast_hu": float(np.median(patch.hu[SLAB][patch.mask[SLAB]]) - patch.donor_liver_hu),
+                },
+            )
+        )
+        counts[b] = counts.get(b, 0) + 1
+        if len(edits) >= quota * n_bins:
+            break
+    log.info("%s: %d pairs from %d combinations, per bin %s", test, len(edits), len(combos), counts)
+    return edits
+
+
+def make_synthetic_edits(host: Case, slices: list[int], per_slice: int, cfg: EvalConfig) -> list[Edit]:
+    """Blob, warp and metal in the host's liver (whole disc inside the centre slice's liver);
+    the same 2-D edit on each slice of the 5-slice slab."""
+    rng = np.random.default_rng(cfg.seed + 1)
+    sp = host.spacing[0]
+    kinds = {"blob": 3 * cfg.blob_sigma_mm / sp, "warp": cfg.warp_radius_mm / sp, "metal": cfg.metal_radius_mm / sp + 1}
+    edits = []
+    for kind, radius in kinds.items():
+        r = int(np.ceil(radius))
+        yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+        footprint = yy**2 + xx**2 <= radius**2
+        for n, k in enumerate(slices):
+            corners = np.argwhere(valid_placements(host.liver[k], footprint))
+            for m in range(per_slice if corners.size else 0):
+                y, x = corners[rng.integers(len(corners))]
+                centre = (float(y + r), float(x + r))
+                sign = 1.0 if (n + m) % 2 == 0 else -1.0
+                replaced, region = {}, None
+                for kk in _slab(host, k):
+                    if kind == "blob":
+                        out, reg = gaussian_blob(
+                            host.hu[kk], centre, cfg.blob_sigma_mm / sp, sign * cfg.blob_amplitude_hu
+                        )
+                    elif kind == "warp":
+                        out, reg = disc_warp(
+                            host.hu[kk], centre, radius, cfg.warp_shift_mm / sp, seed=cfg.seed + 1000 * n + m
+                        )
+                    else:
+                        out, reg = metal_disc(host.hu[kk], centre, cfg.metal_radius_mm / sp)
+                    replaced[kk] = out
+                    region = reg if kk == k else region
+                info = {"sign": sign} if kind == "blob" else {}
+                edits.append(compact_edit(kind, host, int(k), replaced, region, info))  # type: ignore[arg-type]
+    log.info("%s synthetic: %d edits on %d slices", host.name, len(edits), len(slices))
+    return edits
+
+
+# ---------------------------------------------------------------- scoring
+
+
+@dataclass
+class Model:
+    label: str
+    path: Path
+    net: torch.nn.Module
+    metadata: dict[str, Any]
+    view_key: str  # which preprocessing it uses
+
+
+def load_models(checkpoints: dict[str, Path]) -> tuple[list[Model], dict[str, PreprocessConfig]]:
+    models, configs = [], {}
+    for label, path in checkpoints.items():
+        net, metadata = load_scorer(Path(path))
+        preprocess, _ = configs_from_metadata(metadata)
+        key = json.dumps(preprocess.as_json(), sort_keys=True)
+        configs[key] = preprocess
+        models.append(Model(label, Path(path), net, metadata, key))
+    return models, configs
+
+
+@torch.no_grad()
+def run_model(
+    model: Model, images: torch.Tensor, positions: np.ndarray, valid: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray]:
+    """(scores (N,), heat-maps (N, S, S)) through the serving code's ``predict_slices``."""
+    pos = torch.as_tensor(np.asarray(positions, dtype=np.float32))
+    pred = predict_slices(model.net, images, pos, valid, batch_size=64)
+    return pred.slice_scores.numpy(), pred.heatmaps[:, 0].numpy()
+
+
+@dataclass
+class ViewedEdits:
+    """All edits of one test through one preprocessing: images, valid, region on the view grid."""
+
+    edits: list[Edit]
+    images: torch.Tensor  # (N, 3, S, S)
+    valid: torch.Tensor  # (N, 1, S, S)
+    region: np.ndarray  # (N, S, S) fraction of the lesion / anomaly region per view pixel
+
+
+def view_edits(edits: list[Edit], views: dict[str, SeriesView]) -> ViewedEdits:
+    images, valid, region = [], [], []
+    for e in edits:
+        view = views[e.case]
+        x, v = view.images([e.index], e.slices(view.case))
+        images.append(x)
+        valid.append(v)
+        region.append(view.mask_fraction(e.full_region(view.case)[None])[0])
+    if not edits:
+        return ViewedEdits([], torch.zeros(0), torch.zeros(0), np.zeros(0))
+    return ViewedEdits(edits, torch.cat(images), torch.cat(valid), np.stack(region))
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def auroc(negatives: np.ndarray, positives: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    if len(negatives) == 0 or len(positives) == 0:
+        return None
+    y = np.r_[np.zeros(len(negatives)), np.ones(len(positives))]
+    return float(roc_auc_score(y, np.r_[negatives, positives]))
+
+
+def paired_metrics(base: np.ndarray, modified: np.ndarray) -> dict[str, Any]:
+    """AUROC (modified = positive, the pairs' unmodified slices = negative) and the share of pairs
+    whose score rose (the paired version: it cancels the between-slice variation)."""
+    return {
+        "n": int(len(modified)),
+        "auroc": auroc(base, modified),
+        "rose": float(np.mean(modified > base)) if len(modified) else None,
+        "median_rel_change": float(np.median((modified - base) / np.abs(base).clip(1e-12))) if len(modified) else None,
+    }
+
+
+def cluster_bootstrap_ci(
+    base: np.ndarray, modified: np.ndarray, groups: np.ndarray, n_boot: int = 1000, seed: int = 0
+) -> dict[str, list[float]]:
+    """95 % intervals of AUROC and 'rose', resampling whole groups (donor tumours) with replacement:
+    pairs from one tumour are not independent."""
+    rng = np.random.default_rng(seed)
+    ids = np.unique(groups)
+    members = [np.flatnonzero(groups == g) for g in ids]
+    aurocs, rose = [], []
+    for _ in range(n_boot):
+        idx = np.concatenate([members[i] for i in rng.integers(len(ids), size=len(ids))])
+        a = auroc(base[idx], modified[idx])
+        if a is not None:
+            aurocs.append(a)
+        rose.append(float(np.mean(modified[idx] > base[idx])))
+    q = [2.5, 97.5]
+    return {
+        "auroc_ci95": [float(v) for v in np.percentile(aurocs, q)],
+        "rose_ci95": [float(v) for v in np.percentile(rose, q)],
+    }
+
+
+def top_fraction_score(heat: np.ndarray, valid: torch.Tensor, fraction: float = 0.01) -> np.ndarray:
+    """Diagnostic score, not the model's: mean of the top ``fraction`` of each heat-map's valid pixels."""
+    from models.scorer import reduce_map
+
+    return reduce_map(torch.as_tensor(heat)[:, None], valid, fraction).numpy()
+
+
+def pixel_auroc(heat: np.ndarray, positive: np.ndarray, inside: np.ndarray) -> float | None:
+    """Pooled pixel AUROC of ``heat`` inside ``inside`` (bool), labels ``positive`` (bool)."""
+    sel = inside.astype(bool)
+    return auroc(heat[sel & ~positive], heat[sel & positive])
+
+
+def indices_of(ranges: tuple[tuple[int, int], ...] | tuple[int, int]) -> list[int]:
+    if isinstance(ranges[0], int):
+        ranges = (ranges,)  # type: ignore[assignment]
+    return [i for lo, hi in ranges for i in range(lo, hi + 1)]  # type: ignore[misc]
+
+
+def fpr_metrics(heldout: np.ndarray, threshold: float, source: str, target: float) -> dict[str, Any]:
+    """FPR at the calibrated threshold, and a cross-fitted FPR (threshold from one half of the
+    held-out slices, rate on the other, both ways; the halves are alternate slices)."""
+    from models.scorer import calibrate_threshold, false_positive_rate
+
+    halves = [heldout[0::2], heldout[1::2]]
+    cross = [
+        false_positive_rate(torch.as_tensor(halves[1 - h]), calibrate_threshold(torch.as_tensor(halves[h]), target))
+        for h in (0, 1)
+    ]
+    return {
+        "threshold": threshold,
+        "threshold_source": source,
+        "target_fpr": target,
+        "fpr_heldout": false_positive_rate(torch.as_tensor(heldout), threshold),
+        "fpr_crossfit": float(np.mean(cross)),
+        "n_heldout": int(len(heldout)),
+    }
+
+
+def training_state(model: Model) -> dict[str, Any]:
+    md, cfg = model.metadata, model.metadata["config"]
+    return {
+        "detector": cfg.get("detector", "fanogan"),
+        "conditional": cfg["model"]["conditional"],
+        "base_width": cfg["model"]["base_width"],
+        "gan_step": md.get("gan_step"),
+        "gan_steps_planned": cfg["gan_steps"],
+        "encoder_step": md.get("encoder_step"),
+        "encoder_steps_planned": cfg["encoder_steps"],
+        "phase": md.get("phase"),
+        "checkpoint": str(model.path),
+        "calibrated_in_checkpoint": "calibration" in md,
+    }
+
+
+def model_metrics(
+    model: Model,
+    views: dict[str, SeriesView],
+    tests: dict[str, ViewedEdits],
+    cfg: EvalConfig,
+    donor: Case,
+    recipient: Case,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics, raw arrays for plots) of one model."""
+    from models.scorer import calibrate_threshold
+
+    raw: dict[str, Any] = {}
+    full = {}
+    for name, view in views.items():
+        x, v = view.images(list(range(view.case.hu.shape[0])))
+        scores, heat = run_model(model, x, view.case.body.normalised, v)
+        full[name] = (scores, heat, top_fraction_score(heat, v))
+    raw["full"] = full
+    out: dict[str, Any] = {"training": training_state(model), "tests": {}}
+    for test, ve in tests.items():
+        if not ve.edits:
+            continue
+        host = {e.case for e in ve.edits}
+        positions = np.array([views[e.case].case.body.normalised[e.index] for e in ve.edits])
+        mod, heat = run_model(model, ve.images, positions, ve.valid)
+        base = np.array([full[e.case][0][e.index] for e in ve.edits])
+        raw[test] = (base, mod, heat)
+        entry = paired_metrics(base, mod) | {"hosts": sorted(host)}
+        base_top = np.array([full[e.case][2][e.index] for e in ve.edits])
+        entry["diagnostic_top1pct"] = paired_metrics(base_top, top_fraction_score(heat, ve.valid))
+        if test.startswith("lesion"):
+            bins = np.array([e.info["bin"] for e in ve.edits])
+            raw[f"{test}_bins"] = bins
+            entry["by_diameter"] = {b: paired_metrics(base[bins == b], mod[bins == b]) for b in sorted(set(bins))}
+            tumours = np.array([e.info["component"] for e in ve.edits])
+            entry |= cluster_bootstrap_ci(base, mod, tumours, seed=cfg.seed)
+            inside = np.stack(
+                [views[e.case].mask_fraction(views[e.case].case.liver[e.index][None])[0] for e in ve.edits]
+            )
+            entry["pixel_auroc"] = pixel_auroc(heat, ve.region >= 0.5, (inside >= 0.5) & ve.valid[:, 0].numpy())
+        out["tests"][test] = entry
+    # real split on the donor, beside position alone
+    d_scores, d_heat = full[donor.name][:2]
+    normal, tumour = indices_of(cfg.heldout_normal), indices_of(cfg.donor_tumour)
+    liver_normal = indices_of(cfg.donor_normal_liver)
+    pos_mm = donor.body.position_mm
+    d_top = full[donor.name][2]
+    out["slice_split"] = {
+        "n_normal": len(normal),
+        "n_tumour": len(tumour),
+        "auroc_diagnostic_top1pct": auroc(d_top[normal], d_top[tumour]),
+        "auroc": auroc(d_scores[normal], d_scores[tumour]),
+        "auroc_position_only": auroc(pos_mm[normal], pos_mm[tumour]),
+        "auroc_liver_slices": auroc(d_scores[liver_normal], d_scores[tumour]),
+        "auroc_liver_slices_position_only": auroc(pos_mm[liver_normal], pos_mm[tumour]),
+    }
+    view = views[donor.name]
+    liver_f, tumour_f = view.mask_fraction(donor.liver[tumour]), view.mask_fraction(donor.tumour[tumour])
+    valid = view.images(tumour)[1][:, 0].numpy()
+    out["pixel_auroc_real_tumours"] = pixel_auroc(d_heat[tumour], tumour_f >= 0.5, (liver_f >= 0.5) & valid)
+    out["pixel_counts_real_tumours"] = {
+        "tumour": int(((tumour_f >= 0.5) & (liver_f >= 0.5) & valid).sum()),
+        "liver": int(((tumour_f < 0.5) & (liver_f >= 0.5) & valid).sum()),
+    }
+    heldout = d_scores[normal]
+    calib = model.metadata.get("calibration")
+    if calib is not None:
+        threshold, source = float(calib["threshold"]), "checkpoint"
+    else:
+        threshold, source = calibrate_threshold(torch.as_tensor(heldout), cfg.target_fpr), "this evaluation"
+    out["fpr"] = fpr_metrics(heldout, threshold, source, cfg.target_fpr)
+    out["fpr"]["flagged_tumour_slices"] = float(np.mean(d_scores[tumour] > threshold))
+    if "lesion" in raw:
+        out["fpr"]["flagged_lesion_pairs_modified"] = float(np.mean(raw["lesion"][1] > threshold))
+        out["fpr"]["flagged_lesion_pairs_unmodified"] = float(np.mean(raw["lesion"][0] > threshold))
+    raw["threshold"] = threshold
+    return out, raw
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _plt():  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_roc(raws: dict[str, dict[str, Any]], donor: Case, cfg: EvalConfig, path: Path) -> None:
+    from sklearn.metrics import roc_curve
+
+    plt = _plt()
+    panels = [
+        ("lesion", "lesion pairs (all)"),
+        ("lesion>=15", "lesion pairs >= 15 mm"),
+        ("lesion-unmatched", "lesion, unmatched, unseen host"),
+        ("blob@" + donor.name, "blob (unseen host)"),
+        ("warp@" + donor.name, "warp (unseen host)"),
+        ("metal@" + donor.name, "metal (unseen host)"),
+        ("split", "real split ircadb-01"),
+    ]
+    fig, axes = plt.subplots(2, 4, figsize=(16, 8))
+    for ax, (key, title) in zip(axes.flat, panels, strict=False):
+        for label, raw in raws.items():
+            if key == "split":
+                s = raw["full"][donor.name][0]
+                neg, pos = s[indices_of(cfg.heldout_normal)], s[indices_of(cfg.donor_tumour)]
+            elif key == "lesion>=15":
+                if "lesion" not in raw:
+                    continue
+                sel = np.array([b == f">={cfg.diameter_edges_mm[-1]:g}" for b in raw["lesion_bins"]])
+                neg, pos = raw["lesion"][0][sel], raw["lesion"][1][sel]
+            elif key in raw:
+                neg, pos = raw[key][0], raw[key][1]
+            else:
+                continue
+            if len(neg) and len(pos):
+                fpr, tpr, _ = roc_curve(np.r_[np.zeros(len(neg)), np.ones(len(pos))], np.r_[neg, pos])
+                ax.plot(fpr, tpr, label=f"{label} ({auroc(neg, pos):.2f})")
+        if key == "split":
+            p = donor.body.position_mm
+            neg, pos = p[indices_of(cfg.heldout_normal)], p[indices_of(cfg.donor_tumour)]
+            fpr, tpr, _ = roc_curve(np.r_[np.zeros(len(neg)), np.ones(len(pos))], np.r_[neg, pos])
+            ax.plot(fpr, tpr, "k--", label=f"position only ({auroc(neg, pos):.2f})")
+        ax.plot([0, 1], [0, 1], ":", color="grey")
+        ax.set(title=title, xlabel="false-positive rate", ylabel="true-positive rate")
+        ax.legend(fontsize=7, loc="lower right")
+    axes.flat[-1].axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_profile(raws: dict[str, dict[str, Any]], donor: Case, cfg: EvalConfig, path: Path) -> None:
+    plt = _plt()
+    n = len(raws) + 1
+    fig, axes = plt.subplots(n, 1, figsize=(11, 2.2 * n), sharex=True)
+    z = np.arange(donor.hu.shape[0])
+    tumour_slices = donor.tumour.any(axis=(1, 2))
+    for ax in axes:
+        for k in np.flatnonzero(tumour_slices):
+            ax.axvspan(k - 0.5, k + 0.5, color="tab:red", alpha=0.12, lw=0)
+        for lo, hi in cfg.heldout_normal:
+            ax.axvspan(lo - 0.5, hi + 0.5, color="tab:green", alpha=0.07, lw=0)
+    for ax, (label, raw) in zip(axes, raws.items(), strict=False):
+        ax.plot(z, raw["full"][donor.name][0], ".-", ms=3, label=f"{label} slice score")
+        ax.axhline(raw["threshold"], color="k", ls="--", lw=1, label="calibrated threshold")
+        ax.legend(fontsize=7, loc="upper left")
+    axes[-1].plot(z, donor.body.position_mm, color="tab:purple", label="position from the lung base (mm)")
+    axes[-1].legend(fontsize=7, loc="upper left")
+    axes[-1].set_xlabel(f"{donor.name} slice index (caudal -> cranial); red: tumour voxels, green: held-out normal")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_grid(
+    raws: dict[str, dict[str, Any]],
+    tests: dict[str, ViewedEdits],
+    views: dict[str, SeriesView],
+    donor: Case,
+    path: Path,
+) -> None:
+    """Rows: example slices (real tumours, lesion pairs, synthetic); columns: input, each model's heat-map."""
+    plt = _plt()
+    rows: list[tuple[str, np.ndarray, np.ndarray | None, dict[str, np.ndarray]]] = []
+    view = views[donor.name]
+    tumour_idx = np.flatnonzero(donor.tumour.sum(axis=(1, 2)))
+    areas = donor.tumour.sum(axis=(1, 2))
+    picked: list[int] = []
+    for t in sorted(tumour_idx.tolist(), key=lambda i: -areas[i]):
+        if len(picked) < 3 and all(abs(t - p) >= 12 for p in picked):
+            picked.append(t)
+    for k in picked:
+        x, _ = view.images([int(k)])
+        rows.append(
+            (
+                f"{donor.name} #{k} real tumour",
+                x[0, 1].numpy(),
+                view.mask_fraction(donor.tumour[k][None])[0],
+                {m: r["full"][donor.name][1][k] for m, r in raws.items()},
+            )
+        )
+    for test in ("lesion", "blob@" + donor.name, "warp@" + donor.name, "metal@" + donor.name):
+        ve = tests.get(test)
+        if ve is None or not ve.edits:
+            continue
+        pick = int(
+            np.argmax(
+                [
+                    e.info.get("diameter_mm", 0.0) + (ve.region[i].sum() if test != "lesion" else 0)
+                    for i, e in enumerate(ve.edits)
+                ]
+            )
+        )
+        e = ve.edits[pick]
+        if test == "lesion":
+            x, _ = views[e.case].images([e.index])
+            rows.append(
+                (
+                    f"{e.case} #{e.index} unmodified",
+                    x[0, 1].numpy(),
+                    None,
+                    {m: r["full"][e.case][1][e.index] for m, r in raws.items()},
+                )
+            )
+        rows.append(
+            (
+                f"{e.case} #{e.index} + {test.split('@')[0]}",
+                ve.images[pick, 1].numpy(),
+                ve.region[pick],
+                {m: r[test][2][pick] for m, r in raws.items() if test in r},
+            )
+        )
+    cols = 1 + len(raws)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2.3 * cols, 2.3 * len(rows)), squeeze=False)
+    for r, (title, image, region, heats) in enumerate(rows):
+        axes[r, 0].imshow(image, cmap="gray", vmin=-1, vmax=1)
+        if region is not None:
+            axes[r, 0].contour(region, levels=[0.5], colors="r", linewidths=0.8)
+        axes[r, 0].set_title(title, fontsize=7)
+        for c, label in enumerate(raws, start=1):
+            if label in heats:
+                axes[r, c].imshow(heats[label], cmap="inferno")
+                if region is not None:
+                    axes[r, c].contour(region, levels=[0.5], colors="c", linewidths=0.8)
+            axes[r, c].set_title(f"{label} heat-map", fontsize=7)
+        for ax in axes[r]:
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- report
+
+
+def _f(v: Any, digits: int = 2) -> str:
+    return "n/a" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+
+
+def _ci(v: list[float] | None) -> str:
+    return "n/a" if not v else f"[{v[0]:.2f}, {v[1]:.2f}]"
+
+
+def report_markdown(metrics: dict[str, Any], cfg: EvalConfig, runtime_s: float, reading: str = "") -> str:
+    models = metrics["models"]
+    bins = [diameter_bin(d, cfg.diameter_edges_mm) for d in (0.0, *cfg.diameter_edges_mm)]
+    lines = [
+        "# Scorer evaluation on real CT (issue #5, part 6)",
+        "",
+        f"Generated by `python -m workers.pipelines.scorer_eval` in {runtime_s:.0f} s. "
+        "Research evaluation on non-commercial data (3D-IRCADb-01): numbers and derived 64 x 64 views only.",
+        "",
+        "## Models and training state",
+        "",
+        "| model | detector | conditional | GAN steps (planned) | encoder/AE steps (planned) | phase "
+        "| threshold from |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, m in models.items():
+        t = m["training"]
+        lines.append(
+            f"| {label} | {t['detector']} | {t['conditional']} | {t['gan_step']} ({t['gan_steps_planned']}) | "
+            f"{t['encoder_step']} ({t['encoder_steps_planned']}) | {t['phase']} | {m['fpr']['threshold_source']} |"
+        )
+    lines += [
+        "",
+        "## Results",
+        "",
+        "AUROC: modified slices (positive) against the same slices unmodified (negative); "
+        "'rose': share of pairs whose score went up. Chance = 0.50.",
+        "",
+        "| model | lesion pairs (n) | AUROC all | "
+        + " | ".join(f"AUROC {b} (n)" for b in bins)
+        + " | rose all | 95 % CI by tumour: AUROC; rose | pixel AUROC (transplants) |",
+        "|---" * (6 + len(bins)) + "|",
+    ]
+    for label, m in models.items():
+        t = m["tests"].get("lesion", {})
+        by = t.get("by_diameter", {})
+        cells = [f"{_f(by.get(b, {}).get('auroc'))} ({by.get(b, {}).get('n', 0)})" for b in bins]
+        lines.append(
+            f"| {label} | {t.get('n', 0)} | {_f(t.get('auroc'))} | "
+            + " | ".join(cells)
+            + f" | {_f(t.get('rose'))} | {_ci(t.get('auroc_ci95'))}; {_ci(t.get('rose_ci95'))}"
+            + f" | {_f(t.get('pixel_auroc'))} |"
+        )
+    synth = sorted({k for m in models.values() for k in m["tests"] if "@" in k} | {"lesion-unmatched"})
+    lines += [
+        "",
+        "| model | " + " | ".join(f"{k} AUROC (n) / rose" for k in synth) + " |",
+        "|---" * (1 + len(synth)) + "|",
+    ]
+    for label, m in models.items():
+        cells = [
+            "{} ({}) / {}".format(
+                _f(m["tests"].get(k, {}).get("auroc")),
+                m["tests"].get(k, {}).get("n", 0),
+                _f(m["tests"].get(k, {}).get("rose")),
+            )
+            for k in synth
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| model | pixel AUROC, real tumours in liver | slice AUROC (normal 0-45,126-128 vs tumour 48-123) | "
+        "position only | slice AUROC, liver slices (27-45 vs 48-123) | position only | threshold "
+        "| FPR held-out (by construction) | "
+        "FPR cross-fitted | tumour slices flagged |",
+        "|---" * 10 + "|",
+    ]
+    for label, m in models.items():
+        s, f = m["slice_split"], m["fpr"]
+        lines.append(
+            f"| {label} | {_f(m['pixel_auroc_real_tumours'])} | {_f(s['auroc'])} | {_f(s['auroc_position_only'])} | "
+            f"{_f(s['auroc_liver_slices'])} | {_f(s['auroc_liver_slices_position_only'])} | {f['threshold']:.4g} | "
+            f"{_f(f['fpr_heldout'], 3)} | {_f(f['fpr_crossfit'], 3)} | {_f(f['flagged_tumour_slices'])} |"
+        )
+    diag = ["lesion", "lesion-unmatched", *[k for k in synth if k != "lesion-unmatched"]]
+    lines += [
+        "",
+        "Diagnostic only (not the models' score): the same pairs scored by the mean of the top 1 % of each "
+        "heat-map's pixels instead of its mean, to see whether the map holds a signal that the mean dilutes.",
+        "",
+        "| model | " + " | ".join(f"{k} AUROC / rose" for k in diag) + " | split AUROC |",
+        "|---" * (2 + len(diag)) + "|",
+    ]
+    for label, m in models.items():
+        cells = [
+            f"{_f(m['tests'].get(k, {}).get('diagnostic_top1pct', {}).get('auroc'))} / "
+            f"{_f(m['tests'].get(k, {}).get('diagnostic_top1pct', {}).get('rose'))}"
+            for k in diag
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {_f(m['slice_split']['auroc_diagnostic_top1pct'])} |")
+    lines += [
+        "",
+        "Figures: `roc.png` (ROC per test), `z_profile.png` (slice score along z, ircadb-01), "
+        "`heatmaps.png` (inputs and heat-maps).",
+        "",
+    ]
+    lines += ["## Data and methods", "", *METHODS.format(**{**cfg.__dict__, **metrics["data"]}).splitlines()]
+    lines += ["", "## Goals (context, not claims)", ""]
+    lines += goal_lines(metrics, cfg)
+    if reading:
+        lines += ["", "## Reading (hand-written for this run: READING.md beside this report)", "", reading.strip()]
+    return "\n".join(lines) + "\n"
+
+
+def goal_lines(metrics: dict[str, Any], cfg: EvalConfig) -> list[str]:
+    top = f">={cfg.diameter_edges_mm[-1]:g}"
+    out = []
+    for label, m in metrics["models"].items():
+        big = m["tests"].get("lesion", {}).get("by_diameter", {}).get(top, {}).get("auroc")
+        pix = m["pixel_auroc_real_tumours"]
+        out.append(
+            f"- {label}: position-matched AUROC for lesions {top} mm = {_f(big)} (goal >= 0.95: "
+            f"{'met' if big is not None and big >= 0.95 else 'not met'}); pixel AUROC = {_f(pix)} (goal >= 0.90: "
+            f"{'met' if pix is not None and pix >= 0.90 else 'not met'})."
+        )
+    conds = {
+        k: m
+        for k, m in metrics["models"].items()
+        if m["training"]["conditional"] and m["training"]["detector"] == "fanogan"
+    }
+    unconds = {
+        k: m
+        for k, m in metrics["models"].items()
+        if not m["training"]["conditional"] and m["training"]["detector"] == "fanogan"
+    }
+    for ck, cm in conds.items():
+        for uk, um in unconds.items():
+            a, b = cm["tests"].get("lesion", {}).get("auroc"), um["tests"].get("lesion", {}).get("auroc")
+            out.append(f"- conditioning ({ck}) vs none ({uk}) on all lesion pairs: {_f(a)} vs {_f(b)}.")
+    return out
+
+
+METHODS = """- Cases: donor `{donor}` (tumour mask `masks/tumor.nii.gz`, liver `masks/liver.nii.gz`, liver-only = `labels.nii.gz` == 1); recipient `{recipient}`. Both 1.6 mm slices; pixel spacing {donor_spacing} and {recipient_spacing} mm. Positions: `find_body_position` (signed mm from the lung base) on each whole series; lung base {donor_landmark_mm:.1f} mm above the first slice of `{donor}`, {recipient_landmark_mm:.1f} mm above that of `{recipient}`.
+- Preprocessing: each model's own `PreprocessConfig` from its checkpoint through `models.transforms` (intensity shift and view centre from the unmodified series; a start-up check found max |difference| {parity:.2e} to `preprocess_series`). Conditioned models get each slice's normalised position.
+- **Position-matched lesion test**: every cross-section (>= {min_lesion_diameter_mm} mm equivalent diameter) of every 3-D tumour component of `{donor}` slices {donor_tumour} is a donor; recipients are `{recipient}` normal-liver slices {recipient_normal} whose position from the lung base is within +-{position_tolerance_mm} mm of the donor slice's. The tumour is cut along its mask on 5 slices (centre +-2, covering the +-3 mm neighbour channels, so **neighbour channels are modified consistently**: donor slice j+d goes to recipient slice k+d), resampled in-plane by the pixel-spacing ratio, re-levelled to keep its contrast to its own liver (HU - donor liver median on the centre slice + recipient liver median on the centre slice), and blended with alpha = 1 on the mask, falling linearly to 0 over {feather_mm} mm outside it (distance transform). The whole alpha support must lie in the recipient's liver mask on the centre slice (a random valid place is drawn); on neighbour slices alpha is cut to that slice's liver. Diameter = equivalent diameter sqrt(4A/pi) of the transplanted centre cross-section. Pairs are drawn at random with a quota per diameter bin. Each pair: score of the modified slice vs the same slice unmodified.
+- Caveat on recipients: the only normal liver at the donor's tumour levels in another patient is `{recipient}` slices 0-75, which are **training slices** of every model. The opposite direction (`{recipient}` tumours, +7 to +63 mm, into `{donor}`'s held-out normal liver, -116 to -88 mm) cannot be position-matched; it is reported as `lesion-unmatched` (same method, no position constraint, recipient never seen).
+- **Synthetic anomalies** (MOOD-style), centre placed at random so the whole disc lies in the host's liver on the centre slice, the same 2-D edit applied to the 5 slab slices: blob = Gaussian, sigma {blob_sigma_mm} mm, truncated at 3 sigma, amplitude +-{blob_amplitude_hu} HU (alternating sign); warp = random smooth displacement (Gaussian-filtered noise, sigma = R/3, max {warp_shift_mm} mm) times (1 - r^2/R^2)^2 in a disc R = {warp_radius_mm} mm, bilinear; metal = disc radius {metal_radius_mm} mm at 3000 HU with a 1-pixel linear edge, no streaks. Hosts: `{donor}` held-out normal liver slices {donor_normal_liver} (unseen patient, {synthetic_per_slice} per slice) and `{recipient}` normal slices (training slices, 2 per slice on every 4th slice).
+- **Pixel AUROC**: heat-maps of `{donor}` slices {donor_tumour} against the tumour and liver masks mapped into the model's view with the same resampling (`resample_inplane`, same centre); pixels with liver fraction >= 0.5 inside the field of view; tumour = tumour fraction >= 0.5; pooled over slices ({n_pix_tumour} tumour and {n_pix_liver} liver pixels at the first model's view).
+- **Slice AUROC**: held-out normal `{donor}` {heldout_normal} vs tumour slices {donor_tumour}; beside it the AUROC of the slice's position alone (mm from the lung base as the score), and the same among liver slices only.
+- **FPR**: threshold = checkpoint calibration when present, else calibrated here (same `calibrate_threshold`, target {target_fpr}) on the held-out normal slices. The FPR on those same slices is <= target by construction; the cross-fitted FPR calibrates on alternate slices and measures on the others (both ways, averaged)."""  # noqa: E501
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def build_tests(donor: Case, recipient: Case, cfg: EvalConfig, max_pairs: int) -> dict[str, list[Edit]]:
+    z_r = recipient.hu.shape[0]
+    rec_normal = [k for k in indices_of(cfg.recipient_normal) if SLAB <= k < z_r - SLAB]
+    donor_liver = [k for k in indices_of(cfg.donor_normal_liver) if SLAB <= k < donor.hu.shape[0] - SLAB]
+    return {
+        "lesion": make_lesion_edits(
+            donor, recipient, cfg.donor_tumour, rec_normal, cfg.position_tolerance_mm, max_pairs, cfg, "lesion"
+        ),
+        "lesion-unmatched": make_lesion_edits(
+            recipient, donor, cfg.recipient_tumour, donor_liver, None, max(30, max_pairs // 3), cfg, "lesion-unmatched"
+        ),
+        **{
+            f"{k}@{donor.name}": v
+            for k, v in _by_kind(make_synthetic_edits(donor, donor_liver, cfg.synthetic_per_slice, cfg)).items()
+        },
+        **{
+            f"{k}@{recipient.name}": v
+            for k, v in _by_kind(make_synthetic_edits(recipient, rec_normal[::4], 2, cfg)).items()
+        },
+    }
+
+
+def _by_kind(edits: list[Edit]) -> dict[str, list[Edit]]:
+    out: dict[str, list[Edit]] = {}
+    for e in edits:
+        out.setdefault(e.test, []).append(e)
+    return out
+
+
+def evaluate_scorer(
+    checkpoints: dict[str, Path],
+    data_dir: Path,
+    out_dir: Path,
+    *,
+    max_pairs: int = 240,
+    config: EvalConfig | None = None,
+) -> dict:
+    """Score every checkpoint on the same inputs; write REPORT.md, *.png and metrics.json to ``out_dir``."""
+    t0 = time.perf_counter()
+    cfg = config or EvalConfig()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    donor, recipient = load_case(data_dir, cfg.donor), load_case(data_dir, cfg.recipient)
+    models, preprocess = load_models(checkpoints)
+    views = {key: {c.name: SeriesView(c, p) for c in (donor, recipient)} for key, p in preprocess.items()}
+    parity = max(
+        v.check_parity([0, 40, 80, c.hu.shape[0] - 1])
+        for vs in views.values()
+        for c, v in zip((donor, recipient), vs.values(), strict=True)
+    )
+    if parity > 1e-4:
+        raise AssertionError(f"SeriesView differs from preprocess_series by {parity}")
+    edits = build_tests(donor, recipient, cfg, max_pairs)
+    viewed = {key: {t: view_edits(e, vs) for t, e in edits.items()} for key, vs in views.items()}
+    metrics: dict[str, Any] = {"models": {}, "pairs": {t: len(e) for t, e in edits.items()}}
+    raws = {}
+    for model in models:
+        log.info("scoring %s", model.label)
+        metrics["models"][model.label], raws[model.label] = model_metrics(
+            model, views[model.view_key], viewed[model.view_key], cfg, donor, recipient
+        )
+    first = metrics["models"][models[0].label]["pixel_counts_real_tumours"]
+    metrics["lesion_pairs"] = [
+        {k: v for k, v in e.info.items()} | {"recipient_slice": e.index} for e in edits["lesion"]
+    ]
+    metrics["data"] = {
+        "donor_spacing": f"{donor.spacing[0]:.3f}",
+        "recipient_spacing": f"{recipient.spacing[0]:.3f}",
+        "donor_landmark_mm": donor.body.landmark_mm - donor.positions_mm[0],
+        "recipient_landmark_mm": recipient.body.landmark_mm - recipient.positions_mm[0],
+        "parity": parity,
+        "n_pix_tumour": first["tumour"],
+        "n_pix_liver": first["liver"],
+    }
+    metrics["config"] = {k: v for k, v in cfg.__dict__.items()}
+    key0 = models[0].view_key
+    plot_roc(raws, donor, cfg, out_dir / "roc.png")
+    plot_profile(raws, donor, cfg, out_dir / "z_profile.png")
+    plot_grid(raws, viewed[key0], views[key0], donor, out_dir / "heatmaps.png")
+    runtime = time.perf_counter() - t0
+    metrics["runtime_s"] = runtime
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    reading_path = out_dir / "READING.md"
+    reading = reading_path.read_text() if reading_path.exists() else ""
+    (out_dir / "REPORT.md").write_text(report_markdown(metrics, cfg, runtime, reading))
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Evaluate anomaly scorers on the position-matched real-CT tests.")
+    parser.add_argument("--checkpoint", action="append", required=True, metavar="LABEL=PATH")
+    parser.add_argument("--data-dir", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data")
+    parser.add_argument("--out", type=Path, default=Path("reports/scorer"))
+    parser.add_argument("--max-pairs", type=int, default=240)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    checkpoints = {}
+    for item in args.checkpoint:
+        label, sep, path = item.partition("=")
+        if not sep:
+            parser.error(f"--checkpoint must be LABEL=PATH, got {item!r}")
+        checkpoints[label] = Path(path)
+    metrics = evaluate_scorer(checkpoints, args.data_dir, args.out, max_pairs=args.max_pairs)
+    print(
+        json.dumps(
+            {
+                k: {"lesion": m["tests"].get("lesion", {}).get("auroc"), "split": m["slice_split"]["auroc"]}
+                for k, m in metrics["models"].items()
+            },
+            indent=1,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
