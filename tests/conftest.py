@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from app.processes import Service, migrate
+from tests.servers import PrivateRedis
 
 PG_ADMIN = os.environ.get("GATEKEEPER_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-REDIS_HOST = "127.0.0.1:6379"
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("GATEKEEPER_DATA_DIR", ROOT.parent / "shared" / "data"))
 
@@ -84,14 +84,17 @@ class Stack:
 @pytest.fixture(scope="session")
 def stack_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Stack]]:
     made: list[Stack] = []
-    redis_db = iter(range(8, 16))
+    brokers: list[PrivateRedis] = []
 
     def make(worker: bool = True, **overrides: str) -> Stack:
         url = create_database()
         root = tmp_path_factory.mktemp("stack")
+        broker = PrivateRedis(root)  # a real redis-server of its own: stacks never share a broker
+        broker.start()
+        brokers.append(broker)
         env = {
             "GATEKEEPER_DATABASE_URL": url,
-            "GATEKEEPER_BROKER_URL": f"redis://{REDIS_HOST}/{next(redis_db)}",
+            "GATEKEEPER_BROKER_URL": broker.url,
             "GATEKEEPER_STORAGE_DIR": str(root / "storage"),
             "GATEKEEPER_SERIES_STABLE_AGE_S": "2",
             "GATEKEEPER_DISPATCH_INTERVAL_S": "0.2",
@@ -101,9 +104,6 @@ def stack_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
             "GATEKEEPER_TOKEN_CACHE_S": "0",  # tests change tokens under the running API
             **overrides,
         }
-        import redis
-
-        redis.Redis.from_url(env["GATEKEEPER_BROKER_URL"]).flushdb()
         service = Service(env=env, log_dir=root / "logs")
         service.start_api()
         if worker:
@@ -121,6 +121,8 @@ def stack_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
         for log in stack.service.log_dir.rglob("api.log"):
             if "Exception in ASGI application" in log.read_text(errors="replace"):
                 crashes.append(str(log))
+    for broker in brokers:
+        broker.stop()
     # An unhandled exception in the API is a bug even when the client saw a status code.
     assert not crashes, f"unhandled exceptions in the API, see {crashes}"
 

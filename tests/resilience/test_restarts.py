@@ -14,7 +14,7 @@ from app.client import stow
 from app.processes import migrate
 from tests.conftest import Stack
 from tests.dicom_factory import make_series, uid_of
-from tests.resilience.servers import PrivatePostgres, PrivateRedis
+from tests.servers import PrivatePostgres, PrivateRedis
 
 pytestmark = pytest.mark.integration
 

@@ -75,6 +75,7 @@ def test_poison_series_ends_failed_after_attempt_cap(stack: Stack, pacs: httpx.C
     state = stack.wait_status(spec.series_uid, {"failed"}, timeout_s=90)
     assert state["attempts"] == 4 and "3 attempts" in state["last_error"]  # the 4th claim gives up
     assert _audits(stack, "series.retry", state["id"]) == 3
+    assert stack.scalar("SELECT reason FROM cases WHERE series_id=:i", i=state["id"]) == "failed"  # to a radiologist
 
 
 def test_lost_task_is_resent_by_the_reconciler(stack_factory) -> None:  # type: ignore[no-untyped-def]
