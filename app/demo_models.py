@@ -23,7 +23,9 @@ CT, MASK = "totalseg-example/ct-dicom", "totalseg-example/masks/liver-on-ct-dico
 CARD = {"data": "samples/totalseg-example (Apache-2.0, 20 slices)", "purpose": "demo only, not clinical"}
 
 
-def _scorer(run_dir: Path) -> Path:
+def train_sample_scorer(run_dir: Path, *, width: int = 8, latent: int = 32, steps: int = 40, batch: int = 8,
+                        resume: bool = True) -> Path:  # fmt: skip
+    """An f-AnoGAN trained on the sample only (the demo; tests pass tiny sizes)."""
     from models.scorer import ScorerConfig
     from models.transforms import PreprocessConfig
     from workers.pipelines.scorer_data import CaseSpec, ScorerDataConfig
@@ -32,28 +34,32 @@ def _scorer(run_dir: Path) -> Path:
     case = CaseSpec("sample", CT)
     data = ScorerDataConfig(data_dir=str(SAMPLE_DIR), cache_dir=str(run_dir / "cache"),
                             preprocess=PreprocessConfig(size=64), train=(case,), heldout=(case,))  # fmt: skip
-    config = ScorerTrainConfig(model=ScorerConfig(base_width=8, latent_dim=32, n_critic=1), data=data, batch_size=8,
-                               gan_steps=40, encoder_steps=40, checkpoint_every=20, num_threads=2)  # fmt: skip
-    return train_scorer(config, run_dir, resume=True)
+    model = ScorerConfig(base_width=width, latent_dim=latent, embed_dim=8, n_fourier=4, n_critic=1)
+    config = ScorerTrainConfig(model=model, data=data, batch_size=batch, gan_steps=steps, encoder_steps=steps,
+                               checkpoint_every=max(1, steps // 2), num_threads=2)  # fmt: skip
+    return train_scorer(config, run_dir, resume=resume)
 
 
-def _segmenter(run_dir: Path) -> Path:
+def train_sample_segmenter(run_dir: Path, *, width: int = 8, steps: int = 40, batch: int = 8,
+                           resume: bool = True) -> Path:  # fmt: skip
+    """A liver UNet trained on the sample and its (predicted) liver mask only."""
     from models.segmenter import SegmenterConfig
     from workers.pipelines.segmenter_data import MaskedCase, SegmenterDataConfig
     from workers.pipelines.segmenter_training import SegmenterTrainConfig, train_segmenter
 
     case = MaskedCase("sample", CT, MASK)
     data = SegmenterDataConfig(data_dir=str(SAMPLE_DIR), cache_dir=str(run_dir / "cache"), train=(case,), heldout=case)
-    config = SegmenterTrainConfig(model=SegmenterConfig(channels=(8, 16, 32, 64, 128)), data=data, steps=40,
-                                  batch_size=8, checkpoint_every=20, eval_every=40, num_threads=2)  # fmt: skip
-    return train_segmenter(config, run_dir, resume=True)
+    model = SegmenterConfig(channels=tuple(width * 2**i for i in range(5)))
+    config = SegmenterTrainConfig(model=model, data=data, steps=steps, batch_size=batch,
+                                  checkpoint_every=max(1, steps // 2), eval_every=steps, num_threads=2)  # fmt: skip
+    return train_segmenter(config, run_dir, resume=resume)
 
 
 def ensure_demo_models(console: Console) -> None:
     """Train, register and promote a scorer and a segmenter if none is promoted yet."""
     settings = get_settings()
     runs = settings.storage_dir.resolve().parent / "demo-runs"
-    for kind, train in (("scorer", _scorer), ("segmenter", _segmenter)):
+    for kind, train in (("scorer", train_sample_scorer), ("segmenter", train_sample_segmenter)):
         with session_scope() as session:
             if q.promoted(session, kind) is not None:
                 continue

@@ -116,13 +116,18 @@ def load_case_volume(path: Path) -> CaseVolume:
     raise ValueError(f"{path}: expected a DICOM folder or a .nii/.nii.gz file")
 
 
-def selected_indices(spec: CaseSpec, n_slices: int) -> list[int]:
-    if spec.slices is None:
+def select_ranges(name: str, ranges: tuple[tuple[int, int], ...] | None, n_slices: int) -> list[int]:
+    """Slice indices of inclusive ranges (all when None); shared with the segmenter's data."""
+    if ranges is None:
         return list(range(n_slices))
-    out = [i for lo, hi in spec.slices for i in range(lo, hi + 1) if 0 <= i < n_slices]
+    out = [i for lo, hi in ranges for i in range(lo, hi + 1) if 0 <= i < n_slices]
     if not out:
-        raise ValueError(f"case {spec.name}: slice ranges {spec.slices} select nothing of {n_slices} slices")
+        raise ValueError(f"case {name}: slice ranges {ranges} select nothing of {n_slices} slices")
     return out
+
+
+def selected_indices(spec: CaseSpec, n_slices: int) -> list[int]:
+    return select_ranges(spec.name, spec.slices, n_slices)
 
 
 def _cache_key(spec: CaseSpec, config: ScorerDataConfig) -> str:

@@ -105,12 +105,9 @@ def load_masked_volume(case: MaskedCase, data_dir: Path) -> MaskedVolume:
 
 
 def selected(case: MaskedCase, n_slices: int) -> list[int]:
-    if case.slices is None:
-        return list(range(n_slices))
-    out = [i for lo, hi in case.slices for i in range(lo, hi + 1) if 0 <= i < n_slices]
-    if not out:
-        raise ValueError(f"case {case.name}: slice ranges {case.slices} select nothing of {n_slices} slices")
-    return out
+    from workers.pipelines.scorer_data import select_ranges
+
+    return select_ranges(case.name, case.slices, n_slices)
 
 
 def prepare_masked_case(
