@@ -113,3 +113,13 @@ def test_random_bit_flips_never_raise_anything_else(tmp_path: Path) -> None:
 
 def test_zlib_bomb_as_part_is_just_not_dicom(tmp_path: Path) -> None:
     assert _reason(tmp_path, zlib.compress(b"\0" * 10**7)) == FailureReason.CANNOT_UNDERSTAND
+
+
+def test_every_truncation_of_the_header_is_a_failure_reason(tmp_path: Path) -> None:
+    """A cut in the middle of an element header once raised struct.error from pydicom (found by the corpus)."""
+    _, blob = _valid()
+    path = tmp_path / "cut.dcm"
+    for cut in range(0, 1200):
+        path.write_bytes(blob[:cut])
+        with pytest.raises(InvalidInstance):
+            parse_instance(path)
