@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,23 +64,11 @@ class Service:
                 "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
         self.worker = self._spawn("worker", args)
 
-    @staticmethod
-    def _stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-
     def stop_api(self, sig: int = signal.SIGTERM) -> None:
-        self._stop(self.api, sig)
+        stop_group(self.api, sig)
 
     def stop_worker(self, sig: int = signal.SIGTERM) -> None:
-        self._stop(self.worker, sig)
+        stop_group(self.worker, sig)
 
     def stop(self) -> None:
         self.stop_worker()
@@ -90,3 +79,41 @@ def migrate(database_url: str) -> None:
     subprocess.run([sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), "upgrade", "head"], cwd=ROOT,
                    env={**os.environ, "GATEKEEPER_DATABASE_URL": database_url}, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+
+
+def stop_group(proc: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:
+    """Signal a child's whole process group (prefork children too); SIGKILL if it lingers."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=15)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
+def create_database(admin_url: str, prefix: str) -> str:
+    """A new, empty PostgreSQL database next to admin_url's; its URL."""
+    from sqlalchemy import create_engine, text
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def drop_database(admin_url: str, url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+    finally:
+        engine.dispose()

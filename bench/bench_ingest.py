@@ -23,7 +23,6 @@ temporary folder that is deleted at the end; the real data never enters the repo
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import io
 import json
@@ -36,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,8 +46,9 @@ from pydicom.uid import generate_uid
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from app import processes  # noqa: E402
 from app.client import read_files, stow  # noqa: E402
-from app.processes import Service, free_port, migrate  # noqa: E402
+from app.processes import Service, create_database, free_port, migrate, stop_group  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("GATEKEEPER_DATA_DIR", ROOT.parent / "shared" / "data"))
 PG_ADMIN = os.environ.get("GATEKEEPER_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -86,14 +85,7 @@ def fresh_uids(blobs: list[bytes]) -> list[bytes]:
 
 
 def start_service(tmp: Path, fsync: bool) -> tuple[Service, str, str]:
-    from sqlalchemy import create_engine, text
-
-    name = f"gk_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    url = create_database(PG_ADMIN, "gk_bench")
     migrate(url)
     import redis
 
@@ -114,12 +106,7 @@ def start_service(tmp: Path, fsync: bool) -> tuple[Service, str, str]:
 
 
 def drop_database(url: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
-    admin.dispose()
+    processes.drop_database(PG_ADMIN, url)
 
 
 def start_orthanc(tmp: Path, sync: bool) -> tuple[subprocess.Popen, str]:
@@ -159,18 +146,6 @@ def start_orthanc(tmp: Path, sync: bool) -> tuple[subprocess.Popen, str]:
             pass
         time.sleep(0.1)
     raise TimeoutError("Orthanc did not start")
-
-
-def stop_group(proc: subprocess.Popen | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
 
 
 # --------------------------------------------------------------------------- one run

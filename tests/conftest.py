@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from app import processes
 from app.processes import Service, migrate
 from tests.servers import PrivateRedis
 
@@ -22,22 +22,13 @@ DATA_DIR = Path(os.environ.get("GATEKEEPER_DATA_DIR", ROOT.parent / "shared" / "
 
 
 def create_database() -> str:
-    name = f"gk_test_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    url = processes.create_database(PG_ADMIN, "gk_test")
     migrate(url)
     return url
 
 
 def drop_database(url: str) -> None:
-    name = url.rsplit("/", 1)[1]
-    engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
+    processes.drop_database(PG_ADMIN, url)
 
 
 def make_token(env: dict[str, str], role: str) -> str:

@@ -18,14 +18,11 @@ storage is deleted at teardown (the logs stay, for diagnosis).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,7 +32,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from app.processes import Service, free_port, migrate
+from app.processes import Service, create_database, drop_database, free_port, migrate, stop_group
 
 pytestmark = pytest.mark.integration
 
@@ -70,18 +67,6 @@ def _tail(path: Path, n: int = 60) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
     except OSError as exc:
         return f"({path}: {exc})"
-
-
-def _stop_group(proc: subprocess.Popen | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
 
 
 # --------------------------------------------------------------------------- Orthanc install
@@ -120,15 +105,10 @@ class Gatekeeper:
 @pytest.fixture(scope="module")
 def gatekeeper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gatekeeper]:
     root = tmp_path_factory.mktemp("gatekeeper")
-    name = f"gk_orthanc_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = create_database(PG_ADMIN, "gk_orthanc")
     except Exception as exc:  # noqa: BLE001
-        admin.dispose()
         pytest.skip(f"PostgreSQL at {PG_ADMIN.split('@')[-1]} unavailable: {type(exc).__name__}")
-    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
     service: Service | None = None
     try:
         import redis
@@ -162,9 +142,7 @@ def gatekeeper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gatekeeper]
         if service is not None:
             service.stop()
         shutil.rmtree(root / "storage", ignore_errors=True)  # copies of the real data; the logs stay
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        drop_database(PG_ADMIN, url)
 
 
 # --------------------------------------------------------------------------- Orthanc
@@ -245,7 +223,7 @@ def orthanc(orthanc_binary: tuple[str, str], gatekeeper: Gatekeeper, tmp_path_fa
         assert "dicom-web" in plugins, f"DICOMweb plugin not loaded: {plugins}\n{_tail(log)}"
         yield Orthanc(url, log, proc)
     finally:
-        _stop_group(proc)
+        stop_group(proc)
         shutil.rmtree(root / "storage", ignore_errors=True)  # copies of the real data; the log stays
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 
 import pytest
 from sqlalchemy import create_engine, text
 
+from app.processes import create_database, drop_database
 from tests.conftest import PG_ADMIN, ROOT
 
 pytestmark = pytest.mark.integration
@@ -25,15 +25,9 @@ def alembic(url: str, *args: str) -> str:
 
 @pytest.fixture
 def empty_db():  # type: ignore[no-untyped-def]
-    name = f"gk_mig_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    url = create_database(PG_ADMIN, "gk_mig")
     yield url
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    drop_database(PG_ADMIN, url)
 
 
 def _seed_first_revision(engine) -> None:  # type: ignore[no-untyped-def]
