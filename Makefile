@@ -30,6 +30,13 @@ lint: install
 	$(BIN)/ruff check app workers models tests bench
 	$(BIN)/ruff format --check app workers models tests bench
 
+# The fault scenarios of issue #4 at the issue's scale (about 10-15 min on 2 cores); figures in
+# bench/chaos/results.json. One scenario: make chaos CHAOS_ARGS="-s worker_kill"
+.PHONY: chaos
+chaos: install
+	bash scripts/start-services.sh
+	OMP_NUM_THREADS=1 $(BIN)/python -m bench.chaos $(CHAOS_ARGS)
+
 bench-ingest: install
 	bash scripts/start-services.sh
 	$(BIN)/python bench/bench_ingest.py

@@ -94,26 +94,24 @@ def stop_group(proc: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None
         proc.wait(timeout=5)
 
 
-def create_database(admin_url: str, prefix: str) -> str:
-    """A new, empty PostgreSQL database next to admin_url's; its URL."""
+def _admin_execute(admin_url: str, sql: str) -> None:
+    """One statement outside a transaction (CREATE/DROP DATABASE cannot run inside one)."""
     from sqlalchemy import create_engine, text
 
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text(sql))
     finally:
         engine.dispose()
+
+
+def create_database(admin_url: str, prefix: str) -> str:
+    """A new, empty PostgreSQL database next to admin_url's; its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    _admin_execute(admin_url, f'CREATE DATABASE "{name}"')
     return admin_url.rsplit("/", 1)[0] + f"/{name}"
 
 
 def drop_database(admin_url: str, url: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
-    finally:
-        engine.dispose()
+    _admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')

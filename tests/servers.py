@@ -1,4 +1,8 @@
-"""Private Redis and PostgreSQL servers that a test may stop, flush and restart freely."""
+"""Private servers a test may stop, flush and restart freely, and the stack of real processes on top of them.
+
+Shared by the pytest fixtures (tests/conftest.py) and the long chaos runs (bench/chaos), so the short and
+long versions of a fault scenario start exactly the same processes.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +14,27 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import redis
+from sqlalchemy import create_engine, text
 
-from app.processes import free_port
+from app import processes
+from app.processes import Service, free_port, migrate
 
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
+PG_ADMIN = os.environ.get("GATEKEEPER_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class PrivateRedis:
-    def __init__(self, folder: Path) -> None:
+    """A redis-server of its own. persist=True: an append-only file fsynced on every write, so a restart
+    (even after SIGKILL) keeps the broker's content; persist=False: nothing on disk, a restart flushes it."""
+
+    def __init__(self, folder: Path, persist: bool = False) -> None:
         self.port = free_port()
-        self.folder = folder
+        self.folder = folder / f"redis-{self.port}"  # its own dir: two servers never share an append-only file
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.persist = persist
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -28,15 +42,16 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        aof = ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else ["--appendonly", "no"]
         self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--dir", str(self.folder)],
+                                      *aof, "--dir", str(self.folder)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         deadline = time.monotonic() + 10
         while True:
             try:
                 redis.Redis.from_url(self.url).ping()
                 return
-            except redis.ConnectionError:
+            except (redis.ConnectionError, redis.BusyLoadingError):
                 assert time.monotonic() < deadline, "private redis did not start"
                 time.sleep(0.05)
 
@@ -44,6 +59,15 @@ class PrivateRedis:
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait()
+
+    def wipe(self) -> None:
+        """Delete what it kept on disk (while stopped): the next start is empty, as after a lost disk."""
+        assert self.proc is None or self.proc.poll() is not None, "wipe a stopped server only"
+        shutil.rmtree(self.folder)
+        self.folder.mkdir()
+
+    def keys(self) -> int:
+        return int(redis.Redis.from_url(self.url).dbsize())
 
 
 class PrivatePostgres:
@@ -83,3 +107,107 @@ class PrivatePostgres:
 
 def _is_root() -> bool:
     return os.geteuid() == 0
+
+
+def make_token(env: dict[str, str], role: str) -> str:
+    out = subprocess.run([str(ROOT / ".venv" / "bin" / "gatekeeper"), "token", "create", "--role", role, "--name", "t"],
+                         env={**os.environ, **env}, capture_output=True, text=True, check=True)  # fmt: skip
+    return out.stdout.strip()
+
+
+class Stack:
+    """A running service with its own database, Redis and storage, plus helpers."""
+
+    def __init__(self, service: Service, database_url: str) -> None:
+        self.service = service
+        self.database_url = database_url
+        self.engine = create_engine(database_url)
+        self.tokens = {role: make_token(service.env, role) for role in ("pacs", "radiologist", "ml_engineer", "admin")}
+
+    def client(self, role: str | None = "pacs", **kw: object) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
+        kw.setdefault("timeout", 60)
+        return httpx.Client(base_url=self.service.url, headers=headers, **kw)  # type: ignore[arg-type]
+
+    def scalar(self, sql: str, **params: object) -> object:
+        with self.engine.begin() as conn:
+            return conn.execute(text(sql), params).scalar()
+
+    def rows(self, sql: str, **params: object) -> list[tuple]:
+        with self.engine.begin() as conn:
+            return [tuple(r) for r in conn.execute(text(sql), params)]
+
+    @property
+    def storage(self) -> Path:
+        return Path(self.service.env["GATEKEEPER_STORAGE_DIR"])
+
+    def wait_published(self, timeout_s: float = 30) -> None:
+        """Until the relay has published at least one outbox row."""
+        deadline = time.monotonic() + timeout_s
+        while self.scalar("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL") == 0:
+            assert time.monotonic() < deadline, "the relay never published"
+            time.sleep(0.1)
+
+    def wait_status(self, series_uid: str, statuses: set[str], timeout_s: float = 60) -> dict:
+        deadline = time.monotonic() + timeout_s
+        with self.client() as c:
+            while time.monotonic() < deadline:
+                r = c.get(f"/series/{series_uid}")
+                if r.status_code == 200 and r.json()["status"] in statuses:
+                    return r.json()
+                time.sleep(0.2)
+        raise AssertionError(f"series not in {statuses} after {timeout_s} s: {r.status_code} {r.text[:200]}")
+
+
+class StackFactory:
+    """Makes stacks (each with a fresh database, a private Redis and its own storage); close() tears all down.
+
+    ``mkdir(name)`` gives a new folder per stack (pytest's tmp_path_factory.mktemp, or a plain one).
+    """
+
+    def __init__(self, mkdir) -> None:  # type: ignore[no-untyped-def]
+        self.mkdir = mkdir
+        self.made: list[Stack] = []
+        self.brokers: list[PrivateRedis] = []
+
+    def __call__(self, worker: bool = True, **overrides: str) -> Stack:
+        url = processes.create_database(PG_ADMIN, "gk_test")
+        migrate(url)
+        root = Path(self.mkdir("stack"))
+        broker = PrivateRedis(root)  # a real redis-server of its own: stacks never share a broker
+        broker.start()
+        self.brokers.append(broker)
+        env = {
+            "GATEKEEPER_DATABASE_URL": url,
+            "GATEKEEPER_BROKER_URL": broker.url,
+            "GATEKEEPER_STORAGE_DIR": str(root / "storage"),
+            "GATEKEEPER_SERIES_STABLE_AGE_S": "2",
+            "GATEKEEPER_DISPATCH_INTERVAL_S": "0.2",
+            "GATEKEEPER_RECONCILE_AFTER_S": "3",
+            "GATEKEEPER_MAX_BODY_BYTES": str(64 * 1024**2),
+            "GATEKEEPER_LOG_LEVEL": "DEBUG",
+            "GATEKEEPER_TOKEN_CACHE_S": "0",  # tests change tokens under the running API
+            **overrides,
+        }
+        service = Service(env=env, log_dir=root / "logs")
+        service.start_api()
+        if worker:
+            service.start_worker()
+        stack = Stack(service, url)
+        self.made.append(stack)
+        return stack
+
+    def close(self) -> list[str]:
+        """Stop everything; the API logs that show an unhandled exception (a bug even behind a status code)."""
+        crashes = []
+        for stack in self.made:
+            stack.service.stop()
+            stack.engine.dispose()
+            processes.drop_database(PG_ADMIN, stack.database_url)
+            for log in stack.service.log_dir.rglob("api.log"):
+                if "Exception in ASGI application" in log.read_text(errors="replace"):
+                    crashes.append(str(log))
+        for broker in self.brokers:
+            broker.stop()
+        self.made, self.brokers = [], []
+        return crashes

@@ -34,6 +34,11 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[InstanceStore, Depends(get_store)]
 
 _UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+# Checked at the edge, so such values never reach SQL (schemathesis found each as a 500): row ids and
+# offsets are PostgreSQL integers, and PostgreSQL text cannot hold a NUL byte (DICOM strings never do).
+MAX_ROW_ID = 2**31 - 1
+MAX_OFFSET = 2**63 - 1
+NO_NUL = r"^[^\x00]*$"
 
 
 def _principal(request: Request, settings: SettingsDep) -> Principal:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from pydantic import BaseModel, ConfigDict
 
-from app.api.deps import EngineerPrincipal, SessionDep
+from app.api.deps import MAX_ROW_ID, EngineerPrincipal, SessionDep
 from app.db import models as q
 from app.db.tables import ModelVersion
 from app.services import registry
@@ -46,7 +46,9 @@ def list_models(_: EngineerPrincipal, db: SessionDep, kind: Annotated[Kind | Non
 
 
 @router.post("/{model_id}/promote", summary="Promote a version: new series use it; series in flight keep theirs")
-def promote(model_id: Annotated[int, Path(ge=1)], engineer: EngineerPrincipal, db: SessionDep) -> ModelOut:
+def promote(
+    model_id: Annotated[int, Path(ge=1, le=MAX_ROW_ID)], engineer: EngineerPrincipal, db: SessionDep
+) -> ModelOut:
     try:
         return _out(registry.promote(session=db, model_id=model_id, actor=engineer.name))
     except registry.ModelNotFound as exc:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from fastapi.responses import JSONResponse, Response
 
-from app.api.deps import ReaderPrincipal, SessionDep, SettingsDep
+from app.api.deps import MAX_OFFSET, NO_NUL, ReaderPrincipal, SessionDep, SettingsDep
 from app.api.stow import DICOM_JSON, UID_PATTERN, base_url
 from app.db import reads
 from app.services.dicomweb import BadQuery, instance_json, parse_date_range, series_json, study_json
@@ -16,7 +16,7 @@ router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 UidQuery = Annotated[str | None, Query(pattern=UID_PATTERN, max_length=64)]
 UidPath = Annotated[str, Path(pattern=UID_PATTERN, max_length=64)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 
 
 def _reply(items: list[dict[str, Any]]) -> Response:
@@ -29,10 +29,10 @@ def _reply(items: list[dict[str, Any]]) -> Response:
 @router.get("/studies", summary="QIDO-RS: search for studies")
 def search_studies(
     request: Request, _: ReaderPrincipal, db: SessionDep, settings: SettingsDep,
-    StudyInstanceUID: UidQuery = None, PatientID: Annotated[str | None, Query(max_length=64)] = None,
-    AccessionNumber: Annotated[str | None, Query(max_length=16)] = None,
+    StudyInstanceUID: UidQuery = None, PatientID: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
+    AccessionNumber: Annotated[str | None, Query(max_length=16, pattern=NO_NUL)] = None,
     StudyDate: Annotated[str | None, Query(max_length=17)] = None,
-    ModalitiesInStudy: Annotated[str | None, Query(max_length=16)] = None,
+    ModalitiesInStudy: Annotated[str | None, Query(max_length=16, pattern=NO_NUL)] = None,
     limit: Limit = 100, offset: Offset = 0,
 ) -> Response:  # fmt: skip
     try:
@@ -49,7 +49,7 @@ def search_studies(
 @router.get("/series", summary="QIDO-RS: search for series of any study")
 def search_all_series(
     request: Request, _: ReaderPrincipal, db: SessionDep, settings: SettingsDep,
-    SeriesInstanceUID: UidQuery = None, Modality: Annotated[str | None, Query(max_length=16)] = None,
+    SeriesInstanceUID: UidQuery = None, Modality: Annotated[str | None, Query(max_length=16, pattern=NO_NUL)] = None,
     limit: Limit = 100, offset: Offset = 0,
 ) -> Response:  # fmt: skip
     rows = reads.find_series(
@@ -62,7 +62,7 @@ def search_all_series(
 @router.get("/studies/{study_uid}/series", summary="QIDO-RS: search for series of a study")
 def search_series(
     study_uid: UidPath, request: Request, _: ReaderPrincipal, db: SessionDep, settings: SettingsDep,
-    SeriesInstanceUID: UidQuery = None, Modality: Annotated[str | None, Query(max_length=16)] = None,
+    SeriesInstanceUID: UidQuery = None, Modality: Annotated[str | None, Query(max_length=16, pattern=NO_NUL)] = None,
     limit: Limit = 100, offset: Offset = 0,
 ) -> Response:  # fmt: skip
     rows = reads.find_series(db, study_uid=study_uid, series_uid=SeriesInstanceUID, modality=Modality,

@@ -10,11 +10,11 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import RadiologistPrincipal, SessionDep, SettingsDep
+from app.api.deps import MAX_ROW_ID, NO_NUL, RadiologistPrincipal, SessionDep, SettingsDep
 from app.services import labeling
 
 router = APIRouter(prefix="/queue", tags=["queue"])
-CaseId = Annotated[int, Path(ge=1)]
+CaseId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
 MAX_CONTOUR_BYTES = 512 * 1024**2
 
 
@@ -38,7 +38,7 @@ class CaseDetail(CaseOut):
 
 class RejectIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=3, max_length=500)
+    reason: str = Field(min_length=3, max_length=500, pattern=NO_NUL)
 
 
 def _out(view: labeling.CaseView, reader: str) -> CaseOut:

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Path, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.deps import EngineerPrincipal, SessionDep
+from app.api.deps import MAX_ROW_ID, EngineerPrincipal, SessionDep
 from app.db.tables import TrainingJob
 from app.services import training
 
@@ -57,7 +57,7 @@ def start_job(body: JobIn, engineer: EngineerPrincipal, db: SessionDep) -> JobOu
 
 
 @router.get("/{job_id}", summary="A training job's state and the model version it produced")
-def read_job(job_id: Annotated[int, Path(ge=1)], _: EngineerPrincipal, db: SessionDep) -> JobOut:
+def read_job(job_id: Annotated[int, Path(ge=1, le=MAX_ROW_ID)], _: EngineerPrincipal, db: SessionDep) -> JobOut:
     try:
         job: TrainingJob = training.get_job(session=db, job_id=job_id)
     except training.JobNotFound as exc:
