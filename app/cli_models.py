@@ -31,8 +31,12 @@ def register(
     extra = json.loads(metrics)
     card = {"source_file": file.name}
     with session_scope() as session:
-        row = registry.register(session=session, models_dir=get_settings().models_dir, kind=kind, source=file,
-                                metrics=extra, card=card, actor="cli")  # fmt: skip
+        try:
+            row = registry.register(session=session, models_dir=get_settings().models_dir, kind=kind, source=file,
+                                    metrics=extra, card=card, actor="cli")  # fmt: skip
+        except registry.RegistryError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
         if promote:
             registry.promote(session=session, model_id=row.id, actor="cli")
         console.print(f"{kind} v{row.version} (id {row.id}) sha256 {row.sha256[:16]}… {'promoted' if promote else ''}")
@@ -71,3 +75,11 @@ def rollback(kind: str = typer.Argument(..., help="scorer or segmenter.")) -> No
     with session_scope() as session:
         row = registry.rollback(session=session, kind=kind, actor="cli")
         console.print(f"rolled back to {row.kind} v{row.version}")
+
+
+@models_cli.command("card")
+def card(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="A checkpoint file.")) -> None:
+    """Print a checkpoint's model card: sha256, data and licences, steps, configuration, metrics."""
+    from workers.pipelines.model_card import build_card, card_markdown
+
+    console.print(card_markdown(build_card(file)), markup=False, highlight=False)

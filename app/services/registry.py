@@ -48,6 +48,16 @@ def register(
     """Copy a trained file into the registry (atomically) and record it as a candidate."""
     if kind not in KINDS:
         raise RegistryError(f"unknown model kind {kind!r}; one of {', '.join(KINDS)}")
+    from workers.pipelines.model_card import build_card
+
+    try:
+        built = build_card(source)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is refused the same way
+        raise RegistryError(f"{source.name} is not a checkpoint written by train-scorer or train-segmenter "
+                            f"({type(exc).__name__})") from exc  # fmt: skip
+    if built["kind"] != kind:
+        raise RegistryError(f"{source.name} is a {built['kind']} checkpoint, not a {kind}")
+    card = {**built, **card}
     sha = file_sha256(source)
     version = q.next_version(session, kind)
     models_dir.mkdir(parents=True, exist_ok=True)

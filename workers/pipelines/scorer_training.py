@@ -30,6 +30,7 @@ from models.scorer import (
     false_positive_rate,
 )
 from models.scorer.steps import autoencoder_step, critic_step, encoder_step, freeze_for_encoder, generator_step
+from workers.pipelines.model_card import write_card
 from workers.pipelines.scorer_data import ScorerDataConfig, SliceSet, build_slice_set, describe
 from workers.pipelines.scorer_inference import load_scorer, predict_slices, save_checkpoint
 
@@ -327,6 +328,7 @@ def train_scorer(config: ScorerTrainConfig, run_dir: Path, resume: bool = True) 
     }
     folder.log_metrics({"phase": "calibration", **metadata["calibration"]})
     save_checkpoint(folder.final, state.state_dict(), metadata)
+    write_card(folder.final)  # <name>.card.md beside the weights: data, licences, config, metrics
     return folder.final
 
 

@@ -24,6 +24,7 @@ from monai.losses import DiceCELoss
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from models.segmenter import LiverSegmenter, SegmenterConfig
+from workers.pipelines.model_card import write_card
 from workers.pipelines.scorer_training import RunFolder, pick_device
 from workers.pipelines.segmenter_data import (
     AugmentConfig,
@@ -255,6 +256,7 @@ def train_segmenter(config: SegmenterTrainConfig, run_dir: Path, resume: bool = 
             if state.step % config.checkpoint_every == 0 or state.step == config.steps:
                 save_checkpoint(folder.latest, state.state_dict(), _metadata(config, state, data))
     save_checkpoint(folder.final, {"model": state.model.state_dict()}, _metadata(config, state, data))
+    write_card(folder.final)  # <name>.card.md beside the weights: data, licences, config, metrics
     return folder.final
 
 

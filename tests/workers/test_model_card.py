@@ -1,0 +1,60 @@
+"""Model cards: built from the checkpoint itself, licences per case, and refused registrations."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from app.services.registry import file_sha256
+from tests.conftest import ROOT
+from tests.tiny_models import train_tiny_scorer, train_tiny_segmenter
+from workers.pipelines.model_card import build_card, card_markdown, licence_of
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("cards")
+    return train_tiny_scorer(tmp / "scorer"), train_tiny_segmenter(tmp / "segmenter")
+
+
+def test_training_writes_a_card_that_matches_its_weights(tiny) -> None:  # type: ignore[no-untyped-def]
+    for checkpoint, kind in zip(tiny, ("scorer", "segmenter"), strict=True):
+        card = build_card(checkpoint)
+        assert card["kind"] == kind and card["sha256"] == file_sha256(checkpoint)
+        assert card["train_cases"] == ["sample"] and card["redistributable"] is True  # Apache-2.0 sample only
+        written = checkpoint.with_name(f"{checkpoint.stem}.card.md").read_text()
+        assert card["sha256"] in written and "Apache-2.0" in written
+    assert "threshold" in build_card(tiny[0])["metrics"]  # the scorer's calibration is on its card
+
+
+def test_non_commercial_data_makes_research_weights(tiny, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ckpt = torch.load(tiny[0], weights_only=False)
+    ckpt["metadata"]["data"]["per_case"] = {"ircadb-17": 76, "sample": 20}
+    torch.save(ckpt, tmp_path / "nc.pt")
+    card = build_card(tmp_path / "nc.pt")
+    assert card["redistributable"] is False and "never commit" in card_markdown(card)
+    assert licence_of("somewhere-else") == ("unknown: not in the licence table", False)
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(ROOT / ".venv/bin/gatekeeper"), *args], env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+def test_registry_refuses_what_is_not_a_checkpoint_of_that_kind(tiny, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = {"GATEKEEPER_DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "GATEKEEPER_MODELS_DIR": str(tmp_path / "m")}
+    assert _cli(env, "db", "upgrade").returncode == 0
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    out = _cli(env, "models", "register", "--kind", "scorer", "--file", str(junk))
+    assert out.returncode == 2 and "not a checkpoint written by train-scorer" in out.stdout + out.stderr
+    out = _cli(env, "models", "register", "--kind", "scorer", "--file", str(tiny[1]))
+    assert out.returncode == 2 and "is a segmenter checkpoint, not a scorer" in out.stdout + out.stderr
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())  # nothing copied
+    out = _cli(env, "models", "register", "--kind", "scorer", "--file", str(tiny[0]))
+    assert out.returncode == 0, out.stderr
+    assert "Apache-2.0" in _cli(env, "models", "card", str(tiny[0])).stdout

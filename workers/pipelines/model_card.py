@@ -1,0 +1,119 @@
+"""Model cards: what a weight file was trained on, under which licences, how far, and how it measured.
+
+A card is built from the checkpoint's own metadata (the training code records its config, steps,
+data and metrics there), so it cannot drift from the weights; the sha256 names the exact file.
+The registry stores the card with every version; training writes it as Markdown beside the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from app.services.registry import file_sha256
+
+# (case-name prefix, licence as its source states it, may weights trained on it be redistributed).
+# From ../shared/data/MANIFEST.md; unknown or unverified terms count as "no".
+DATA_LICENCES: tuple[tuple[str, str, bool], ...] = (
+    ("ircadb", "3D-IRCADb-01, CC BY-NC-ND 4.0 (non-commercial, no derivatives)", False),
+    ("totalseg-example", "TotalSegmentator test fixtures, Apache-2.0", True),
+    ("sample", "samples/totalseg-example, Apache-2.0", True),
+    ("dcmqi", "QIICR dcmqi test data, BSD-3-Clause", True),
+    ("cptac", "TCIA CPTAC C3N-00247, CC BY 3.0 as TCIA lists it (not verified)", False),
+    ("johndoe", "course sample without licence or provenance", False),
+    ("series-", "this site's own series (confirmed normal): governed by the site", False),
+    ("case-", "this site's own contoured cases: governed by the site", False),
+)
+INTENDED_USE = {
+    "scorer": "flag CT series (and slices) unlike the normal training set, so that a radiologist contours them; "
+    "not a diagnostic device",
+    "segmenter": "liver mask on CT series the gate accepted, for review; not a diagnostic device",
+}
+
+
+def licence_of(case: str) -> tuple[str, bool]:
+    for prefix, licence, redistributable in DATA_LICENCES:
+        if case.startswith(prefix):
+            return licence, redistributable
+    return "unknown: not in the licence table", False
+
+
+def _scorer_part(md: dict[str, Any]) -> dict[str, Any]:
+    config = md["config"]
+    calibration = md.get("calibration", {})
+    return {
+        "kind": "scorer",
+        "architecture": f"{config.get('detector', 'fanogan')} "
+        f"({'position-conditioned' if config['model'].get('conditional') else 'unconditioned'})",
+        "steps": {"gan": md.get("gan_step"), "encoder": md.get("encoder_step")},
+        "planned_steps": {"gan": config.get("gan_steps"), "encoder": config.get("encoder_steps")},
+        "config": {"model": config["model"], "preprocess": config["data"]["preprocess"]},
+        "train_cases": sorted(md.get("data", {}).get("per_case", {})),
+        "heldout_cases": sorted(c["name"] for c in config["data"].get("heldout", [])),
+        "metrics": {
+            k: calibration[k] for k in ("threshold", "series_threshold", "target_fpr", "fpr") if k in calibration
+        },  # fmt: skip
+    }
+
+
+def _segmenter_part(md: dict[str, Any]) -> dict[str, Any]:
+    config = md["config"]
+    heldout = config["data"].get("heldout") or {}
+    return {
+        "kind": "segmenter",
+        "architecture": "MONAI residual UNet, 2.5D (liver)",
+        "steps": {"train": md.get("step")},
+        "planned_steps": {"train": config.get("steps")},
+        "config": {
+            "model": config.get("model"),
+            "data": {k: v for k, v in config["data"].items() if k not in ("train", "heldout")},
+        },  # fmt: skip
+        "train_cases": sorted(md.get("data", {}).get("per_case", {})),
+        "heldout_cases": [heldout["name"]] if "name" in heldout else [],
+        "metrics": md.get("metrics") or {},
+    }
+
+
+def build_card(checkpoint: Path) -> dict[str, Any]:
+    """The card of one checkpoint written by train-scorer or train-segmenter."""
+    md = torch.load(checkpoint, map_location="cpu", weights_only=False)["metadata"]
+    part = _segmenter_part(md) if md.get("kind") == "liver-segmenter" else _scorer_part(md)
+    licences = {case: licence_of(case) for case in part["train_cases"] + part["heldout_cases"]}
+    redistributable = all(ok for _, ok in licences.values())
+    return {
+        "file": checkpoint.name,
+        "sha256": file_sha256(checkpoint),
+        **part,
+        "licences": {case: text for case, (text, _) in licences.items()},
+        "redistributable": redistributable,
+        "weights_note": "may be redistributed under the data's licences"
+        if redistributable
+        else "research weights: never commit or redistribute (see the licences above)",
+        "intended_use": INTENDED_USE[part["kind"]],
+    }
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    """The card as Markdown (MODEL_CARD beside the weights, and ``gatekeeper models card``)."""
+    lines = [f"# Model card: {card['kind']} `{card['file']}`", "", f"- sha256: `{card['sha256']}`",
+             f"- architecture: {card['architecture']}", f"- intended use: {card['intended_use']}",
+             f"- trained steps: {card['steps']} of {card['planned_steps']} planned",
+             f"- weights: {card['weights_note']}", "", "## Data", ""]  # fmt: skip
+    for case, licence in card["licences"].items():
+        role = "held-out" if case in card["heldout_cases"] else "train"
+        lines.append(f"- `{case}` ({role}): {licence}")
+    lines += ["", "## Metrics", ""]
+    lines += [f"- {k}: {v}" for k, v in card["metrics"].items()] or ["- none recorded"]
+    config = (f"{k}: {json.dumps(v)}" for k, v in card["config"].items())
+    lines += ["", "## Training configuration", "", "```", *config, "```", ""]
+    return "\n".join(lines)
+
+
+def write_card(checkpoint: Path) -> Path:
+    """MODEL_CARD for ``checkpoint``: ``<name>.card.md`` beside it; returns its path."""
+    path = checkpoint.with_name(f"{checkpoint.stem}.card.md")
+    path.write_text(card_markdown(build_card(checkpoint)))
+    return path
