@@ -123,6 +123,28 @@ def train_segmenter_job(settings: Settings, job_dir: Path, params: dict[str, Any
     return checkpoint, metrics
 
 
+def _promoted_scorer_config() -> Any:
+    """The promoted scorer's training config (view, widths, score reduction), so a retrain keeps what
+    serves today; None when no scorer is promoted or its file cannot be read."""
+    import torch
+
+    from workers.pipelines.scorer_training import ScorerTrainConfig
+
+    settings = get_settings()
+    with session_scope() as session:
+        row = registry_q.promoted(session, "scorer")
+        path = None if row is None else settings.models_dir / row.path
+    if path is None or not path.is_file():
+        return None
+    try:
+        return ScorerTrainConfig.from_json(
+            torch.load(path, map_location="cpu", weights_only=False)["metadata"]["config"]
+        )
+    except Exception:  # noqa: BLE001 - a broken promoted file must not block retraining: fall back to defaults
+        log.warning("promoted scorer %s unreadable; retraining with the default configuration", path.name)
+        return None
+
+
 def train_scorer_job(settings: Settings, job_dir: Path, params: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     from models.scorer import ScorerConfig
     from workers.pipelines.scorer_data import CaseSpec, ScorerDataConfig
@@ -139,13 +161,15 @@ def train_scorer_job(settings: Settings, job_dir: Path, params: dict[str, Any]) 
         (heldout if item.split == "test" else train).append(spec)
     if not train:
         raise ValueError("no training data: no confirmed-normal series and no base data")
-    data = ScorerDataConfig(data_dir=str(data_root), cache_dir=str(job_dir / "cache"), train=tuple(train),
-                            heldout=tuple(heldout or train))  # fmt: skip
-    model = ScorerConfig(base_width=int(params.get("base_width", 16)))
-    config = ScorerTrainConfig(model=model, data=data, gan_steps=int(params.get("steps", 2000)),
-                               encoder_steps=int(params.get("encoder_steps", 1000)),
-                               batch_size=int(params.get("batch_size", 16)),
-                               seed=int(params.get("seed", 0)))  # fmt: skip
+    base = _promoted_scorer_config() or ScorerTrainConfig()
+    data = replace(base.data, data_dir=str(data_root), cache_dir=str(job_dir / "cache"), train=tuple(train),
+                   heldout=tuple(heldout or train))  # fmt: skip
+    model: ScorerConfig = replace(
+        base.model, **{k: int(params[k]) for k in ("base_width", "latent_dim") if k in params}
+    )
+    config = replace(base, model=model, data=data, gan_steps=int(params.get("steps", 2000)),
+                     encoder_steps=int(params.get("encoder_steps", 1000)),
+                     batch_size=int(params.get("batch_size", 16)), seed=int(params.get("seed", 0)))  # fmt: skip
     checkpoint = train_scorer(config, job_dir / "run", resume=True)
     from workers.pipelines.scorer_inference import load_scorer
 
