@@ -152,6 +152,22 @@ def tissue_centroid(hu: torch.Tensor, pixel_spacing_mm: tuple[float, float], str
     return cy * pixel_spacing_mm[0], cx * pixel_spacing_mm[1]
 
 
+def _resampled_window(
+    rows: int,
+    cols: int,
+    pixel_spacing_mm: tuple[float, float],
+    centre_mm: tuple[float, float],
+    config: PreprocessConfig,
+) -> tuple[int, int, int, int]:
+    """(out_h, out_w, top, left): the resampled grid's size and the view's first pixel in it."""
+    out_h = max(1, round(rows * pixel_spacing_mm[0] / config.pixel_mm))
+    out_w = max(1, round(cols * pixel_spacing_mm[1] / config.pixel_mm))
+    # centre pixel in the resampled grid; pixel i covers [i, i+1) * pixel_mm
+    cy = centre_mm[0] / (rows * pixel_spacing_mm[0]) * out_h
+    cx = centre_mm[1] / (cols * pixel_spacing_mm[1]) * out_w
+    return out_h, out_w, int(round(cy - config.size / 2)), int(round(cx - config.size / 2))
+
+
 def resample_inplane(
     planes: torch.Tensor,
     pixel_spacing_mm: tuple[float, float],
@@ -161,16 +177,9 @@ def resample_inplane(
 ) -> torch.Tensor:
     """(Z, Y, X) -> (Z, size, size) at ``pixel_mm``, centred on ``centre_mm`` (row, col)."""
     z, rows, cols = planes.shape
-    out_h = max(1, round(rows * pixel_spacing_mm[0] / config.pixel_mm))
-    out_w = max(1, round(cols * pixel_spacing_mm[1] / config.pixel_mm))
+    out_h, out_w, top, left = _resampled_window(rows, cols, pixel_spacing_mm, centre_mm, config)
     small = F.interpolate(planes[:, None], size=(out_h, out_w), mode="bilinear", antialias=True, align_corners=False)
-    small = small[:, 0]  # (Z, h, w)
-    # centre pixel in the resampled grid; pixel i covers [i, i+1) * pixel_mm
-    cy = centre_mm[0] / (rows * pixel_spacing_mm[0]) * out_h
-    cx = centre_mm[1] / (cols * pixel_spacing_mm[1]) * out_w
-    top = int(round(cy - config.size / 2))
-    left = int(round(cx - config.size / 2))
-    return crop_or_pad(small, top, left, config.size, fill)
+    return crop_or_pad(small[:, 0], top, left, config.size, fill)
 
 
 def crop_or_pad(planes: torch.Tensor, top: int, left: int, size: int, fill: float) -> torch.Tensor:
@@ -196,6 +205,33 @@ def interpolate_along_z(volume: torch.Tensor, positions_mm: torch.Tensor, query_
     return volume[lower] * (1 - t) + volume[upper] * t
 
 
+def _shifted(block: torch.Tensor, shift: float, pad: torch.Tensor | None) -> torch.Tensor:
+    """Steps 1-2 on full-resolution slices: ``torch.where(pad, AIR_HU, block + shift)``, in fewer passes.
+
+    ``pad`` None means no padded pixel in the block. Same values as the where, with
+    less memory traffic over the full-resolution data (the costliest part of the preprocessing).
+    """
+    if pad is None:
+        return block + shift if shift else block
+    return (block + shift).masked_fill_(pad, AIR_HU)
+
+
+def _outside_fraction(
+    block: torch.Tensor,
+    pad: torch.Tensor | None,
+    pixel_spacing_mm: tuple[float, float],
+    centre_mm: tuple[float, float],
+    config: PreprocessConfig,
+) -> torch.Tensor:
+    """Share of each output pixel outside the field of view, (z, size, size); 1 beyond the image."""
+    if pad is not None:
+        return resample_inplane(pad.float(), pixel_spacing_mm, centre_mm, config, fill=1.0)
+    # resampling an all-zero mask gives exact zeros: only the crop/pad border is outside
+    z, rows, cols = block.shape
+    out_h, out_w, top, left = _resampled_window(rows, cols, pixel_spacing_mm, centre_mm, config)
+    return crop_or_pad(block.new_zeros((z, out_h, out_w)), top, left, config.size, 1.0)
+
+
 def preprocess_series(
     hu: torch.Tensor | np.ndarray,
     pixel_spacing_mm: tuple[float, float],
@@ -217,20 +253,29 @@ def preprocess_series(
     planes, outside = [], []
     for start in range(0, hu.shape[0], chunk):
         block = hu[start : start + chunk]  # (z, Y, X)
-        pad = padding_mask(block, config.padding_threshold_hu)
-        block = torch.where(pad, torch.full_like(block, AIR_HU), block + shift)
-        planes.append(resample_inplane(block, pixel_spacing_mm, centre, config, fill=AIR_HU))
-        outside.append(resample_inplane(pad.float(), pixel_spacing_mm, centre, config, fill=1.0))
+        # most series have no padded pixel: one min over the block spares building and resampling a mask
+        padded = float(block.amin()) < config.padding_threshold_hu
+        pad = padding_mask(block, config.padding_threshold_hu) if padded else None
+        planes.append(resample_inplane(_shifted(block, shift, pad), pixel_spacing_mm, centre, config, fill=AIR_HU))
+        outside.append(_outside_fraction(block, pad, pixel_spacing_mm, centre, config))
     small = torch.cat(planes)  # (Z, H, W) HU
     small_out = torch.cat(outside)  # (Z, H, W) fraction outside the field of view
     idx = torch.arange(hu.shape[0]) if indices is None else torch.as_tensor(indices, dtype=torch.long)
     centres = positions[idx]  # (N,)
     offsets = torch.tensor([-config.neighbour_mm, 0.0, config.neighbour_mm], dtype=torch.float64)
-    query = (centres[:, None] + offsets[None]).reshape(-1)  # (N*3,)
-    stack = interpolate_along_z(small, positions, query).reshape(len(idx), 3, config.size, config.size)
-    out_frac = interpolate_along_z(small_out, positions, centres)  # (N, H, W)
-    valid = (out_frac < 0.5)[:, None]  # (N, 1, H, W)
-    images = torch.where(valid, window(stack, config.level, config.width), torch.full_like(stack, -1.0))
-    return PreprocessedSlices(
-        images=images.float(), valid=valid, positions_mm=centres.float(), intensity_shift_hu=shift
-    )
+    n, size = len(idx), config.size
+    images = torch.empty((n, 3, size, size), dtype=torch.float32)
+    valid = torch.empty((n, 1, size, size), dtype=torch.bool)
+    # a few slices at a time: the interpolation runs in float64 (positions are float64), and
+    # small temporaries stay in cache instead of page-faulting in hundreds of MB per series
+    for start in range(0, n, 16):
+        c = centres[start : start + 16]  # (k,)
+        query = (c[:, None] + offsets[None]).reshape(-1)  # (k*3,)
+        stack = interpolate_along_z(small, positions, query).reshape(len(c), 3, size, size)
+        inside = (interpolate_along_z(small_out, positions, c) < 0.5)[:, None]  # (k, 1, H, W)
+        # copying float64 into the float32 output rounds as .float() does: same values as one big pass
+        images[start : start + len(c)] = torch.where(
+            inside, window(stack, config.level, config.width), torch.full_like(stack, -1.0)
+        )
+        valid[start : start + len(c)] = inside
+    return PreprocessedSlices(images=images, valid=valid, positions_mm=centres.float(), intensity_shift_hu=shift)

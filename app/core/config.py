@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -44,6 +45,13 @@ class Settings(BaseSettings):
     task_time_limit_s: int = 900
     task_soft_time_limit_s: int = 840
     max_attempts: int = 3
+
+    # Scoring engine in the worker (workers/pipelines/scorer_fast.py; figures in BENCHMARKS.md):
+    # "auto": CUDA with autocast when present, else the fastest measured CPU path (bf16 autocast and
+    # channels_last where the CPU has native bf16, the network compiled by torch.compile in the
+    # background for models big enough to pay for it); "eager": the same without torch.compile;
+    # "fp32": eager fp32 on the CPU, the reference that training evaluates with.
+    scorer_engine: Literal["auto", "eager", "fp32"] = "auto"
 
     # Credentials. The bootstrap token (optional) is an admin token read from the
     # environment, for first set-up and the embedded demo; tokens otherwise live

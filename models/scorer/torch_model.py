@@ -66,11 +66,23 @@ class FAnoGAN(nn.Module):
         out = self.reconstruct(x, position)
         if self.training:
             return out
-        heat = anomaly_map(x, out.x_rec, out.fmap_x, out.fmap_rec, self.config.kappa)
+        return self.predict_from(x, (out.x_rec, out.fmap_x, out.fmap_rec), valid)
+
+    def graph_outputs(self, x: torch.Tensor, position: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """The networks' part of scoring, E -> G -> D features: what a fast path compiles or runs in bf16."""
+        out = self.reconstruct(x, position)
+        return out.x_rec, out.fmap_x, out.fmap_rec
+
+    def predict_from(
+        self, x: torch.Tensor, outputs: tuple[torch.Tensor, ...], valid: torch.Tensor | None = None
+    ) -> ScorerPrediction:
+        """Heat-map and score from ``graph_outputs`` (kept out of the network so it can stay in fp32)."""
+        x_rec, fmap_x, fmap_rec = outputs
+        heat = anomaly_map(x, x_rec, fmap_x, fmap_rec, self.config.kappa)
         if valid is not None:
             heat = heat * valid
         scores = reduce_map(heat, valid, self.config.top_k_fraction)
-        return ScorerPrediction(scores, heat, out.x_rec)
+        return ScorerPrediction(scores, heat, x_rec)
 
 
 class ConvAutoencoder(nn.Module):
@@ -100,6 +112,16 @@ class ConvAutoencoder(nn.Module):
         x_rec = self.reconstruct(x)
         if self.training:
             return x_rec
+        return self.predict_from(x, (x_rec,), valid)
+
+    def graph_outputs(self, x: torch.Tensor, position: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """The network's part of scoring (as ``FAnoGAN.graph_outputs``); ``position`` is ignored."""
+        return (self.reconstruct(x),)
+
+    def predict_from(
+        self, x: torch.Tensor, outputs: tuple[torch.Tensor, ...], valid: torch.Tensor | None = None
+    ) -> ScorerPrediction:
+        (x_rec,) = outputs
         heat = ((x - x_rec) ** 2).mean(1, keepdim=True)  # (B, 1, S, S)
         if valid is not None:
             heat = heat * valid

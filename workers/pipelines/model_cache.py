@@ -20,11 +20,23 @@ _LOCK = threading.Lock()
 MAX_CACHED = 4
 
 
+def _load_scorer(path: Path) -> tuple[Any, dict[str, Any]]:
+    """Load, then build the fast path at once: a torch.compile starts in the background with the
+    model's first use here rather than later, and is kept with the cached model (one per version)."""
+    from app.core.config import get_settings
+    from workers.pipelines.scorer_fast import fast_scorer
+    from workers.pipelines.scorer_inference import load_scorer
+
+    model, metadata = load_scorer(path)
+    engine = get_settings().scorer_engine
+    if engine != "fp32":
+        fast_scorer(model, engine)
+    return model, metadata
+
+
 def _loader(kind: str) -> Callable[[Path], tuple[Any, dict[str, Any]]]:
     if kind == "scorer":
-        from workers.pipelines.scorer_inference import load_scorer
-
-        return load_scorer
+        return _load_scorer
     from workers.pipelines.segmenter_inference import load_segmenter
 
     return load_segmenter

@@ -10,6 +10,7 @@ slice threshold when the checkpoint has one.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,21 +57,30 @@ def predict_slices(
     batch_size: int = 32,
     device: str | torch.device = "cpu",
     fast: bool = False,
+    engine: str | None = None,
 ) -> ScorerPrediction:
-    """Batched eval over (N, 3, S, S); ``fast``: channels_last + bf16 autocast (see parity test)."""
+    """Batched eval over (N, 3, S, S): eager fp32 on ``device`` (training and evaluation use this).
+
+    ``fast``: the worker's path (``scorer_fast``: device, bf16, channels_last, torch.compile), with
+    ``engine`` or else ``Settings.scorer_engine``; parity with eager fp32 in tests/workers/test_scorer_fast.py.
+    """
+    if fast:
+        from workers.pipelines.scorer_fast import fast_scorer
+
+        if engine is None:
+            from app.core.config import get_settings
+
+            engine = get_settings().scorer_engine
+        if engine != "fp32":
+            return fast_scorer(model, engine, batch_size).predict(images, positions, valid)
     was_training = model.training
     model.eval()
-    if fast:
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     scores, heats, recs = [], [], []
     for start in range(0, images.shape[0], batch_size):
         x = images[start : start + batch_size].to(device).float()
         pos = positions[start : start + batch_size].to(device)
         v = None if valid is None else valid[start : start + batch_size].to(device)
-        if fast:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=fast):
-            pred = model(x, pos, v)
+        pred = model(x, pos, v)
         scores.append(pred.slice_scores.float().cpu())
         heats.append(pred.heatmaps.float().cpu())
         recs.append(pred.reconstructions.float().cpu())
@@ -103,14 +113,23 @@ def score_volume(
     batch_size: int = 32,
     top_k: int = 3,
     fast: bool = False,
+    engine: str | None = None,
+    predictor: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], ScorerPrediction] | None = None,
 ) -> VolumeScores:
-    """Score every slice of one series (``SeriesVolume.hu`` and its geometry)."""
+    """Score every slice of one series (``SeriesVolume.hu`` and its geometry); ``fast``: see ``predict_slices``.
+
+    ``predictor`` (images, positions, valid) replaces ``predict_slices``: the benchmark runs other
+    engines (a given ``FastScorer`` plan, ONNX Runtime) through this same code.
+    """
     preprocess, body = configs_from_metadata(metadata)
     position = find_body_position(hu, pixel_spacing_mm, slice_positions_mm, body)
     pre = preprocess_series(hu, pixel_spacing_mm, slice_positions_mm, preprocess)
     pos = torch.as_tensor(position.normalised, dtype=torch.float32)
     device = next(model.parameters()).device
-    pred = predict_slices(model, pre.images, pos, pre.valid, batch_size, device, fast)
+    if predictor is not None:
+        pred = predictor(pre.images, pos, pre.valid)
+    else:
+        pred = predict_slices(model, pre.images, pos, pre.valid, batch_size, device, fast, engine)
     threshold = metadata.get("calibration", {}).get("threshold")
     scores = pred.slice_scores.numpy()
     flagged = scores > threshold if threshold is not None else np.zeros(scores.shape, dtype=bool)

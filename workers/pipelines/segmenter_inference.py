@@ -8,7 +8,6 @@ back onto the series grid (``from_model_grid``) and thresholds them.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from app.services.registry import file_sha256
 from models.segmenter import LiverSegmenter, SegmenterConfig, from_model_grid, mask_on_series_grid, to_model_grid
 from workers.pipelines.scorer_inference import CHECKPOINT_FORMAT, save_checkpoint
 from workers.pipelines.volume import SeriesGeometry
@@ -27,16 +27,7 @@ __all__ = [
     "segment_mask",
     "segment_probabilities",
     "segment_volume",
-    "sha256_of",
 ]
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_segmenter(checkpoint: Path, device: str | torch.device = "cpu") -> tuple[LiverSegmenter, dict[str, Any]]:
@@ -47,7 +38,7 @@ def load_segmenter(checkpoint: Path, device: str | torch.device = "cpu") -> tupl
     metadata = dict(ckpt["metadata"])
     model = LiverSegmenter(SegmenterConfig.from_json(metadata["config"]["model"]))
     model.load_state_dict(ckpt["state"]["model"])
-    metadata["sha256"] = sha256_of(checkpoint)
+    metadata["sha256"] = file_sha256(checkpoint)
     return model.to(device).eval(), metadata
 
 

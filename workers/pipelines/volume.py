@@ -98,18 +98,75 @@ def order_and_check(headers: Sequence[pydicom.Dataset]) -> tuple[list[int], Seri
     return order, geometry
 
 
-def to_hu(ds: pydicom.Dataset) -> np.ndarray:
-    """Stored values to Hounsfield units, (Y, X) float32."""
-    pixels = ds.pixel_array.astype(np.float32)
+# Uncompressed little-endian transfer syntaxes (Implicit, Explicit, Deflated Explicit VR):
+# PixelData is the raw frame, so it can be viewed in place instead of going through
+# pydicom's decoder framework (validation, options, copies: most of the read time).
+_NATIVE_LE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"})
+
+
+def _native_pixels(ds: pydicom.Dataset) -> np.ndarray | None:
+    """(Y, X) int16/uint16 view of uncompressed 16-bit single-frame mono data; None: use pydicom.
+
+    Anything unusual (another bit depth, several frames or samples, a buffer of the
+    wrong length, big endian, compressed) returns None and goes through
+    ``ds.pixel_array``, which validates and decodes it.
+    """
+    meta = getattr(ds, "file_meta", None)
+    if meta is None or str(getattr(meta, "TransferSyntaxUID", "")) not in _NATIVE_LE or "PixelData" not in ds:
+        return None
+    try:
+        rows, cols, stored = int(ds.Rows), int(ds.Columns), int(ds.BitsStored)
+        ok = int(ds.BitsAllocated) == 16 and int(ds.get("SamplesPerPixel", 1)) == 1
+        ok = ok and int(ds.get("NumberOfFrames", 1) or 1) == 1 and int(ds.PixelRepresentation) in (0, 1)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    data = ds.PixelData
+    if not ok or not 1 <= stored <= 16 or rows < 1 or cols < 1 or not isinstance(data, bytes | bytearray):
+        return None
+    if len(data) not in (rows * cols * 2, rows * cols * 2 + 1):  # + 1: the even-length padding byte
+        return None
+    dtype = np.dtype("<i2" if int(ds.PixelRepresentation) else "<u2")
+    arr = np.frombuffer(data, dtype=dtype, count=rows * cols).reshape(rows, cols)
+    if stored < 16:  # as pydicom's correct_unused_bits: shift the unused high bits out (sign-extends signed data)
+        shift = 16 - stored
+        arr = np.right_shift(np.left_shift(arr, shift), shift)
+    return arr
+
+
+def _rescale(ds: pydicom.Dataset) -> tuple[float, float]:
     slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
     intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
-    return pixels * slope + intercept
+    return slope, intercept
+
+
+def to_hu(ds: pydicom.Dataset, out: np.ndarray | None = None) -> np.ndarray:
+    """Stored values to Hounsfield units, (Y, X) float32; written into ``out`` when given.
+
+    float32 arithmetic throughout (stored value cast to float32, times slope, plus
+    intercept), so the fast and the pydicom decodes give bit-identical HU.
+    """
+    pixels = _native_pixels(ds)
+    if pixels is None:
+        pixels = ds.pixel_array
+    if out is not None and pixels.shape != out.shape:
+        raise SeriesGeometryError(f"pixel data of shape {pixels.shape}, expected {out.shape}")
+    if out is None:
+        out = np.empty(pixels.shape, dtype=np.float32)
+    slope, intercept = _rescale(ds)
+    if slope == 1.0:  # the usual CT case: one pass (x * 1 is exact, so the result is the same)
+        np.add(pixels, np.float32(intercept), out=out, dtype=np.float32, casting="unsafe")
+        return out
+    np.multiply(pixels, np.float32(slope), out=out, dtype=np.float32, casting="unsafe")
+    out += np.float32(intercept)
+    return out
 
 
 def load_series_volume(paths: Sequence[Path]) -> SeriesVolume:
-    """Read every slice, order along the normal, convert to HU."""
+    """Read every slice, order along the normal, convert to HU (one float32 volume, no per-slice copies)."""
     datasets = [pydicom.dcmread(p) for p in paths]
     order, geometry = order_and_check(datasets)
-    hu = np.stack([to_hu(datasets[i]) for i in order])  # (Z, Y, X)
+    hu = np.empty((len(order), geometry.rows, geometry.columns), dtype=np.float32)  # (Z, Y, X)
+    for k, i in enumerate(order):
+        to_hu(datasets[i], out=hu[k])
     uids = [str(datasets[i].SOPInstanceUID) for i in order]
     return SeriesVolume(hu=hu, geometry=geometry, sop_instance_uids=uids)
