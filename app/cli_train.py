@@ -13,7 +13,11 @@ from app.core.config import get_settings
 console = Console(stderr=True)
 
 
-def _register(kind: str, checkpoint: Path, promote: bool) -> None:
+def _finish(kind: str, checkpoint: Path, register: bool, promote: bool) -> None:
+    """Print where the final checkpoint is; register it (and promote it) when asked."""
+    console.print(f"final checkpoint: {checkpoint}")
+    if not (register or promote):
+        return
     from app.core.db import session_scope
     from app.services import registry
 
@@ -30,8 +34,13 @@ def train_scorer_cmd(
     data_dir: Path = typer.Option(None, help="Real CT (MANIFEST split); default GATEKEEPER_DATA_DIR."),
     detector: str = typer.Option("fanogan", help="fanogan, or autoencoder (the non-GAN baseline)."),
     conditional: bool = typer.Option(True, help="Condition G, D and E on the slice position."),
-    image_size: int = typer.Option(64, help="64 or 128."),
+    view: str = typer.Option("body", help="body: whole slice, 400 mm field; liver: 192 mm around the liver at 1.5 mm."),
+    image_size: int = typer.Option(64, help="64 or 128 (the body view; the liver view is always 128)."),
     base_width: int = typer.Option(32, help="Channels of the first critic block (reference: 64)."),
+    top_k_fraction: float = typer.Option(
+        None, help="Slice score = mean of this top fraction of the heat-map; default: its mean (Schlegl et al.)."
+    ),  # fmt: skip
+    n_critic: int = typer.Option(5, help="Critic steps per generator step."),
     gan_steps: int = typer.Option(20_000, help="Generator steps (stage 1)."),
     encoder_steps: int = typer.Option(5_000, help="izi_f encoder steps (stage 2)."),
     batch_size: int = typer.Option(32),
@@ -42,19 +51,22 @@ def train_scorer_cmd(
 ) -> None:
     """Train the f-AnoGAN scorer (WGAN-GP, then the izi_f encoder, then calibration); resumes by default."""
     from models.scorer import ScorerConfig
+    from models.transforms import body_view, liver_view
     from workers.pipelines.scorer_data import ScorerDataConfig
     from workers.pipelines.scorer_training import ScorerTrainConfig, train_scorer
 
     data_root = (data_dir or get_settings().data_dir).resolve()
     data = ScorerDataConfig(data_dir=str(data_root), cache_dir=str(run_dir.resolve() / "cache"))
-    data = dataclasses.replace(data, preprocess=dataclasses.replace(data.preprocess, size=image_size))
-    model = ScorerConfig(image_size=image_size, base_width=base_width, conditional=conditional)
+    views = {"body": lambda: body_view(image_size), "liver": liver_view}
+    if view not in views:
+        raise typer.BadParameter(f"view must be one of {sorted(views)}, got {view!r}", param_hint="--view")
+    preprocess = views[view]()
+    data = dataclasses.replace(data, preprocess=preprocess)
+    model = ScorerConfig(image_size=preprocess.size, base_width=base_width, conditional=conditional,
+                         top_k_fraction=top_k_fraction, n_critic=n_critic)  # fmt: skip
     config = ScorerTrainConfig(detector=detector, model=model, data=data, gan_steps=gan_steps,
                                encoder_steps=encoder_steps, batch_size=batch_size, seed=seed)  # fmt: skip
-    checkpoint = train_scorer(config, run_dir, resume=not fresh)
-    console.print(f"final checkpoint: {checkpoint}")
-    if register or promote:
-        _register("scorer", checkpoint, promote)
+    _finish("scorer", train_scorer(config, run_dir, resume=not fresh), register, promote)
 
 
 def train_segmenter_cmd(
@@ -74,10 +86,7 @@ def train_segmenter_cmd(
     data_root = (data_dir or get_settings().data_dir).resolve()
     data = SegmenterDataConfig(data_dir=str(data_root), cache_dir=str(run_dir.resolve() / "cache"))
     config = SegmenterTrainConfig(data=data, steps=steps, batch_size=batch_size, seed=seed)
-    checkpoint = train_segmenter(config, run_dir, resume=not fresh)
-    console.print(f"final checkpoint: {checkpoint}")
-    if register or promote:
-        _register("segmenter", checkpoint, promote)
+    _finish("segmenter", train_segmenter(config, run_dir, resume=not fresh), register, promote)
 
 
 def evaluate_scorer_cmd(
@@ -92,4 +101,27 @@ def evaluate_scorer_cmd(
     pairs = dict(item.split("=", 1) for item in checkpoint)
     evaluate_scorer({k: Path(v) for k, v in pairs.items()}, (data_dir or get_settings().data_dir).resolve(), out,
                     max_pairs=max_pairs)  # fmt: skip
+    console.print(f"report: {out / 'REPORT.md'}")
+
+
+def evaluate_gate_cmd(
+    scorer: Path = typer.Option(..., help="Calibrated scorer checkpoint (its thresholds = the operating point)."),
+    segmenter: Path = typer.Option(..., help="Segmenter checkpoint."),
+    data_dir: Path = typer.Option(None, help="Real CT (MANIFEST split); default GATEKEEPER_DATA_DIR."),
+    out: Path = typer.Option(Path("reports/gate"), help="REPORT.md, metrics.json and PNG plots go here."),
+    max_pairs: int = typer.Option(240, help="Position-matched lesion pairs."),
+    threads: int = typer.Option(1, help="torch threads (1 leaves room for a training run beside it)."),
+) -> None:
+    """Held-out patient through scoring and segmentation: Dice of accepted vs rejected, failure AUROC, risk-coverage."""
+    import dataclasses
+    import logging
+
+    import torch
+
+    from workers.pipelines.gate_eval import GateConfig, evaluate_gate
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(threads)
+    config = dataclasses.replace(GateConfig(), max_pairs=max_pairs)
+    evaluate_gate(scorer, segmenter, (data_dir or get_settings().data_dir).resolve(), out, config)
     console.print(f"report: {out / 'REPORT.md'}")

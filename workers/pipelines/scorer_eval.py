@@ -18,8 +18,8 @@ Preprocessing is ``models.transforms``: a ``SeriesView`` computes the series'
 intensity shift and view centre once (from the unmodified series) and reuses
 ``resample_inplane`` / ``interpolate_along_z`` / ``window`` for modified slices;
 at start-up it checks that it reproduces ``preprocess_series`` exactly.
-Outputs are derived figures and numbers only (no pixels of the
-non-commercial data beyond the 64 x 64 model views in the figures).
+Outputs are numbers and plots of numbers, except heatmaps.png, which shows
+the model's view of the non-commercial CT and is git-ignored.
 """
 
 from __future__ import annotations
@@ -28,306 +28,31 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from scipy import ndimage
 
-from models.anomalies import (
-    cut_lesion,
-    diameter_bin,
-    disc_warp,
-    equivalent_diameter_mm,
-    gaussian_blob,
-    metal_disc,
-    rescale_lesion,
-    support,
-    transplant_lesion,
-    valid_placements,
+from models.anomalies import diameter_bin, disc_warp, gaussian_blob, metal_disc, valid_placements
+from models.transforms import PreprocessConfig
+from workers.pipelines.lesion_pairs import (  # shared with gate_eval
+    SLAB,
+    Case,
+    Edit,
+    EvalConfig,
+    SeriesView,
+    auroc,
+    compact_edit,
+    indices_of,
+    load_case,
+    make_lesion_edits,
 )
-from models.body_position import BodyPosition, find_body_position
-from models.transforms import (
-    AIR_HU,
-    PreprocessConfig,
-    intensity_shift,
-    interpolate_along_z,
-    padding_mask,
-    preprocess_series,
-    resample_inplane,
-    tissue_centroid,
-    window,
-)
-from workers.pipelines.scorer_data import load_case_volume, load_nifti_volume
+from workers.pipelines.lesion_pairs import slab_indices as _slab
 from workers.pipelines.scorer_inference import configs_from_metadata, load_scorer, predict_slices
 
 log = logging.getLogger(__name__)
-SLAB = 2  # slices modified on each side of the centre: covers the +-3 mm neighbour channels at 1.6 mm
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """What is evaluated; defaults follow the data MANIFEST split."""
-
-    donor: str = "ircadb-01"  # patient the models never saw
-    recipient: str = "ircadb-17"
-    recipient_normal: tuple[int, int] = (1, 75)  # normal liver, 2 slices from its tumour run (78-113)
-    heldout_normal: tuple[tuple[int, int], ...] = ((0, 45), (126, 128))  # of the donor
-    donor_tumour: tuple[int, int] = (48, 123)
-    donor_normal_liver: tuple[int, int] = (27, 45)  # held-out slices with liver
-    recipient_tumour: tuple[int, int] = (78, 113)
-    position_tolerance_mm: float = 8.0
-    feather_mm: float = 3.0
-    min_lesion_diameter_mm: float = 3.0
-    diameter_edges_mm: tuple[float, ...] = (10.0, 15.0)
-    blob_sigma_mm: float = 5.0
-    blob_amplitude_hu: float = 100.0
-    warp_radius_mm: float = 20.0
-    warp_shift_mm: float = 5.0
-    metal_radius_mm: float = 4.0
-    synthetic_per_slice: int = 4
-    target_fpr: float = 0.05
-    seed: int = 0
-
-
-@dataclass
-class Case:
-    name: str
-    hu: np.ndarray  # (Z, Y, X)
-    spacing: tuple[float, float]
-    positions_mm: np.ndarray  # (Z,)
-    body: BodyPosition
-    liver: np.ndarray  # (Z, Y, X) bool, tumours included
-    tumour: np.ndarray  # (Z, Y, X) bool
-    liver_only: np.ndarray  # (Z, Y, X) bool, liver without tumours or cysts
-
-
-def load_case(data_dir: Path, name: str) -> Case:
-    root = data_dir / "ct" / name
-    volume = load_case_volume(root / "ct-dicom")
-    masks = {k: load_nifti_volume(root / "masks" / f"{k}.nii.gz").hu for k in ("liver", "tumor", "labels")}
-    for k, m in masks.items():
-        if m.shape != volume.hu.shape:
-            raise ValueError(f"{name}: mask {k} {m.shape} is not on the CT grid {volume.hu.shape}")
-    body = find_body_position(volume.hu, volume.pixel_spacing_mm, volume.positions_mm)
-    liver = masks["liver"] > 0.5
-    return Case(
-        name,
-        volume.hu,
-        volume.pixel_spacing_mm,
-        volume.positions_mm,
-        body,
-        liver,
-        masks["tumor"] > 0.5,
-        np.rint(masks["labels"]) == 1,
-    )
-
-
-class SeriesView:
-    """One series through one PreprocessConfig: cached view planes, modified slices on demand."""
-
-    def __init__(self, case: Case, config: PreprocessConfig, chunk: int = 32) -> None:
-        self.case, self.config = case, config
-        hu = torch.as_tensor(case.hu, dtype=torch.float32)
-        self.shift = intensity_shift(hu, config)
-        cy, cx = tissue_centroid(hu, case.spacing)
-        self.centre = (cy + config.centre_offset_mm[0], cx + config.centre_offset_mm[1])
-        self.positions = torch.as_tensor(case.positions_mm, dtype=torch.float64)
-        planes, outside = zip(*(self._resample(hu[s : s + chunk]) for s in range(0, hu.shape[0], chunk)), strict=True)
-        self.planes, self.outside = torch.cat(planes), torch.cat(outside)  # (Z, S, S) HU, fraction outside
-
-    def _resample(self, block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pad = padding_mask(block, self.config.padding_threshold_hu)
-        block = torch.where(pad, torch.full_like(block, AIR_HU), block + self.shift)
-        return (
-            resample_inplane(block, self.case.spacing, self.centre, self.config, fill=AIR_HU),
-            resample_inplane(pad.float(), self.case.spacing, self.centre, self.config, fill=1.0),
-        )
-
-    def images(
-        self, indices: list[int], replaced: dict[int, np.ndarray] | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, 3, S, S) images and (N, 1, S, S) valid for centre slices ``indices``; ``replaced``
-        maps slice index -> modified HU slice (Y, X)."""
-        planes, outside = self.planes, self.outside
-        if replaced:
-            planes, outside = planes.clone(), outside.clone()
-            keys = sorted(replaced)
-            p, o = self._resample(torch.as_tensor(np.stack([replaced[k] for k in keys]), dtype=torch.float32))
-            planes[keys], outside[keys] = p, o
-        centres = self.positions[torch.as_tensor(indices, dtype=torch.long)]
-        offsets = torch.tensor([-self.config.neighbour_mm, 0.0, self.config.neighbour_mm], dtype=torch.float64)
-        query = (centres[:, None] + offsets[None]).reshape(-1)
-        size = self.config.size
-        stack = interpolate_along_z(planes, self.positions, query).reshape(len(indices), 3, size, size)
-        valid = (interpolate_along_z(outside, self.positions, centres) < 0.5)[:, None]
-        images = torch.where(valid, window(stack, self.config.level, self.config.width), torch.full_like(stack, -1.0))
-        return images.float(), valid
-
-    def mask_fraction(self, mask: np.ndarray) -> np.ndarray:
-        """(Z, Y, X) bool mask -> (Z, S, S) fraction covered, on the model's view grid."""
-        t = torch.as_tensor(mask, dtype=torch.float32)
-        return resample_inplane(t, self.case.spacing, self.centre, self.config, fill=0.0).numpy()
-
-    def check_parity(self, indices: list[int]) -> float:
-        """Max |difference| to ``preprocess_series`` on unmodified slices (must be ~0)."""
-        ref = preprocess_series(self.case.hu, self.case.spacing, self.case.positions_mm, self.config, indices)
-        mine, valid = self.images(indices)
-        if not torch.equal(valid, ref.valid):
-            raise AssertionError("SeriesView disagrees with preprocess_series on the valid mask")
-        return float((mine - ref.images).abs().max())
-
-
-# ---------------------------------------------------------------- anomalies (model-independent HU edits)
-
-
-@dataclass
-class Edit:
-    """One modified slab: what was done, where, and the modified HU inside a window (memory-light)."""
-
-    test: str  # "lesion", "lesion-unmatched", "blob", "warp", "metal"
-    case: str  # host series
-    index: int  # centre slice in the host series
-    window: tuple[int, int, int, int]  # y0, y1, x0, x1 of the changed area (all slab slices)
-    replaced: dict[int, np.ndarray]  # slice index -> modified HU inside the window
-    region: np.ndarray  # centre slice, inside the window: the lesion mask or the anomaly's region
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def slices(self, host: Case) -> dict[int, np.ndarray]:
-        """Full modified HU slices of the host."""
-        y0, y1, x0, x1 = self.window
-        out = {}
-        for k, crop in self.replaced.items():
-            full = host.hu[k].astype(np.float32).copy()
-            full[y0:y1, x0:x1] = crop
-            out[k] = full
-        return out
-
-    def full_region(self, host: Case) -> np.ndarray:
-        y0, y1, x0, x1 = self.window
-        out = np.zeros(host.hu.shape[1:], dtype=bool)
-        out[y0:y1, x0:x1] = self.region
-        return out
-
-
-def compact_edit(
-    test: str, host: Case, k: int, modified: dict[int, np.ndarray], region: np.ndarray, info: dict[str, Any]
-) -> Edit:
-    """Crop the modified slices and the centre region to the bounding box of what changed."""
-    changed = region.copy()
-    for kk, m in modified.items():
-        changed |= m != host.hu[kk]
-    rows, cols = np.nonzero(changed)
-    y0, y1, x0, x1 = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
-    crops = {kk: m[y0:y1, x0:x1].astype(np.float32) for kk, m in modified.items()}
-    return Edit(test, host.name, k, (y0, y1, x0, x1), crops, region[y0:y1, x0:x1].copy(), info)
-
-
-def _in_range(i: int, r: tuple[int, int]) -> bool:
-    return r[0] <= i <= r[1]
-
-
-def _slab(case: Case, k: int) -> list[int]:
-    return [int(np.clip(k + d, 0, case.hu.shape[0] - 1)) for d in range(-SLAB, SLAB + 1)]
-
-
-def lesion_candidates(donor: Case, slices: tuple[int, int], cfg: EvalConfig) -> list[dict]:
-    """Every (3-D tumour component, slice) cross-section at least ``min_lesion_diameter_mm`` wide."""
-    labels, n = ndimage.label(donor.tumour)
-    out = []
-    for j in range(slices[0], slices[1] + 1):
-        liver_j = donor.liver_only[j]
-        liver_hu = (
-            float(np.median(donor.hu[j][liver_j]))
-            if liver_j.sum() > 50
-            else float(np.median(donor.hu[donor.liver_only]))
-        )
-        for comp in np.unique(labels[j]):
-            if comp == 0:
-                continue
-            d = equivalent_diameter_mm(labels[j] == comp, donor.spacing)
-            if d >= cfg.min_lesion_diameter_mm:
-                out.append({"slice": j, "component": int(comp), "donor_diameter_mm": d, "donor_liver_hu": liver_hu})
-    log.info("%s: %d lesion cross-sections from %d tumour components", donor.name, len(out), n)
-    return out, labels  # type: ignore[return-value]
-
-
-def make_lesion_edits(
-    donor: Case,
-    recipient: Case,
-    donor_slices: tuple[int, int],
-    recipient_slices: list[int],
-    tolerance_mm: float | None,
-    max_pairs: int,
-    cfg: EvalConfig,
-    test: str,
-) -> list[Edit]:
-    """Transplant pairs, quota per diameter bin (max_pairs / bins), placements at random in the liver."""
-    if abs(np.median(np.diff(donor.positions_mm)) - np.median(np.diff(recipient.positions_mm))) > 0.1:
-        raise ValueError("donor and recipient slice spacings differ: the slab transplant maps slices one to one")
-    rng = np.random.default_rng(cfg.seed)
-    candidates, labels = lesion_candidates(donor, donor_slices, cfg)  # type: ignore[misc]
-    combos = [
-        (c, k)
-        for c in candidates
-        for k in recipient_slices
-        if tolerance_mm is None
-        or abs(recipient.body.position_mm[k] - donor.body.position_mm[c["slice"]]) <= tolerance_mm
-    ]
-    order = rng.permutation(len(combos))
-    n_bins = len(cfg.diameter_edges_mm) + 1
-    quota = int(np.ceil(max_pairs / n_bins))
-    counts: dict[str, int] = {}
-    scale = donor.spacing[0] / recipient.spacing[0]
-    feather_px = cfg.feather_mm / recipient.spacing[0]
-    margin = int(np.ceil((cfg.feather_mm + 2 * recipient.spacing[0]) / donor.spacing[0]))
-    patches: dict[tuple[int, int], Any] = {}
-    edits: list[Edit] = []
-    for i in order:
-        c, k = combos[int(i)]
-        key = (c["slice"], c["component"])
-        if key not in patches:
-            js = _slab(donor, c["slice"])
-            patch = cut_lesion(donor.hu[js], labels[js] == c["component"], SLAB, c["donor_liver_hu"], margin)
-            patches[key] = rescale_lesion(patch, scale)
-        patch = patches[key]
-        diameter = equivalent_diameter_mm(patch.mask[SLAB], recipient.spacing)
-        b = diameter_bin(diameter, cfg.diameter_edges_mm)
-        if counts.get(b, 0) >= quota:
-            continue
-        corners = np.argwhere(valid_placements(recipient.liver[k], support(patch.mask[SLAB], feather_px)))
-        if corners.size == 0:
-            continue
-        y, x = (int(v) for v in corners[rng.integers(len(corners))])
-        ks = _slab(recipient, k)
-        rec_liver_hu = float(np.median(recipient.hu[k][recipient.liver[k]]))
-        t = transplant_lesion(recipient.hu[ks], recipient.liver[ks], patch, rec_liver_hu, (y, x), feather_px)
-        modified = {kk: t.hu[n] for n, kk in enumerate(ks)}
-        edits.append(
-            compact_edit(
-                test,
-                recipient,
-                k,
-                modified,
-                t.lesion_mask[SLAB],
-                {
-                    "diameter_mm": diameter,
-                    "bin": b,
-                    "donor_slice": c["slice"],
-                    "component": c["component"],
-                    "donor_position_mm": float(donor.body.position_mm[c["slice"]]),
-                    "recipient_position_mm": float(recipient.body.position_mm[k]),
-                    "contrast_hu": float(np.median(patch.hu[SLAB][patch.mask[SLAB]]) - patch.donor_liver_hu),
-                },
-            )
-        )
-        counts[b] = counts.get(b, 0) + 1
-        if len(edits) >= quota * n_bins:
-            break
-    log.info("%s: %d pairs from %d combinations, per bin %s", test, len(edits), len(combos), counts)
-    return edits
 
 
 def make_synthetic_edits(host: Case, slices: list[int], per_slice: int, cfg: EvalConfig) -> list[Edit]:
@@ -426,15 +151,6 @@ def view_edits(edits: list[Edit], views: dict[str, SeriesView]) -> ViewedEdits:
 # ---------------------------------------------------------------- metrics
 
 
-def auroc(negatives: np.ndarray, positives: np.ndarray) -> float | None:
-    from sklearn.metrics import roc_auc_score
-
-    if len(negatives) == 0 or len(positives) == 0:
-        return None
-    y = np.r_[np.zeros(len(negatives)), np.ones(len(positives))]
-    return float(roc_auc_score(y, np.r_[negatives, positives]))
-
-
 def paired_metrics(base: np.ndarray, modified: np.ndarray) -> dict[str, Any]:
     """AUROC (modified = positive, the pairs' unmodified slices = negative) and the share of pairs
     whose score rose (the paired version: it cancels the between-slice variation)."""
@@ -479,12 +195,6 @@ def pixel_auroc(heat: np.ndarray, positive: np.ndarray, inside: np.ndarray) -> f
     """Pooled pixel AUROC of ``heat`` inside ``inside`` (bool), labels ``positive`` (bool)."""
     sel = inside.astype(bool)
     return auroc(heat[sel & ~positive], heat[sel & positive])
-
-
-def indices_of(ranges: tuple[tuple[int, int], ...] | tuple[int, int]) -> list[int]:
-    if isinstance(ranges[0], int):
-        ranges = (ranges,)  # type: ignore[assignment]
-    return [i for lo, hi in ranges for i in range(lo, hi + 1)]  # type: ignore[misc]
 
 
 def fpr_metrics(heldout: np.ndarray, threshold: float, source: str, target: float) -> dict[str, Any]:
@@ -778,7 +488,7 @@ def report_markdown(metrics: dict[str, Any], cfg: EvalConfig, runtime_s: float, 
         "# Scorer evaluation on real CT (issue #5, part 6)",
         "",
         f"Generated by `python -m workers.pipelines.scorer_eval` in {runtime_s:.0f} s. "
-        "Research evaluation on non-commercial data (3D-IRCADb-01): numbers and derived 64 x 64 views only.",
+        "Research evaluation on non-commercial data (3D-IRCADb-01): numbers and plots of numbers only.",
         "",
         "## Models and training state",
         "",
@@ -864,7 +574,8 @@ def report_markdown(metrics: dict[str, Any], cfg: EvalConfig, runtime_s: float, 
     lines += [
         "",
         "Figures: `roc.png` (ROC per test), `z_profile.png` (slice score along z, ircadb-01), "
-        "`heatmaps.png` (inputs and heat-maps).",
+        "`heatmaps.png` (inputs and heat-maps; it shows 3D-IRCADb CT, CC BY-NC-ND, so it stays out of the "
+        "repository: regenerate it with `gatekeeper evaluate-scorer`).",
         "",
     ]
     lines += ["## Data and methods", "", *METHODS.format(**{**cfg.__dict__, **metrics["data"]}).splitlines()]
