@@ -27,7 +27,7 @@ def test_stable_age_completion_scores_and_records_geometry(stack: Stack, pacs: h
     g = state["geometry"]
     assert g["n_slices"] == 5 and g["slice_spacing_mm"] == pytest.approx(2.5) and g["gaps"] == []
     assert g["slice_positions_mm"] == sorted(g["slice_positions_mm"])
-    assert state["attempts"] == 1
+    assert state["attempts"] == 1 and _audits(stack, "series.claimed", state["id"]) == 1  # each run is on record
     assert stack.scalar("SELECT count(*) FROM outbox WHERE series_id=:i", i=state["id"]) == 1
 
 
@@ -75,6 +75,7 @@ def test_poison_series_ends_failed_after_attempt_cap(stack: Stack, pacs: httpx.C
     state = stack.wait_status(spec.series_uid, {"failed"}, timeout_s=90)
     assert state["attempts"] == 4 and "3 attempts" in state["last_error"]  # the 4th claim gives up
     assert _audits(stack, "series.retry", state["id"]) == 3
+    assert _audits(stack, "series.claimed", state["id"]) == 4
     assert stack.scalar("SELECT reason FROM cases WHERE series_id=:i", i=state["id"]) == "failed"  # to a radiologist
 
 

@@ -68,6 +68,10 @@ def _claim(settings: Settings, series_id: int, revision: int, task_id: str):  # 
                                now=datetime.now(UTC), lease_s=settings.task_time_limit_s + 60,
                                max_attempts=settings.max_attempts, scorer_id=scorer.id if scorer else None,
                                segmenter_id=segmenter.id if segmenter else None)  # fmt: skip
+        if claim is not None:  # in the claim's transaction: every run that started is on record
+            audit.record(session, actor=ACTOR, action="series.claimed", entity_type="series", entity_id=series_id,
+                         revision=revision, attempt=claim.attempt, task_id=task_id, scorer_version_id=claim.scorer_id,
+                         segmenter_version_id=claim.segmenter_id)  # fmt: skip
         rows = session.execute(
             select(Instance.sop_instance_uid, Instance.storage_path).where(Instance.series_id == series_id)
         ).all()
