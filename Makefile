@@ -29,6 +29,7 @@ test: install
 lint: install
 	$(BIN)/ruff check app workers models tests bench
 	$(BIN)/ruff format --check app workers models tests bench
+	$(BIN)/mypy app workers models
 
 # The fault scenarios of issue #4 at the issue's scale (about 10-15 min on 2 cores); figures in
 # bench/chaos/results.json. One scenario: make chaos CHAOS_ARGS="-s worker_kill"

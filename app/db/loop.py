@@ -8,14 +8,14 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from app.db.rows import affected
 from app.db.tables import Case, Segmentation, SeriesDecision
 
 
 def _insert(session: Session, table: Any, values: dict[str, Any], keys: list[str]) -> bool:
     """INSERT ... ON CONFLICT DO NOTHING; True when a row was inserted."""
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    result = session.execute(insert(table).values(**values).on_conflict_do_nothing(index_elements=keys))
-    return bool(result.rowcount)
+    return bool(affected(session, insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)))
 
 
 def record_decision(session: Session, **values: Any) -> bool:

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from app.db.rows import affected
 from app.db.tables import Case, Series, Study
 
 OPEN, CLAIMED, SUBMITTED, REJECTED = "open", "claimed", "submitted", "rejected"
@@ -61,7 +62,7 @@ def claim(session: Session, *, case_id: int, reader: str, now: datetime, lease_s
         .where(Case.id == case_id, or_(_available(now), and_(Case.status == CLAIMED, Case.claimed_by == reader)))
         .values(status=CLAIMED, claimed_by=reader, lease_until=now + timedelta(seconds=lease_s), updated_at=now)
     )
-    return session.execute(stmt).rowcount == 1
+    return affected(session, stmt) == 1
 
 
 def move_own(session: Session, *, case_id: int, reader: str, now: datetime, status: str, **values: object) -> bool:
@@ -71,4 +72,4 @@ def move_own(session: Session, *, case_id: int, reader: str, now: datetime, stat
         .where(Case.id == case_id, Case.status == CLAIMED, Case.claimed_by == reader, Case.lease_until >= now)
         .values(status=status, updated_at=now, **values)
     )
-    return session.execute(stmt).rowcount == 1
+    return affected(session, stmt) == 1

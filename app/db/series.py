@@ -10,6 +10,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from app.db.rows import affected
 from app.db.states import SeriesStatus, check_transition
 from app.db.tables import OutboxEvent, Series, TrainingJob
 
@@ -165,7 +166,7 @@ def finish_series(
         )
         .values(status=status, lease_until=None, claimed_by=None, updated_at=now, **values)
     )
-    return session.execute(stmt).rowcount == 1
+    return affected(session, stmt) == 1
 
 
 def holds(session: Session, *, series_id: int, revision: int, attempt: int) -> bool:

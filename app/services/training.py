@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
+from app.db.rows import affected
 from app.db.tables import OutboxEvent, TrainingJob
 from app.services import audit
 
@@ -48,7 +49,7 @@ def claim_job(session: Session, *, job_id: int, task_id: str) -> bool:
         )  # fmt: skip
         .values(status="running", claimed_by=task_id, started_at=datetime.now(UTC))
     )
-    return session.execute(stmt).rowcount == 1
+    return affected(session, stmt) == 1
 
 
 def finish_job(session: Session, *, job_id: int, task_id: str, status: str, **values: Any) -> bool:
@@ -57,4 +58,4 @@ def finish_job(session: Session, *, job_id: int, task_id: str, status: str, **va
         .where(TrainingJob.id == job_id, TrainingJob.status == "running", TrainingJob.claimed_by == task_id)
         .values(status=status, finished_at=datetime.now(UTC), **values)
     )
-    return session.execute(stmt).rowcount == 1
+    return affected(session, stmt) == 1

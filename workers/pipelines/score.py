@@ -110,6 +110,7 @@ def _auto(settings: Settings, series_id: int, revision: int, attempt: int, segme
     with session_scope() as session:
         row = session.get(ModelVersion, segmenter_id) if segmenter_id else None
         study_id = session.scalar(select(Series.study_id).where(Series.id == series_id))
+    assert study_id is not None  # series.study_id is NOT NULL and the claim holds the series
     if row is None:
         return _to_manual(series_id, revision, attempt, "no_segmenter", float("inf"), volume)
     store = InstanceStore(settings.storage_dir, fsync=settings.fsync)
