@@ -41,8 +41,8 @@ def reduce_map(
     k = max(1, int(round(top_k_fraction * flat.shape[1])))
     masked = torch.where(mask, flat, torch.full_like(flat, float("-inf")))
     top = masked.topk(k, dim=1).values  # (B, k)
-    n_valid = mask.sum(1, keepdim=True)  # keep only finite (valid) entries
-    keep = torch.arange(k, device=flat.device)[None] < n_valid.clamp(min=1)
+    n_valid = mask.sum(1, keepdim=True)  # keep only finite (valid) entries; none valid: score 0
+    keep = torch.arange(k, device=flat.device)[None] < n_valid
     return torch.where(keep, top, torch.zeros_like(top)).sum(1) / keep.sum(1).clamp(min=1)
 
 

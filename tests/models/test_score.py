@@ -32,6 +32,9 @@ def test_top_k_and_valid_mask() -> None:
     valid[0, 0, 0, 1:3] = True  # pixels 4.0 and 0.0
     assert float(reduce_map(heat, valid)) == pytest.approx(2.0)
     assert float(reduce_map(heat, valid, top_k_fraction=1 / 16)) == pytest.approx(4.0)
+    assert float(reduce_map(heat, valid, top_k_fraction=4 / 16)) == pytest.approx(2.0)  # k > valid pixels
+    nothing = torch.zeros_like(valid)  # e.g. a slice with no liver in a liver-restricted score
+    assert float(reduce_map(heat, nothing, top_k_fraction=1 / 16)) == 0.0 == float(reduce_map(heat, nothing))
     with pytest.raises(ValueError):
         reduce_map(heat, top_k_fraction=0.0)
 
