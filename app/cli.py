@@ -10,7 +10,13 @@ import typer
 from rich.console import Console
 
 from app.cli_models import models_cli
-from app.cli_train import evaluate_gate_cmd, evaluate_scorer_cmd, train_scorer_cmd, train_segmenter_cmd
+from app.cli_train import (
+    calibrate_scorer_cmd,
+    evaluate_gate_cmd,
+    evaluate_scorer_cmd,
+    train_scorer_cmd,
+    train_segmenter_cmd,
+)
 from app.core.config import get_settings
 
 cli = typer.Typer(help="Clinical segmentation gatekeeper.", no_args_is_help=True)
@@ -21,6 +27,7 @@ cli.add_typer(token_cli, name="token")
 cli.add_typer(models_cli, name="models")
 cli.command("train-scorer")(train_scorer_cmd)
 cli.command("train-segmenter")(train_segmenter_cmd)
+cli.command("calibrate-scorer")(calibrate_scorer_cmd)
 cli.command("evaluate-scorer")(evaluate_scorer_cmd)
 cli.command("evaluate-gate")(evaluate_gate_cmd)
 console = Console(stderr=True)

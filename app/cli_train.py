@@ -89,18 +89,43 @@ def train_segmenter_cmd(
     _finish("segmenter", train_segmenter(config, run_dir, resume=not fresh), register, promote)
 
 
+def calibrate_scorer_cmd(
+    checkpoint: Path = typer.Option(..., exists=True, dir_okay=False, help="Scorer checkpoint to calibrate."),
+    out: Path = typer.Option(None, help="Where the calibrated copy goes; default <name>-calibrated.pt beside it."),
+    segmenter: Path = typer.Option(
+        None,
+        exists=True,
+        dir_okay=False,
+        help="Score inside this segmenter's liver (holes filled, eroded); promote the same segmenter with it.",
+    ),
+    erosion_mm: float = typer.Option(3.0, min=0.0, max=30.0, help="Erosion of the liver region, mm."),
+) -> None:
+    """Threshold at the target false-positive rate on the held-out normal split of the checkpoint's own data."""
+    from workers.pipelines.scorer_training import calibrate_checkpoint
+
+    try:
+        target = calibrate_checkpoint(checkpoint, out, segmenter=segmenter, erosion_mm=erosion_mm)
+    except ValueError as exc:  # e.g. a segmenter file given where a scorer is expected
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(f"calibrated checkpoint: {target}")
+
+
 def evaluate_scorer_cmd(
     checkpoint: list[str] = typer.Option(..., help="LABEL=PATH, repeatable: the conditioned model and its baselines."),
     data_dir: Path = typer.Option(None, help="Real CT (MANIFEST split); default GATEKEEPER_DATA_DIR."),
     out: Path = typer.Option(Path("reports/scorer"), help="REPORT.md, metrics.json and PNG plots go here."),
     max_pairs: int = typer.Option(240, help="Position-matched lesion pairs."),
+    segmenter: Path = typer.Option(
+        None, exists=True, dir_okay=False, help="Segmenter whose liver the liver-restricted checkpoints score in."
+    ),
 ) -> None:
     """Position-matched lesion test, synthetic anomalies, pixel and slice AUROC beside position-only, FPR."""
     from workers.pipelines.scorer_eval import evaluate_scorer
 
     pairs = dict(item.split("=", 1) for item in checkpoint)
     evaluate_scorer({k: Path(v) for k, v in pairs.items()}, (data_dir or get_settings().data_dir).resolve(), out,
-                    max_pairs=max_pairs)  # fmt: skip
+                    max_pairs=max_pairs, segmenter=segmenter)  # fmt: skip
     console.print(f"report: {out / 'REPORT.md'}")
 
 

@@ -152,6 +152,14 @@ def tissue_centroid(hu: torch.Tensor, pixel_spacing_mm: tuple[float, float], str
     return cy * pixel_spacing_mm[0], cx * pixel_spacing_mm[1]
 
 
+def view_centre(
+    hu: torch.Tensor, pixel_spacing_mm: tuple[float, float], config: PreprocessConfig
+) -> tuple[float, float]:
+    """Centre (row, column) in mm of the view: the series' tissue centroid plus the view's offset."""
+    cy, cx = tissue_centroid(hu, pixel_spacing_mm)
+    return cy + config.centre_offset_mm[0], cx + config.centre_offset_mm[1]
+
+
 def _resampled_window(
     rows: int,
     cols: int,
@@ -248,8 +256,7 @@ def preprocess_series(
     if positions.numel() > 1 and not bool((positions.diff() > 0).all()):
         raise ValueError("slice_positions_mm must be strictly ascending")
     shift = intensity_shift(hu, config)
-    cy, cx = tissue_centroid(hu, pixel_spacing_mm)
-    centre = (cy + config.centre_offset_mm[0], cx + config.centre_offset_mm[1])
+    centre = view_centre(hu, pixel_spacing_mm, config)
     planes, outside = [], []
     for start in range(0, hu.shape[0], chunk):
         block = hu[start : start + chunk]  # (z, Y, X)
@@ -279,3 +286,33 @@ def preprocess_series(
         )
         valid[start : start + len(c)] = inside
     return PreprocessedSlices(images=images, valid=valid, positions_mm=centres.float(), intensity_shift_hu=shift)
+
+
+def erode(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    """(N, 1, H, W) bool -> the same eroded by a (2 * pixels + 1)^2 square; beyond the image counts as inside."""
+    if pixels <= 0:
+        return mask
+    outside = (~mask).float()
+    return F.max_pool2d(outside, 2 * pixels + 1, stride=1, padding=pixels) == 0
+
+
+def mask_in_view(
+    mask: torch.Tensor | np.ndarray,
+    hu: torch.Tensor | np.ndarray,
+    pixel_spacing_mm: tuple[float, float],
+    config: PreprocessConfig,
+    indices: list[int] | None = None,
+    erosion_mm: float = 0.0,
+) -> torch.Tensor:
+    """A mask on the series grid (Z, Y, X) -> (N, 1, S, S) bool on the view grid of ``preprocess_series``
+    (same centre and resampling; a view pixel is inside when at least half of it is), eroded by
+    ``erosion_mm``: the region a restricted score looks at, for the centre slices ``indices``."""
+    hu = torch.as_tensor(hu, dtype=torch.float32)
+    mask = torch.as_tensor(np.asarray(mask), dtype=torch.float32)
+    if mask.shape != hu.shape:
+        raise ValueError(f"mask {tuple(mask.shape)} is not on the series grid {tuple(hu.shape)}")
+    if indices is not None:
+        mask = mask[torch.as_tensor(indices, dtype=torch.long)]
+    centre = view_centre(hu, pixel_spacing_mm, config)
+    inside = resample_inplane(mask, pixel_spacing_mm, centre, config, fill=0.0)[:, None] >= 0.5  # (N, 1, S, S)
+    return erode(inside, int(round(erosion_mm / config.pixel_mm)))

@@ -18,8 +18,10 @@ import pytest
 import torch
 
 from app.client import read_files, stow
+from app.services.registry import file_sha256
 from tests.conftest import ROOT, Stack
 from tests.tiny_models import SAMPLE_DIR, SAMPLE_MASK, train_tiny_scorer, train_tiny_segmenter, with_series_threshold
+from workers.pipelines.liver_roi import LiverRoi
 
 pytestmark = pytest.mark.integration
 ALL_MANUAL, ALL_AUTO = -1e9, 1e9
@@ -50,6 +52,26 @@ def register(stack: Stack, kind: str, path: Path) -> int:
                           "--promote"], env={**__import__("os").environ, **stack.service.env}, capture_output=True,
                          text=True, check=True)  # fmt: skip
     return int(out.stdout.split("(id ")[1].split(")")[0])
+
+
+TINY_SCORER_JOB = {"steps": 2, "encoder_steps": 2, "base_width": 4, "batch_size": 4, "include_base_data": False}
+
+
+def run_job(eng: httpx.Client, kind: str, params: dict) -> dict:
+    """Start a training job as an ML engineer and wait for it; it must succeed (its error is shown if not)."""
+    job = eng.post("/training-jobs", json={"kind": kind, "params": params}).json()
+    deadline = time.monotonic() + 240
+    while (j := eng.get(f"/training-jobs/{job['id']}").json())["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, j
+        time.sleep(0.5)
+    assert j["status"] == "succeeded", j["error"]
+    return j
+
+
+def model_metadata(stack: Stack, model_id: int) -> dict:
+    """The metadata of a registered version's checkpoint, as the registry stored it."""
+    name = stack.scalar("SELECT path FROM model_versions WHERE id=:i", i=model_id)
+    return torch.load(Path(stack.service.env["GATEKEEPER_MODELS_DIR"]) / str(name), weights_only=False)["metadata"]
 
 
 @pytest.fixture(scope="module")
@@ -102,13 +124,7 @@ def test_the_loop(loop) -> None:  # type: ignore[no-untyped-def]
 
     # 3. an ML engineer retrains the segmenter on the contour and promotes the new version
     with stack.client("ml_engineer") as eng:
-        job = eng.post("/training-jobs", json={"kind": "segmenter", "params": {
-            "steps": 2, "base_width": 4, "batch_size": 2, "include_base_data": False}}).json()  # fmt: skip
-        deadline = time.monotonic() + 240
-        while (j := eng.get(f"/training-jobs/{job['id']}").json())["status"] in ("queued", "running"):
-            assert time.monotonic() < deadline, j
-            time.sleep(0.5)
-        assert j["status"] == "succeeded", j["error"]
+        j = run_job(eng, "segmenter", {"steps": 2, "base_width": 4, "batch_size": 2, "include_base_data": False})
         new_segmenter = j["model_version_id"]
         assert eng.post(f"/models/{new_segmenter}/promote").json()["status"] == "promoted"
         auto_scorer = register(stack, "scorer", with_series_threshold(scorer, ALL_AUTO, tmp / "s-auto.pt"))
@@ -164,20 +180,11 @@ def test_scorer_retrain_learns_from_confirmed_normals(loop) -> None:  # type: ig
     _, _, normal = push_and_route(stack, {"auto"})
     _, _, frozen = push_and_route(stack, {"auto"}, patient_id=TEST_PATIENT)  # a test-split patient: measured on only
     with stack.client("ml_engineer") as eng:
-        params = {"steps": 2, "encoder_steps": 2, "base_width": 4, "batch_size": 4, "include_base_data": False}
-        job = eng.post("/training-jobs", json={"kind": "scorer", "params": params}).json()
-        deadline = time.monotonic() + 240
-        while (j := eng.get(f"/training-jobs/{job['id']}").json())["status"] in ("queued", "running"):
-            assert time.monotonic() < deadline, j
-            time.sleep(0.5)
-        assert j["status"] == "succeeded", j["error"]
+        j = run_job(eng, "scorer", TINY_SCORER_JOB)
         new = next(m for m in eng.get("/models").json() if m["id"] == j["model_version_id"])
         assert new["kind"] == "scorer" and new["metrics"]["n_train_cases"] >= 1 and new["metrics"]["threshold"]
         assert eng.post(f"/models/{new['id']}/promote").json()["status"] == "promoted"
-    path = Path(stack.service.env["GATEKEEPER_MODELS_DIR"]) / str(
-        stack.scalar("SELECT path FROM model_versions WHERE id=:i", i=new["id"])
-    )
-    trained = torch.load(path, weights_only=False)["metadata"]
+    trained = model_metadata(stack, new["id"])
     original = torch.load(scorer, weights_only=False)["metadata"]
     assert trained["config"]["data"]["preprocess"] == original["config"]["data"]["preprocess"]
     assert any(c["name"] == f"series-{normal['id']}" for c in trained["config"]["data"]["train"])
@@ -185,3 +192,42 @@ def test_scorer_retrain_learns_from_confirmed_normals(loop) -> None:  # type: ig
     assert [c["name"] for c in trained["config"]["data"]["heldout"]] == [f"series-{frozen['id']}"]
     _, _, state = push_and_route(stack, {"auto", "manual"})
     assert stack.scalar("SELECT scorer_version_id FROM series_decisions WHERE series_id=:i", i=state["id"]) == new["id"]
+
+
+def test_liver_restricted_scorer_scores_in_the_pinned_segmenters_liver(loop) -> None:  # type: ignore[no-untyped-def]
+    """A scorer calibrated inside segmenter A's liver: the worker segments with the pinned segmenter first,
+    scores inside that liver and segments the accepted series with the same mask; once another segmenter
+    is promoted, the threshold no longer fits the region and series go to a radiologist, until a scorer
+    job retrains and recalibrates inside the new segmenter's liver."""
+    stack, tmp = loop
+    segmenter_a = train_tiny_segmenter(tmp / "segmenter-roi")
+    a_id = register(stack, "segmenter", segmenter_a)
+    ckpt = torch.load(train_tiny_scorer(tmp / "scorer-roi"), weights_only=False)
+    ckpt["metadata"]["roi"] = LiverRoi(0.0, file_sha256(segmenter_a)).as_json()
+    ckpt["metadata"].setdefault("calibration", {})["series_threshold"] = ALL_AUTO
+    torch.save(ckpt, tmp / "s-roi.pt")
+    scorer_id = register(stack, "scorer", tmp / "s-roi.pt")
+    _, _, state = push_and_route(stack, {"auto", "manual"})
+    assert state["status"] == "auto"
+    assert stack.scalar("SELECT segmenter_version_id FROM segmentations WHERE series_id=:i", i=state["id"]) == a_id
+    assert stack.scalar("SELECT scorer_version_id FROM series_decisions WHERE series_id=:i", i=state["id"]) == scorer_id
+
+    other = torch.load(segmenter_a, weights_only=False)
+    other["state"]["model"]["head.bias"].fill_(20.0)  # another segmenter (it calls the whole body crop liver)
+    torch.save(other, tmp / "segmenter-b.pt")
+    register(stack, "segmenter", tmp / "segmenter-b.pt")
+    _, _, state = push_and_route(stack, {"auto", "manual"})
+    assert state["status"] == "manual"
+    reason = stack.scalar("SELECT reason FROM series_decisions WHERE series_id=:i", i=state["id"])
+    assert reason == "scorer_uncalibrated_for_segmenter"
+
+    with stack.client("ml_engineer") as eng:
+        j = run_job(eng, "scorer", TINY_SCORER_JOB)
+        assert eng.post(f"/models/{j['model_version_id']}/promote").json()["status"] == "promoted"
+    region = model_metadata(stack, j["model_version_id"])["roi"]
+    assert region["segmenter_sha256"] == file_sha256(tmp / "segmenter-b.pt")
+    _, _, state = push_and_route(stack, {"auto", "manual"})
+    decided = stack.scalar("SELECT scorer_version_id FROM series_decisions WHERE series_id=:i", i=state["id"])
+    assert decided == j["model_version_id"]
+    reason = stack.scalar("SELECT reason FROM series_decisions WHERE series_id=:i", i=state["id"])
+    assert reason in ("in_distribution", "anomalous")

@@ -43,6 +43,7 @@ from workers.pipelines.lesion_pairs import (
     load_case,
     make_lesion_edits,
 )
+from workers.pipelines.liver_roi import fill_holes, roi_from_fraction, roi_of
 from workers.pipelines.scorer_inference import configs_from_metadata, load_scorer, predict_slices, score_volume
 from workers.pipelines.segmenter_inference import dice, load_segmenter, segment_mask
 
@@ -223,8 +224,9 @@ def run_series(
     case: Case, scorer: FAnoGAN | ConvAutoencoder, scorer_md: dict, segmenter: LiverSegmenter, fast: bool
 ) -> SeriesRun:
     """Score (``score_volume``, as ``route.decide``) and segment (``segment_mask``, as ``segment_series``)."""
-    scored = score_volume(scorer, case.hu, case.spacing, case.positions_mm, scorer_md, fast=fast)
     mask = segment_mask(segmenter, case.hu, case.spacing, case.positions_mm)
+    liver = mask if roi_of(scorer_md) is not None else None  # a liver-restricted scorer scores in this mask
+    scored = score_volume(scorer, case.hu, case.spacing, case.positions_mm, scorer_md, fast=fast, liver=liver)
     truth = case.liver
     liver = np.asarray(truth.any(axis=(1, 2)))
     return SeriesRun(
@@ -392,11 +394,14 @@ def pair_arrays(
     x = torch.cat([base_x, *[m[0] for m in mod]])
     v = torch.cat([base_v, *[m[1] for m in mod]])
     pos = torch.as_tensor(np.r_[recipient_run.positions[idx], recipient_run.positions[idx]], dtype=torch.float32)
-    scores = predict_slices(scorer, x, pos, v, batch_size=64, fast=fast).slice_scores.numpy().astype(np.float64)
     n = len(edits)
-    parity["scorer_vs_score_volume"] = float(np.max(np.abs(scores[:n] - recipient_run.scores[idx])))
     seg_x = torch.cat([gview.images(idx), *[gview.images([e.index], e.slices(recipient)) for e in edits]])
     masks = segment_images(segmenter, seg_x, gview.box)
+    roi = roi_of(scorer_md)
+    if roi is not None:  # each side scored inside its own predicted liver, as the worker would
+        v = v & roi_from_fraction(roi, sview.mask_fraction(fill_holes(masks)), preprocess)
+    scores = predict_slices(scorer, x, pos, v, batch_size=64, fast=fast).slice_scores.numpy().astype(np.float64)
+    parity["scorer_vs_score_volume"] = float(np.max(np.abs(scores[:n] - recipient_run.scores[idx])))
     parity["segmenter_vs_segment_mask_pixels"] = int(np.sum(masks[:n] != recipient_run.mask[idx]))
     truth_base = recipient.liver[idx]
     truth_mod = truth_base | np.stack([e.full_region(recipient) for e in edits])  # the lesion counts as liver

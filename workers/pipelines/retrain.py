@@ -123,26 +123,31 @@ def train_segmenter_job(settings: Settings, job_dir: Path, params: dict[str, Any
     return checkpoint, metrics
 
 
-def _promoted_scorer_config() -> Any:
-    """The promoted scorer's training config (view, widths, score reduction), so a retrain keeps what
-    serves today; None when no scorer is promoted or its file cannot be read."""
-    import torch
-
-    from workers.pipelines.scorer_training import ScorerTrainConfig
-
+def _promoted_path(kind: str) -> Path | None:
     settings = get_settings()
     with session_scope() as session:
-        row = registry_q.promoted(session, "scorer")
+        row = registry_q.promoted(session, kind)
         path = None if row is None else settings.models_dir / row.path
-    if path is None or not path.is_file():
-        return None
+    return path if path is not None and path.is_file() else None
+
+
+def _promoted_scorer() -> tuple[Any, Any]:
+    """The promoted scorer's training config (view, widths, score reduction) and scoring region, so a
+    retrain keeps what serves today; (None, None) when no scorer is promoted or its file cannot be read."""
+    import torch
+
+    from workers.pipelines.liver_roi import roi_of
+    from workers.pipelines.scorer_training import ScorerTrainConfig
+
+    path = _promoted_path("scorer")
+    if path is None:
+        return None, None
     try:
-        return ScorerTrainConfig.from_json(
-            torch.load(path, map_location="cpu", weights_only=False)["metadata"]["config"]
-        )
+        metadata = torch.load(path, map_location="cpu", weights_only=False)["metadata"]
+        return ScorerTrainConfig.from_json(metadata["config"]), roi_of(metadata)
     except Exception:  # noqa: BLE001 - a broken promoted file must not block retraining: fall back to defaults
         log.warning("promoted scorer %s unreadable; retraining with the default configuration", path.name)
-        return None
+        return None, None
 
 
 def train_scorer_job(settings: Settings, job_dir: Path, params: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
@@ -161,7 +166,8 @@ def train_scorer_job(settings: Settings, job_dir: Path, params: dict[str, Any]) 
         (heldout if item.split == "test" else train).append(spec)
     if not train:
         raise ValueError("no training data: no confirmed-normal series and no base data")
-    base = _promoted_scorer_config() or ScorerTrainConfig()
+    promoted, roi = _promoted_scorer()
+    base = promoted or ScorerTrainConfig()
     data = replace(base.data, data_dir=str(data_root), cache_dir=str(job_dir / "cache"), train=tuple(train),
                    heldout=tuple(heldout or train))  # fmt: skip
     model: ScorerConfig = replace(
@@ -171,6 +177,14 @@ def train_scorer_job(settings: Settings, job_dir: Path, params: dict[str, Any]) 
                      encoder_steps=int(params.get("encoder_steps", 1000)),
                      batch_size=int(params.get("batch_size", 16)), seed=int(params.get("seed", 0)))  # fmt: skip
     checkpoint = train_scorer(config, job_dir / "run", resume=True)
+    if roi is not None:  # the promoted scorer looks inside the liver: so does its successor, calibrated there
+        from workers.pipelines.scorer_training import calibrate_checkpoint
+
+        segmenter = _promoted_path("segmenter")
+        if segmenter is None:
+            raise ValueError("the promoted scorer scores inside the liver, but no segmenter is promoted")
+        checkpoint = calibrate_checkpoint(checkpoint, job_dir / "in-liver.pt", segmenter=segmenter,
+                                          erosion_mm=roi.erosion_mm)  # fmt: skip
     from workers.pipelines.scorer_inference import load_scorer
 
     _, metadata = load_scorer(checkpoint)

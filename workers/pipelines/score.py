@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy import select
 
 from app.core.config import Settings, get_settings
@@ -106,7 +107,7 @@ def _to_manual(series_id: int, revision: int, attempt: int, reason: str, priorit
 
 
 def _auto(settings: Settings, series_id: int, revision: int, attempt: int, segmenter_id: int | None,
-          volume: SeriesVolume, paths: dict[str, Path]) -> str:  # fmt: skip
+          volume: SeriesVolume, paths: dict[str, Path], mask: np.ndarray | None = None) -> str:  # fmt: skip
     with session_scope() as session:
         row = session.get(ModelVersion, segmenter_id) if segmenter_id else None
         study_id = session.scalar(select(Series.study_id).where(Series.id == series_id))
@@ -115,7 +116,7 @@ def _auto(settings: Settings, series_id: int, revision: int, attempt: int, segme
         return _to_manual(series_id, revision, attempt, "no_segmenter", float("inf"), volume)
     store = InstanceStore(settings.storage_dir, fsync=settings.fsync)
     seg = segment_series(settings, store, row=row, volume=volume, paths_by_uid=paths, series_id=series_id,
-                         revision=revision)  # fmt: skip
+                         revision=revision, mask=mask)  # fmt: skip
     with session_scope() as session:
         if not q.holds(session, series_id=series_id, revision=revision, attempt=attempt):
             if seg.seg_path:
@@ -171,14 +172,15 @@ def score_series_impl(*, series_id: int, revision: int, task_id: str) -> str:
         return "retry"
     try:
         t1 = time.perf_counter()
-        d = decide(settings, series_id=series_id, revision=revision, scorer_id=claim.scorer_id, volume=volume)
+        d = decide(settings, series_id=series_id, revision=revision, scorer_id=claim.scorer_id, volume=volume,
+                   segmenter_id=claim.segmenter_id)  # fmt: skip
         if not _record_decision(series_id, revision, claim.attempt, d, claim.segmenter_id):
             return "fenced"
         log.info("series %d decided %s: volume %.2f s, scoring %.2f s", series_id, d.decision, t1 - t0,
                  time.perf_counter() - t1)  # fmt: skip
         if d.decision == "manual":
             return _to_manual(series_id, revision, claim.attempt, d.reason, d.priority, volume)
-        return _auto(settings, series_id, revision, claim.attempt, claim.segmenter_id, volume, paths)
+        return _auto(settings, series_id, revision, claim.attempt, claim.segmenter_id, volume, paths, d.liver_mask)
     except Exception as exc:  # noqa: BLE001 - as above: retried up to the attempt cap
         log.warning("series %d attempt %d failed in routing: %s", series_id, claim.attempt, type(exc).__name__)
         _retry_later(series_id, revision, claim.attempt, f"error: {type(exc).__name__}")

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from models.anomalies import diameter_bin, disc_warp, gaussian_blob, metal_disc, valid_placements
+from models.scorer import ConvAutoencoder, FAnoGAN
 from models.transforms import PreprocessConfig
 from workers.pipelines.lesion_pairs import (  # shared with gate_eval
     SLAB,
@@ -50,7 +51,8 @@ from workers.pipelines.lesion_pairs import (  # shared with gate_eval
     make_lesion_edits,
 )
 from workers.pipelines.lesion_pairs import slab_indices as _slab
-from workers.pipelines.scorer_inference import configs_from_metadata, load_scorer, predict_slices
+from workers.pipelines.liver_roi import roi_of, roi_valid
+from workers.pipelines.scorer_inference import configs_from_metadata, load_scorer, predict_slices, score_volume
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +101,7 @@ def make_synthetic_edits(host: Case, slices: list[int], per_slice: int, cfg: Eva
 class Model:
     label: str
     path: Path
-    net: torch.nn.Module
+    net: FAnoGAN | ConvAutoencoder
     metadata: dict[str, Any]
     view_key: str  # which preprocessing it uses
 
@@ -233,6 +235,27 @@ def training_state(model: Model) -> dict[str, Any]:
     }
 
 
+def liver_regions(model: Model, views: dict[str, SeriesView], livers: dict[str, np.ndarray] | None) -> dict | None:
+    """Per series, (Z, 1, S, S): where a liver-restricted model scores (``liver_roi``), from the
+    segmenter's mask of the unmodified series; None for a model that scores the whole view."""
+    roi = roi_of(model.metadata)
+    if roi is None:
+        return None
+    if livers is None:
+        raise ValueError(f"{model.label} scores inside the liver: give the segmenter it was calibrated with")
+    return {n: roi_valid(roi, livers[n], v.case.hu, v.case.spacing, v.config) for n, v in views.items()}
+
+
+def restricted_scores(model: Model, heat: np.ndarray, valid: torch.Tensor, region: torch.Tensor | None) -> np.ndarray:
+    """The model's slice score of heat-maps computed over the whole view, taken inside ``region``: what
+    the worker computes for a liver-restricted scorer (the heat-map is per pixel, so only the reduction
+    changes); the heat-maps themselves stay whole for the pixel AUROC and the figures."""
+    from models.scorer import reduce_map
+
+    inside = valid if region is None else valid & region
+    return reduce_map(torch.as_tensor(heat)[:, None] * inside, inside, model.net.config.top_k_fraction).numpy()
+
+
 def model_metrics(
     model: Model,
     views: dict[str, SeriesView],
@@ -240,29 +263,42 @@ def model_metrics(
     cfg: EvalConfig,
     donor: Case,
     recipient: Case,
+    livers: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(metrics, raw arrays for plots) of one model."""
     from models.scorer import calibrate_threshold
 
+    regions = liver_regions(model, views, livers)
     raw: dict[str, Any] = {}
     full = {}
     for name, view in views.items():
         x, v = view.images(list(range(view.case.hu.shape[0])))
         scores, heat = run_model(model, x, view.case.body.normalised, v)
+        region = None if regions is None else regions[name]
+        if region is not None:
+            scores, v = restricted_scores(model, heat, v, region), v & region
         full[name] = (scores, heat, top_fraction_score(heat, v))
     raw["full"] = full
     out: dict[str, Any] = {"training": training_state(model), "tests": {}}
+    if regions is not None:
+        out["region"] = roi_of(model.metadata).as_json() | {  # type: ignore[union-attr]
+            "parity_vs_score_volume": score_volume_parity(model, donor, full[donor.name][0], livers)
+        }
     for test, ve in tests.items():
         if not ve.edits:
             continue
         host = {e.case for e in ve.edits}
         positions = np.array([views[e.case].case.body.normalised[e.index] for e in ve.edits])
         mod, heat = run_model(model, ve.images, positions, ve.valid)
+        valid = ve.valid
+        if regions is not None:  # the region of the unmodified series: both sides of a pair look at one place
+            region = torch.cat([regions[e.case][e.index : e.index + 1] for e in ve.edits])
+            mod, valid = restricted_scores(model, heat, valid, region), valid & region
         base = np.array([full[e.case][0][e.index] for e in ve.edits])
         raw[test] = (base, mod, heat)
         entry = paired_metrics(base, mod) | {"hosts": sorted(host)}
         base_top = np.array([full[e.case][2][e.index] for e in ve.edits])
-        entry["diagnostic_top1pct"] = paired_metrics(base_top, top_fraction_score(heat, ve.valid))
+        entry["diagnostic_top1pct"] = paired_metrics(base_top, top_fraction_score(heat, valid))
         if test.startswith("lesion"):
             bins = np.array([e.info["bin"] for e in ve.edits])
             raw[f"{test}_bins"] = bins
@@ -291,12 +327,14 @@ def model_metrics(
     }
     view = views[donor.name]
     liver_f, tumour_f = view.mask_fraction(donor.liver[tumour]), view.mask_fraction(donor.tumour[tumour])
-    valid = view.images(tumour)[1][:, 0].numpy()
-    out["pixel_auroc_real_tumours"] = pixel_auroc(d_heat[tumour], tumour_f >= 0.5, (liver_f >= 0.5) & valid)
+    in_view = view.images(tumour)[1][:, 0].numpy()
+    out["pixel_auroc_real_tumours"] = pixel_auroc(d_heat[tumour], tumour_f >= 0.5, (liver_f >= 0.5) & in_view)
     out["pixel_counts_real_tumours"] = {
-        "tumour": int(((tumour_f >= 0.5) & (liver_f >= 0.5) & valid).sum()),
-        "liver": int(((tumour_f < 0.5) & (liver_f >= 0.5) & valid).sum()),
+        "tumour": int(((tumour_f >= 0.5) & (liver_f >= 0.5) & in_view).sum()),
+        "liver": int(((tumour_f < 0.5) & (liver_f >= 0.5) & in_view).sum()),
     }
+    if regions is not None:  # slices without liver score 0 and are never judged: they would flatter the FPR
+        normal = [k for k in normal if bool(regions[donor.name][k].any())]
     heldout = d_scores[normal]
     calib = model.metadata.get("calibration")
     if calib is not None:
@@ -310,6 +348,13 @@ def model_metrics(
         out["fpr"]["flagged_lesion_pairs_unmodified"] = float(np.mean(raw["lesion"][0] > threshold))
     raw["threshold"] = threshold
     return out, raw
+
+
+def score_volume_parity(model: Model, donor: Case, scores: np.ndarray, livers: dict[str, np.ndarray] | None) -> float:
+    """Max |difference| of this evaluation's donor scores to the worker's ``score_volume``."""
+    served = score_volume(model.net, donor.hu, donor.spacing, donor.positions_mm, model.metadata,
+                          liver=None if livers is None else livers[donor.name])  # fmt: skip
+    return float(np.max(np.abs(served.slice_scores - scores)))
 
 
 # ---------------------------------------------------------------- figures
@@ -544,16 +589,17 @@ def report_markdown(metrics: dict[str, Any], cfg: EvalConfig, runtime_s: float, 
         "",
         "| model | pixel AUROC, real tumours in liver | slice AUROC (normal 0-45,126-128 vs tumour 48-123) | "
         "position only | slice AUROC, liver slices (27-45 vs 48-123) | position only | threshold "
-        "| FPR held-out (by construction) | "
-        "FPR cross-fitted | tumour slices flagged |",
-        "|---" * 10 + "|",
+        "| FPR held-out (by construction) (n) | "
+        "FPR cross-fitted | tumour slices flagged | unmodified lesion-pair slices flagged |",
+        "|---" * 11 + "|",
     ]
     for label, m in models.items():
         s, f = m["slice_split"], m["fpr"]
         lines.append(
             f"| {label} | {_f(m['pixel_auroc_real_tumours'])} | {_f(s['auroc'])} | {_f(s['auroc_position_only'])} | "
             f"{_f(s['auroc_liver_slices'])} | {_f(s['auroc_liver_slices_position_only'])} | {f['threshold']:.4g} | "
-            f"{_f(f['fpr_heldout'], 3)} | {_f(f['fpr_crossfit'], 3)} | {_f(f['flagged_tumour_slices'])} |"
+            f"{_f(f['fpr_heldout'], 3)} ({f['n_heldout']}) | {_f(f['fpr_crossfit'], 3)} | "
+            f"{_f(f['flagged_tumour_slices'])} | {_f(f.get('flagged_lesion_pairs_unmodified'))} |"
         )
     diag = ["lesion", "lesion-unmatched", *[k for k in synth if k != "lesion-unmatched"]]
     lines += [
@@ -621,7 +667,8 @@ METHODS = """- Cases: donor `{donor}` (tumour mask `masks/tumor.nii.gz`, liver `
 - **Synthetic anomalies** (MOOD-style), centre placed at random so the whole disc lies in the host's liver on the centre slice, the same 2-D edit applied to the 5 slab slices: blob = Gaussian, sigma {blob_sigma_mm} mm, truncated at 3 sigma, amplitude +-{blob_amplitude_hu} HU (alternating sign); warp = random smooth displacement (Gaussian-filtered noise, sigma = R/3, max {warp_shift_mm} mm) times (1 - r^2/R^2)^2 in a disc R = {warp_radius_mm} mm, bilinear; metal = disc radius {metal_radius_mm} mm at 3000 HU with a 1-pixel linear edge, no streaks. Hosts: `{donor}` held-out normal liver slices {donor_normal_liver} (unseen patient, {synthetic_per_slice} per slice) and `{recipient}` normal slices (training slices, 2 per slice on every 4th slice).
 - **Pixel AUROC**: heat-maps of `{donor}` slices {donor_tumour} against the tumour and liver masks mapped into the model's view with the same resampling (`resample_inplane`, same centre); pixels with liver fraction >= 0.5 inside the field of view; tumour = tumour fraction >= 0.5; pooled over slices ({n_pix_tumour} tumour and {n_pix_liver} liver pixels at the first model's view).
 - **Slice AUROC**: held-out normal `{donor}` {heldout_normal} vs tumour slices {donor_tumour}; beside it the AUROC of the slice's position alone (mm from the lung base as the score), and the same among liver slices only.
-- **FPR**: threshold = checkpoint calibration when present, else calibrated here (same `calibrate_threshold`, target {target_fpr}) on the held-out normal slices. The FPR on those same slices is <= target by construction; the cross-fitted FPR calibrates on alternate slices and measures on the others (both ways, averaged)."""  # noqa: E501
+- **FPR**: threshold = checkpoint calibration when present, else calibrated here (same `calibrate_threshold`, target {target_fpr}) on the held-out normal slices. The FPR on those same slices is <= target by construction; the cross-fitted FPR calibrates on alternate slices and measures on the others (both ways, averaged).
+- **Liver-restricted models** (checkpoint metadata `roi`, `workers/pipelines/liver_roi.py`): the slice score is the model's own reduction taken only over the liver the segmenter (`--segmenter`, the one the threshold was calibrated with) predicts on the unmodified series, holes filled slice by slice, eroded by the stored margin; heat-maps (pixel AUROC, figures) stay whole. Both sides of a pair are scored in the region of the unmodified slice (the worker would segment the modified slice; `evaluate-gate` does). A start-up check compares the donor's scores with the worker's `score_volume`. Slices without predicted liver score 0; the FPR columns count only held-out slices with liver in the region."""  # noqa: E501
 
 
 # ---------------------------------------------------------------- entry points
@@ -663,6 +710,7 @@ def evaluate_scorer(
     *,
     max_pairs: int = 240,
     config: EvalConfig | None = None,
+    segmenter: Path | None = None,
 ) -> dict:
     """Score every checkpoint on the same inputs; write REPORT.md, *.png and metrics.json to ``out_dir``."""
     t0 = time.perf_counter()
@@ -678,6 +726,12 @@ def evaluate_scorer(
     )
     if parity > 1e-4:
         raise AssertionError(f"SeriesView differs from preprocess_series by {parity}")
+    livers = None
+    if segmenter is not None:  # the liver as the worker sees it: the segmenter's prediction, no ground truth
+        from workers.pipelines.segmenter_inference import load_segmenter, segment_mask
+
+        net, _ = load_segmenter(segmenter)
+        livers = {c.name: segment_mask(net, c.hu, c.spacing, c.positions_mm) for c in (donor, recipient)}
     edits = build_tests(donor, recipient, cfg, max_pairs)
     viewed = {key: {t: view_edits(e, vs) for t, e in edits.items()} for key, vs in views.items()}
     metrics: dict[str, Any] = {"models": {}, "pairs": {t: len(e) for t, e in edits.items()}}
@@ -685,7 +739,7 @@ def evaluate_scorer(
     for model in models:
         log.info("scoring %s", model.label)
         metrics["models"][model.label], raws[model.label] = model_metrics(
-            model, views[model.view_key], viewed[model.view_key], cfg, donor, recipient
+            model, views[model.view_key], viewed[model.view_key], cfg, donor, recipient, livers
         )
     first = metrics["models"][models[0].label]["pixel_counts_real_tumours"]
     metrics["lesion_pairs"] = [
@@ -721,6 +775,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("reports/scorer"))
     parser.add_argument("--max-pairs", type=int, default=240)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--segmenter", type=Path, default=None, help="for liver-restricted checkpoints")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -730,7 +785,7 @@ def main(argv: list[str] | None = None) -> None:
         if not sep:
             parser.error(f"--checkpoint must be LABEL=PATH, got {item!r}")
         checkpoints[label] = Path(path)
-    metrics = evaluate_scorer(checkpoints, args.data_dir, args.out, max_pairs=args.max_pairs)
+    metrics = evaluate_scorer(checkpoints, args.data_dir, args.out, max_pairs=args.max_pairs, segmenter=args.segmenter)
     print(
         json.dumps(
             {

@@ -21,6 +21,7 @@ import torch
 from models.body_position import BodyPositionConfig, find_body_position
 from models.scorer import ConvAutoencoder, FAnoGAN, ScorerConfig, ScorerPrediction, aggregate_series
 from models.transforms import PreprocessConfig, preprocess_series
+from workers.pipelines.liver_roi import roi_of, roi_valid
 from workers.pipelines.volume import SeriesVolume
 
 CHECKPOINT_FORMAT = 1
@@ -115,8 +116,12 @@ def score_volume(
     fast: bool = False,
     engine: str | None = None,
     predictor: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], ScorerPrediction] | None = None,
+    liver: np.ndarray | None = None,
 ) -> VolumeScores:
     """Score every slice of one series (``SeriesVolume.hu`` and its geometry); ``fast``: see ``predict_slices``.
+
+    A scorer calibrated inside the liver (``liver_roi``) needs ``liver``, the segmenter's (Z, Y, X) mask
+    of this series: only the filled, eroded liver is scored.
 
     ``predictor`` (images, positions, valid) replaces ``predict_slices``: the benchmark runs other
     engines (a given ``FastScorer`` plan, ONNX Runtime) through this same code.
@@ -124,12 +129,18 @@ def score_volume(
     preprocess, body = configs_from_metadata(metadata)
     position = find_body_position(hu, pixel_spacing_mm, slice_positions_mm, body)
     pre = preprocess_series(hu, pixel_spacing_mm, slice_positions_mm, preprocess)
+    valid = pre.valid
+    roi = roi_of(metadata)
+    if roi is not None:
+        if liver is None:
+            raise ValueError("this scorer scores inside the liver: it needs the segmenter's mask of the series")
+        valid = valid & roi_valid(roi, liver, hu, pixel_spacing_mm, preprocess)
     pos = torch.as_tensor(position.normalised, dtype=torch.float32)
     device = next(model.parameters()).device
     if predictor is not None:
-        pred = predictor(pre.images, pos, pre.valid)
+        pred = predictor(pre.images, pos, valid)
     else:
-        pred = predict_slices(model, pre.images, pos, pre.valid, batch_size, device, fast, engine)
+        pred = predict_slices(model, pre.images, pos, valid, batch_size, device, fast, engine)
     threshold = metadata.get("calibration", {}).get("threshold")
     scores = pred.slice_scores.numpy()
     flagged = scores > threshold if threshold is not None else np.zeros(scores.shape, dtype=bool)

@@ -20,6 +20,7 @@ import matplotlib
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from app.services.registry import file_sha256
 from models.scorer import (
     ConvAutoencoder,
     FAnoGAN,
@@ -30,8 +31,16 @@ from models.scorer import (
     false_positive_rate,
 )
 from models.scorer.steps import autoencoder_step, critic_step, encoder_step, freeze_for_encoder, generator_step
+from workers.pipelines.liver_roi import ROI_KEY, LiverRoi, roi_valid
 from workers.pipelines.model_card import write_card
-from workers.pipelines.scorer_data import ScorerDataConfig, SliceSet, build_slice_set, describe
+from workers.pipelines.scorer_data import (
+    ScorerDataConfig,
+    SliceSet,
+    build_slice_set,
+    describe,
+    load_case_volume,
+    selected_indices,
+)
 from workers.pipelines.scorer_inference import load_scorer, predict_slices, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -332,13 +341,51 @@ def train_scorer(config: ScorerTrainConfig, run_dir: Path, resume: bool = True) 
     return folder.final
 
 
-def calibrate_checkpoint(checkpoint: Path, out: Path | None = None, device: str = "auto") -> Path:
+def heldout_liver_roi(config: ScorerTrainConfig, segmenter: Path, roi: LiverRoi) -> torch.Tensor:
+    """(N, 1, S, S) region of the held-out slices, in ``build_slice_set`` order: each held-out series
+    segmented by ``segmenter`` as the worker does (``segment_mask``), then ``roi_valid``."""
+    from workers.pipelines.segmenter_inference import load_segmenter, segment_mask
+
+    net, _ = load_segmenter(segmenter)
+    parts = []
+    for spec in config.data.heldout:
+        volume = load_case_volume((REPO_ROOT / config.data.data_dir / spec.path).resolve())
+        liver = segment_mask(net, volume.hu, volume.pixel_spacing_mm, volume.positions_mm)
+        indices = selected_indices(spec, volume.hu.shape[0])
+        parts.append(roi_valid(roi, liver, volume.hu, volume.pixel_spacing_mm, config.data.preprocess, indices))
+    return torch.cat(parts)
+
+
+def calibrate_checkpoint(
+    checkpoint: Path,
+    out: Path | None = None,
+    device: str = "auto",
+    segmenter: Path | None = None,
+    erosion_mm: float = 3.0,
+) -> Path:
     """Calibrate any checkpoint (e.g. an intermediate latest.pt) on the held-out normal split of
-    its own data config; writes ``out`` (default: <name>-calibrated.pt beside it) and returns it."""
+    its own data config; writes ``out`` (default: <name>-calibrated.pt beside it) and returns it.
+
+    ``segmenter``: score inside that segmenter's liver (``liver_roi``); the region is stored with the
+    threshold, and the worker then scores with the segmenter a series is pinned to. Without it the
+    score looks at the whole view again (any stored region is dropped)."""
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     config = ScorerTrainConfig.from_json(ckpt["metadata"]["config"])
     model, metadata = load_scorer(checkpoint, device=pick_device(device))
+    metadata = {k: v for k, v in metadata.items() if k != ROI_KEY}
     heldout = build_slice_set(config.data, "heldout", REPO_ROOT)
+    if segmenter is not None:
+        roi = LiverRoi(erosion_mm, file_sha256(segmenter))
+        region = heldout.valid & heldout_liver_roi(config, segmenter, roi)
+        # slices without liver always score 0 and can never be flagged: counting them would make the
+        # false-positive rate look lower than it is on the slices that are really judged
+        keep = region.flatten(1).any(1)
+        if not bool(keep.any()):
+            raise ValueError("the segmenter finds no liver in any held-out slice: nothing to calibrate on")
+        heldout = SliceSet(heldout.images[keep], region[keep], heldout.positions[keep],
+                           [c for c, k in zip(heldout.cases, keep.tolist(), strict=True) if k],
+                           [i for i, k in zip(heldout.slice_indices, keep.tolist(), strict=True) if k])  # fmt: skip
+        metadata[ROI_KEY] = roi.as_json()
     metadata = metadata | {"calibration": calibrate(model, heldout, config, next(model.parameters()).device)}
     target = out or checkpoint.with_name(f"{checkpoint.stem}-calibrated.pt")
     save_checkpoint(target, ckpt["state"], metadata)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pydicom
 
 from app.client import stow
@@ -38,13 +39,15 @@ class SegResult:
 
 def segment_series(
     settings: Settings, store: InstanceStore, *, row: ModelVersion, volume: SeriesVolume, paths_by_uid: dict[str, Path],
-    series_id: int, revision: int,
+    series_id: int, revision: int, mask: np.ndarray | None = None,
 ) -> SegResult:  # fmt: skip
+    """``mask``: this segmenter's mask of the series when scoring already computed it (liver-restricted scorer)."""
     from workers.pipelines.seg_export import write_nifti, write_seg
     from workers.pipelines.segmenter_inference import segment_volume
 
-    model, _metadata = load_version(settings.models_dir, row)
-    mask = segment_volume(model, volume.hu, volume.geometry)
+    if mask is None:
+        model, _metadata = load_version(settings.models_dir, row)
+        mask = segment_volume(model, volume.hu, volume.geometry)
     nifti = f"derived/{series_id}-r{revision}-m{row.id}.nii.gz"
     (settings.storage_dir / nifti).parent.mkdir(parents=True, exist_ok=True)
     write_nifti(mask, volume.geometry, settings.storage_dir / nifti)
