@@ -14,7 +14,7 @@ them alike:
 - ``fp32 compiled``: torch.compile (inductor), channels_last, the plan of a CPU without native bf16;
 - ``fp32 onnxruntime``: the E -> G -> D graph exported to ONNX, run by ONNX Runtime (if installed);
 - ``bf16 eager`` and ``bf16 compiled``: autocast bf16 + channels_last (CPUs with native bf16 only);
-  ``bf16 compiled`` is what the worker's ``auto`` engine serves once its background compile is done.
+  ``bf16 eager`` is what the worker's ``auto`` engine serves; ``bf16 compiled`` is its ``compiled`` engine.
 
 Share of the matmul rate: the network's FLOPs (torch's FlopCounterMode) for a batch of 32 over
 the network's time for that batch, against a 2048^3 fp32 ``torch.mm`` timed in every round.

@@ -131,7 +131,7 @@ def test_compile_failure_keeps_eager(volume: SeriesVolume, monkeypatch: pytest.M
     monkeypatch.setattr(torch, "compile", broken)
     model, meta = _model()
     scorer = FastScorer(model, Plan("cpu", None, channels_last=True, compile=True))
-    assert not scorer.wait_compiled(60) and "no compiler" in (scorer.compile_error or "")
+    assert not scorer.wait_compiled() and "no compiler" in (scorer.compile_error or "")
     x, pos = torch.rand(5, 3, 64, 64) * 2 - 1, torch.linspace(-1, 1, 5)
     torch.testing.assert_close(scorer.predict(x, pos).slice_scores, predict_slices(model, x, pos).slice_scores)
 
@@ -141,7 +141,7 @@ def test_compiled_fp32_parity_padding_and_no_recompile() -> None:
     """torch.compile (inductor) in fp32: 1e-4 parity, a last batch padded to the static shape."""
     model, _ = _model(ConvAutoencoder)  # the smaller graph: the compile takes less time
     scorer = FastScorer(model, Plan("cpu", None, channels_last=True, compile=True), batch_size=8)
-    assert scorer.wait_compiled(280), scorer.compile_error
+    assert scorer.wait_compiled(), scorer.compile_error
     x, pos = torch.rand(19, 3, 64, 64) * 2 - 1, torch.linspace(-1, 1, 19)  # 8 + 8 + 3 (padded to 8)
     valid = torch.rand(19, 1, 64, 64) > 0.2
     ref, out = predict_slices(model, x, pos, valid), scorer.predict(x, pos, valid)

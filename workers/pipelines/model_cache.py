@@ -21,8 +21,8 @@ MAX_CACHED = 4
 
 
 def _load_scorer(path: Path) -> tuple[Any, dict[str, Any]]:
-    """Load, then build the fast path at once: a torch.compile starts in the background with the
-    model's first use here rather than later, and is kept with the cached model (one per version)."""
+    """Load, then build the fast path at once (with the ``compiled`` engine, the compile runs here, at
+    load, before the first series), kept with the cached model (one per version)."""
     from app.core.config import get_settings
     from workers.pipelines.scorer_fast import fast_scorer
     from workers.pipelines.scorer_inference import load_scorer

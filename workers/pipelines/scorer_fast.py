@@ -1,12 +1,16 @@
 """Fast scorer inference for the worker: device, precision and engine chosen once per loaded model.
 
 What each engine does (``Settings.scorer_engine``; measured in bench/bench_scorer.py, BENCHMARKS.md):
-- ``auto``: CUDA when present (channels_last, autocast bf16, fp16 where bf16 is missing). On the CPU,
-  autocast bf16 where the CPU has native bf16 (AVX512-BF16 or AMX, as oneDNN reports it), else fp32;
-  channels_last; and, for models big enough to pay for it, the network (E -> G -> D features)
-  compiled by torch.compile in a background thread: eager serves the series that arrive while
-  it compiles (10-70 s on 2 cores), so no series waits for the compiler.
-- ``eager``: the same device and precision without torch.compile.
+- ``auto`` (default): CUDA when present (channels_last, autocast bf16, fp16 where bf16 is missing). On
+  the CPU, autocast bf16 where the CPU has native bf16 (AVX512-BF16 or AMX, as oneDNN reports it), else
+  fp32; channels_last; eager.
+- ``compiled``: the same, with the network (E -> G -> D features) compiled by torch.compile when the
+  model is first used, before it serves (10-70 s on 2 cores, once per model version and process).
+  1.03-1.28x faster than ``auto`` here in bf16 (BENCHMARKS.md). It used to compile in a background
+  thread while eager served: on 2026-11-22 (torch 2.13) that hung evaluate-gate twice for good, one
+  thread inside dynamo tracing and the other inside an eager autocast call, so compilation now never
+  overlaps inference, and it is not the default.
+- ``eager``: ``auto``, kept as a name for configurations written before ``compiled`` existed.
 - ``fp32``: eager fp32 on the CPU, the reference (``predict_slices(fast=False)``, what training uses).
 Heat-maps and scores are always computed in fp32 from the network outputs (``predict_from``).
 
@@ -33,7 +37,7 @@ from models.scorer import ScorerConfig, ScorerPrediction
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("auto", "eager", "fp32")
+ENGINES = ("auto", "compiled", "eager", "fp32")
 # Below this many FLOPs per slice the network takes < 0.2 s per 300 slices in eager bf16 and a
 # compile (10-70 s of CPU) would take hundreds of series to pay back (the demo and test models).
 COMPILE_MIN_GFLOP_PER_SLICE = 0.5
@@ -82,7 +86,7 @@ def choose_plan(model: torch.nn.Module, engine: str = "auto") -> Plan:
     if torch.cuda.is_available():
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return Plan("cuda", dtype, channels_last=True, compile=False)
-    worth = engine == "auto" and gflop_per_slice(model) >= COMPILE_MIN_GFLOP_PER_SLICE
+    worth = engine == "compiled" and gflop_per_slice(model) >= COMPILE_MIN_GFLOP_PER_SLICE
     return Plan("cpu", torch.bfloat16 if cpu_has_bf16() else None, channels_last=True, compile=worth)
 
 
@@ -94,13 +98,11 @@ class FastScorer:
         net = copy.deepcopy(model).eval().to(plan.device)
         self.net = net.to(memory_format=torch.channels_last) if plan.channels_last else net  # type: ignore[call-overload]
         self._eager = self._graph(self.net)
-        self.compiled: Graph | None = None  # set by the compile thread once a warm-up call has run
+        self.compiled: Graph | None = None  # set once the compile and a warm-up call have run
         self.compile_s: float | None = None
         self.compile_error: str | None = None
-        self._thread: threading.Thread | None = None
         if plan.compile:
-            self._thread = threading.Thread(target=self._compile, name="scorer-compile", daemon=True)
-            self._thread.start()
+            self._compile()  # here, before the first batch: never beside an inference (see the docstring)
 
     def _graph(self, net: torch.nn.Module) -> Graph:
         plan = self.plan
@@ -112,7 +114,10 @@ class FastScorer:
         return graph
 
     def _compile(self) -> None:
-        # its own copy of the network: the eager path keeps serving from self.net meanwhile
+        with _COMPILE_LOCK:  # one compilation at a time per process (threaded callers: benchmarks, tests)
+            self._compile_locked()
+
+    def _compile_locked(self) -> None:
         t0 = time.perf_counter()
         try:
             fn = torch.compile(self._graph(copy.deepcopy(self.net)), dynamic=False)
@@ -128,10 +133,8 @@ class FastScorer:
         self.compiled = cast(Graph, fn)
         log.info("scorer: compiled %s in %.1f s", self.plan.describe(), self.compile_s)
 
-    def wait_compiled(self, timeout: float | None = None) -> bool:
-        """For benchmarks and tests: block until the compile thread is done; True if compiled."""
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def wait_compiled(self) -> bool:
+        """For benchmarks and tests: True if the network was compiled (False: eager is in use)."""
         return self.compiled is not None
 
     def _inputs(self, x: torch.Tensor, pos: torch.Tensor, pad: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,7 +158,7 @@ class FastScorer:
         for start in range(0, images.shape[0], self.batch_size):
             x = images[start : start + self.batch_size].float()
             n = x.shape[0]
-            compiled = self.compiled  # read once: the compile thread may set it between batches
+            compiled = self.compiled
             graph = compiled if compiled is not None else self._eager
             outputs = graph(*self._inputs(x, positions[start : start + n], pad=compiled is not None))
             outputs = tuple(o[:n].float() for o in outputs)
@@ -167,6 +170,7 @@ class FastScorer:
         return ScorerPrediction(torch.cat(scores), torch.cat(heats), torch.cat(recs))
 
 
+_COMPILE_LOCK = threading.Lock()
 _SCORERS: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[str, int], FastScorer]] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
