@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -39,26 +40,39 @@ DATA_DIR = Path(os.environ.get("GATEKEEPER_DATA_DIR", ROOT.parent / "shared" / "
 SAMPLE = ROOT / "samples" / "totalseg-example"
 
 
-def production_sized_models(tmp: Path) -> tuple[Path, Path]:
-    """Untrained checkpoints in the exact format and size the worker loads."""
+def production_sized_models(tmp: Path, region: str) -> tuple[Path, Path]:
+    """Untrained checkpoints in the exact format and size the worker loads.
+
+    ``region`` "view": the 64 px body-view f-AnoGAN (width 16) scoring its whole view; "liver": the liver-view
+    autoencoder of reports/scorer-liver (128 px, width 16, top 1 %) scoring inside the segmenter's liver, so
+    the worker segments before it decides."""
+    from app.services.registry import file_sha256
     from models.scorer import ScorerConfig
+    from models.transforms import liver_view
+    from workers.pipelines.liver_roi import ROI_KEY, LiverRoi
     from workers.pipelines.scorer_data import CaseSpec, ScorerDataConfig
     from workers.pipelines.scorer_training import ScorerTrainConfig, train_scorer
     from workers.pipelines.segmenter_data import MaskedCase, SegmenterDataConfig
     from workers.pipelines.segmenter_training import SegmenterTrainConfig, train_segmenter
 
-    case = CaseSpec("sample", "ct-dicom")
-    data = ScorerDataConfig(data_dir=str(SAMPLE), cache_dir=str(tmp / "cache"), train=(case,), heldout=(case,))
-    config = ScorerTrainConfig(model=ScorerConfig(base_width=16), data=data, gan_steps=0, encoder_steps=0)
-    scorer = train_scorer(config, tmp / "scorer", resume=False)
-    ckpt = torch.load(scorer, weights_only=False)
-    ckpt["metadata"]["calibration"]["series_threshold"] = 1e9  # every series takes the auto path
-    torch.save(ckpt, scorer)
     masked = MaskedCase("sample", "ct-dicom", "masks/liver-on-ct-dicom.nii.gz")
     seg_data = SegmenterDataConfig(data_dir=str(SAMPLE), cache_dir=str(tmp / "seg-cache"), train=(masked,),
                                    heldout=masked)  # fmt: skip
     seg_config = SegmenterTrainConfig(data=seg_data, steps=1, batch_size=2)  # one step: the format, not a model
     segmenter = train_segmenter(seg_config, tmp / "segmenter", resume=False)
+    case = CaseSpec("sample", "ct-dicom")
+    data = ScorerDataConfig(data_dir=str(SAMPLE), cache_dir=str(tmp / "cache"), train=(case,), heldout=(case,))
+    config = ScorerTrainConfig(model=ScorerConfig(base_width=16), data=data, gan_steps=0, encoder_steps=0)
+    if region == "liver":
+        model = ScorerConfig(image_size=128, base_width=16, conditional=False, top_k_fraction=0.01)
+        config = ScorerTrainConfig(model=model, data=replace(data, preprocess=liver_view()), detector="autoencoder",
+                                   gan_steps=0, encoder_steps=0)  # fmt: skip
+    scorer = train_scorer(config, tmp / "scorer", resume=False)
+    ckpt = torch.load(scorer, weights_only=False)
+    ckpt["metadata"]["calibration"]["series_threshold"] = 1e9  # every series takes the auto path
+    if region == "liver":
+        ckpt["metadata"][ROI_KEY] = LiverRoi(3.0, file_sha256(segmenter)).as_json()
+    torch.save(ckpt, scorer)
     return scorer, segmenter
 
 
@@ -91,6 +105,18 @@ def measure(engine, client: httpx.Client, blobs: list[bytes]) -> tuple[float, fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--series", type=int, default=7)
+    parser.add_argument(
+        "--region",
+        choices=("view", "liver"),
+        default="view",
+        help="liver: a liver-restricted scorer (the worker segments, then scores)",
+    )
+    parser.add_argument(
+        "--settle-s",
+        type=float,
+        default=0.0,
+        help="idle wait after the warm-up series (the background torch.compile of big models)",
+    )
     args = parser.parse_args()
     folder = DATA_DIR / "ct" / "ircadb-01" / "ct-dicom"
     blobs = read_files(folder if folder.is_dir() else SAMPLE / "ct-dicom")
@@ -98,7 +124,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         os.environ["GATEKEEPER_MODELS_DIR"] = str(tmp / "registry")
         os.environ["GATEKEEPER_DISPATCH_INTERVAL_S"] = "0.1"
-        scorer, segmenter = production_sized_models(tmp)
+        scorer, segmenter = production_sized_models(tmp, args.region)
         service, url, token = start_service(tmp, fsync=True)
         try:
             register(service.env, "scorer", scorer)
@@ -107,6 +133,7 @@ def main() -> None:
             engine = create_engine(url)
             with httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {token}"}, timeout=120) as c:
                 measure(engine, c, blobs)  # warm-up: the worker loads both models once
+                time.sleep(args.settle_s)
                 runs = [measure(engine, c, blobs) for _ in range(args.series)]
             engine.dispose()
         finally:
@@ -117,7 +144,7 @@ def main() -> None:
                 print("".join(line for line in worker_log.read_text().splitlines(True) if "decided" in line))
     decision = [r[0] for r in runs]
     routed = [r[1] for r in runs]
-    print(f"| {len(blobs)} slices | {args.series} series | completion -> decision median "
+    print(f"| {args.region} | {len(blobs)} slices | {args.series} series | completion -> decision median "
           f"{statistics.median(decision):.2f} s "
           f"(min {min(decision):.2f}, max {max(decision):.2f}) | completion -> SEG stored median "
           f"{statistics.median(routed):.2f} s | load avg {os.getloadavg()[0]:.2f} |")  # fmt: skip

@@ -105,6 +105,7 @@ def test_calibration_inside_a_segmenters_liver(tmp_path: Path) -> None:
     assert roi_of(metadata) == LiverRoi(3.0, file_sha256(segmenter))
     calibration = metadata["calibration"]
     assert calibration["heldout"]["n_slices"] >= 1 and np.isfinite(calibration["threshold"])
+    assert file_sha256(segmenter) in (tmp_path / "in-liver.card.md").read_text()  # the card names the region
     again = calibrate_checkpoint(out, tmp_path / "whole.pt", device="cpu")  # without a segmenter: whole view
     assert roi_of(load_scorer(again)[1]) is None
 

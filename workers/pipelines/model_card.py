@@ -50,7 +50,11 @@ def _scorer_part(md: dict[str, Any]) -> dict[str, Any]:
         f"({'position-conditioned' if config['model'].get('conditional') else 'unconditioned'})",
         "steps": {"gan": md.get("gan_step"), "encoder": md.get("encoder_step")},
         "planned_steps": {"gan": config.get("gan_steps"), "encoder": config.get("encoder_steps")},
-        "config": {"model": config["model"], "preprocess": config["data"]["preprocess"]},
+        "config": {
+            "model": config["model"],
+            "preprocess": config["data"]["preprocess"],
+            "scoring_region": md.get("roi") or "whole view",
+        },  # fmt: skip
         "train_cases": sorted(md.get("data", {}).get("per_case", {})),
         "heldout_cases": sorted(c["name"] for c in config["data"].get("heldout", [])),
         "metrics": {

@@ -389,4 +389,5 @@ def calibrate_checkpoint(
     metadata = metadata | {"calibration": calibrate(model, heldout, config, next(model.parameters()).device)}
     target = out or checkpoint.with_name(f"{checkpoint.stem}-calibrated.pt")
     save_checkpoint(target, ckpt["state"], metadata)
+    write_card(target)
     return target
