@@ -200,7 +200,9 @@ def test_liver_restricted_scorer_scores_in_the_pinned_segmenters_liver(loop) -> 
     is promoted, the threshold no longer fits the region and series go to a radiologist, until a scorer
     job retrains and recalibrates inside the new segmenter's liver."""
     stack, tmp = loop
-    segmenter_a = train_tiny_segmenter(tmp / "segmenter-roi")
+    tiny = torch.load(train_tiny_segmenter(tmp / "segmenter-roi"), weights_only=False)
+    tiny["state"]["model"]["head.bias"].fill_(20.0)  # segmenter A calls the whole body crop liver
+    torch.save(tiny, segmenter_a := tmp / "segmenter-a.pt")
     a_id = register(stack, "segmenter", segmenter_a)
     ckpt = torch.load(train_tiny_scorer(tmp / "scorer-roi"), weights_only=False)
     ckpt["metadata"]["roi"] = LiverRoi(0.0, file_sha256(segmenter_a)).as_json()
@@ -213,7 +215,7 @@ def test_liver_restricted_scorer_scores_in_the_pinned_segmenters_liver(loop) -> 
     assert stack.scalar("SELECT scorer_version_id FROM series_decisions WHERE series_id=:i", i=state["id"]) == scorer_id
 
     other = torch.load(segmenter_a, weights_only=False)
-    other["state"]["model"]["head.bias"].fill_(20.0)  # another segmenter (it calls the whole body crop liver)
+    other["state"]["model"]["head.bias"].fill_(19.0)  # another segmenter: another sha256
     torch.save(other, tmp / "segmenter-b.pt")
     register(stack, "segmenter", tmp / "segmenter-b.pt")
     _, _, state = push_and_route(stack, {"auto", "manual"})
@@ -231,3 +233,15 @@ def test_liver_restricted_scorer_scores_in_the_pinned_segmenters_liver(loop) -> 
     assert decided == j["model_version_id"]
     reason = stack.scalar("SELECT reason FROM series_decisions WHERE series_id=:i", i=state["id"])
     assert reason in ("in_distribution", "anomalous")
+
+    # a segmenter that finds no liver: nothing to score in, so nothing is accepted on a score of 0
+    never = torch.load(segmenter_a, weights_only=False)
+    never["state"]["model"]["head.bias"].fill_(-20.0)
+    torch.save(never, tmp / "segmenter-c.pt")
+    register(stack, "segmenter", tmp / "segmenter-c.pt")
+    ckpt["metadata"]["roi"] = LiverRoi(0.0, file_sha256(tmp / "segmenter-c.pt")).as_json()
+    torch.save(ckpt, tmp / "s-roi-c.pt")
+    register(stack, "scorer", tmp / "s-roi-c.pt")
+    _, _, state = push_and_route(stack, {"auto", "manual"})
+    assert state["status"] == "manual"
+    assert stack.scalar("SELECT reason FROM series_decisions WHERE series_id=:i", i=state["id"]) == "no_liver_found"

@@ -80,8 +80,10 @@ def test_restricted_score(volume: SeriesVolume) -> None:
         score_volume(model, *args, inside)
     nothing = score_volume(model, *args, inside, liver=np.zeros(volume.hu.shape, dtype=np.uint8))
     assert not nothing.slice_scores.any() and nothing.series_score == 0.0  # no liver: nothing to judge
+    assert nothing.region_pixels == 0  # the worker sends such a series to a radiologist (no_liver_found)
     everywhere = score_volume(model, *args, inside, liver=np.ones(volume.hu.shape, dtype=np.uint8))
     reference = score_volume(model, *args, plain)
+    assert reference.region_pixels is None and everywhere.region_pixels  # whole view: no region counted
     np.testing.assert_allclose(everywhere.slice_scores, reference.slice_scores, rtol=1e-6)
     half = np.zeros(volume.hu.shape, dtype=np.uint8)
     half[:, :, : volume.hu.shape[2] // 2] = 1  # the patient's right: where the liver view looks

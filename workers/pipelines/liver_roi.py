@@ -9,7 +9,8 @@ ranked position-matched lesions of 15 mm and more at 0.65 instead of 0.51
 (reports/scorer-liver/REPORT.md). No ground truth is used: the mask is the
 prediction of the segmenter the series is pinned to, and the threshold must be
 calibrated with that same segmenter (its sha256 is stored beside the threshold).
-A slice without predicted liver scores 0.
+A slice without predicted liver scores 0; a series without any goes to a radiologist (``route.decide``:
+``no_liver_found``), since a score of 0 there would accept it unseen.
 """
 
 from __future__ import annotations

@@ -110,6 +110,8 @@ def decide(
                   evidence_path=relative, top_slices=top, liver_mask=liver)  # fmt: skip
     if threshold is None:
         return Decision("manual", "scorer_uncalibrated", **common)  # type: ignore[arg-type]
+    if scores.region_pixels == 0:  # the segmenter found no liver to look at: a score of 0 would be fail-open
+        return Decision("manual", "no_liver_found", **common)  # type: ignore[arg-type]
     if scores.series_score > threshold:
         return Decision("manual", "anomalous", **common)  # type: ignore[arg-type]
     return Decision("auto", "in_distribution", **common)  # type: ignore[arg-type]

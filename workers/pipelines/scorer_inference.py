@@ -98,6 +98,7 @@ class VolumeScores:
     series_score: float  # mean of the top-k slice scores
     threshold: float | None  # calibrated slice threshold, None when the checkpoint is uncalibrated
     flagged: np.ndarray  # (Z,) bool: slice score above the threshold (all False when uncalibrated)
+    region_pixels: int | None = None  # view pixels a liver-restricted scorer looked at; None: whole view
 
 
 def configs_from_metadata(metadata: dict[str, Any]) -> tuple[PreprocessConfig, BodyPositionConfig]:
@@ -129,12 +130,13 @@ def score_volume(
     preprocess, body = configs_from_metadata(metadata)
     position = find_body_position(hu, pixel_spacing_mm, slice_positions_mm, body)
     pre = preprocess_series(hu, pixel_spacing_mm, slice_positions_mm, preprocess)
-    valid = pre.valid
+    valid, region_pixels = pre.valid, None
     roi = roi_of(metadata)
     if roi is not None:
         if liver is None:
             raise ValueError("this scorer scores inside the liver: it needs the segmenter's mask of the series")
         valid = valid & roi_valid(roi, liver, hu, pixel_spacing_mm, preprocess)
+        region_pixels = int(valid.sum())
     pos = torch.as_tensor(position.normalised, dtype=torch.float32)
     device = next(model.parameters()).device
     if predictor is not None:
@@ -152,6 +154,7 @@ def score_volume(
         series_score=float(aggregate_series(pred.slice_scores, top_k)),
         threshold=threshold,
         flagged=flagged,
+        region_pixels=region_pixels,
     )
 
 
