@@ -314,5 +314,12 @@ def mask_in_view(
     if indices is not None:
         mask = mask[torch.as_tensor(indices, dtype=torch.long)]
     centre = view_centre(hu, pixel_spacing_mm, config)
-    inside = resample_inplane(mask, pixel_spacing_mm, centre, config, fill=0.0)[:, None] >= 0.5  # (N, 1, S, S)
+    return region_from_fraction(resample_inplane(mask, pixel_spacing_mm, centre, config, fill=0.0), config, erosion_mm)
+
+
+def region_from_fraction(
+    fraction: torch.Tensor | np.ndarray, config: PreprocessConfig, erosion_mm: float
+) -> torch.Tensor:
+    """(N, S, S) share of each view pixel covered by a mask -> (N, 1, S, S) bool: at least half, eroded."""
+    inside = (torch.as_tensor(fraction) >= 0.5)[:, None]
     return erode(inside, int(round(erosion_mm / config.pixel_mm)))

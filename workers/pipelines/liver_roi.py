@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from models.transforms import PreprocessConfig, erode, mask_in_view
+from models.transforms import PreprocessConfig, mask_in_view, region_from_fraction
 
 ROI_KEY = "roi"  # checkpoint metadata key; absent: the score looks at the whole view
 
@@ -65,5 +65,4 @@ def roi_valid(
 def roi_from_fraction(roi: LiverRoi, fraction: np.ndarray, preprocess: PreprocessConfig) -> torch.Tensor:
     """The same region from masks already resampled into the view (``SeriesView.mask_fraction`` of a
     filled mask, (N, S, S)): at least half inside, then eroded."""
-    inside = torch.as_tensor(np.asarray(fraction) >= 0.5)[:, None]
-    return erode(inside, int(round(roi.erosion_mm / preprocess.pixel_mm)))
+    return region_from_fraction(fraction, preprocess, roi.erosion_mm)

@@ -114,10 +114,6 @@ class FastScorer:
         return graph
 
     def _compile(self) -> None:
-        with _COMPILE_LOCK:  # one compilation at a time per process (threaded callers: benchmarks, tests)
-            self._compile_locked()
-
-    def _compile_locked(self) -> None:
         t0 = time.perf_counter()
         try:
             fn = torch.compile(self._graph(copy.deepcopy(self.net)), dynamic=False)
@@ -170,7 +166,6 @@ class FastScorer:
         return ScorerPrediction(torch.cat(scores), torch.cat(heats), torch.cat(recs))
 
 
-_COMPILE_LOCK = threading.Lock()
 _SCORERS: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[str, int], FastScorer]] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
