@@ -45,6 +45,9 @@ def train_scorer_cmd(
     encoder_steps: int = typer.Option(5_000, help="izi_f encoder steps (stage 2)."),
     batch_size: int = typer.Option(32),
     seed: int = typer.Option(0),
+    bf16: bool = typer.Option(
+        True, help="bf16 autocast. The WGAN-GP stage can be faster without it on CPU: see BENCHMARKS.md."
+    ),
     fresh: bool = typer.Option(False, help="Ignore an existing checkpoint instead of resuming."),
     register: bool = typer.Option(False, help="Register the final checkpoint in the model registry."),
     promote: bool = typer.Option(False, help="Register and promote it."),
@@ -65,7 +68,7 @@ def train_scorer_cmd(
     model = ScorerConfig(image_size=preprocess.size, base_width=base_width, conditional=conditional,
                          top_k_fraction=top_k_fraction, n_critic=n_critic)  # fmt: skip
     config = ScorerTrainConfig(detector=detector, model=model, data=data, gan_steps=gan_steps,
-                               encoder_steps=encoder_steps, batch_size=batch_size, seed=seed)  # fmt: skip
+                               encoder_steps=encoder_steps, batch_size=batch_size, seed=seed, bf16=bf16)  # fmt: skip
     _finish("scorer", train_scorer(config, run_dir, resume=not fresh), register, promote)
 
 
@@ -119,13 +122,25 @@ def evaluate_scorer_cmd(
     segmenter: Path = typer.Option(
         None, exists=True, dir_okay=False, help="Segmenter whose liver the liver-restricted checkpoints score in."
     ),
+    kappa_ablation: bool = typer.Option(
+        False, help="Also score each f-AnoGAN with kappa = 0 (image residual only), calibrated in the evaluation."
+    ),
 ) -> None:
     """Position-matched lesion test, synthetic anomalies, pixel and slice AUROC beside position-only, FPR."""
     from workers.pipelines.scorer_eval import evaluate_scorer
 
-    pairs = dict(item.split("=", 1) for item in checkpoint)
-    evaluate_scorer({k: Path(v) for k, v in pairs.items()}, (data_dir or get_settings().data_dir).resolve(), out,
-                    max_pairs=max_pairs, segmenter=segmenter)  # fmt: skip
+    pairs: dict[str, Path] = {}
+    for item in checkpoint:
+        label, sep, path = item.partition("=")
+        if not (sep and label and path):
+            raise typer.BadParameter(f"expected LABEL=PATH, got {item!r}", param_hint="--checkpoint")
+        if label in pairs:
+            raise typer.BadParameter(f"label {label!r} given twice", param_hint="--checkpoint")
+        if not Path(path).is_file():
+            raise typer.BadParameter(f"no such checkpoint file: {path}", param_hint="--checkpoint")
+        pairs[label] = Path(path)
+    evaluate_scorer(pairs, (data_dir or get_settings().data_dir).resolve(), out, max_pairs=max_pairs,
+                    segmenter=segmenter, kappa_ablation=kappa_ablation)  # fmt: skip
     console.print(f"report: {out / 'REPORT.md'}")
 
 

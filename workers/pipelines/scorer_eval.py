@@ -25,6 +25,8 @@ the model's view of the non-commercial CT and is git-ignored.
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
 import logging
 import time
@@ -106,7 +108,9 @@ class Model:
     view_key: str  # which preprocessing it uses
 
 
-def load_models(checkpoints: dict[str, Path]) -> tuple[list[Model], dict[str, PreprocessConfig]]:
+def load_models(
+    checkpoints: dict[str, Path], kappa_ablation: bool = False
+) -> tuple[list[Model], dict[str, PreprocessConfig]]:
     models, configs = [], {}
     for label, path in checkpoints.items():
         net, metadata = load_scorer(Path(path))
@@ -114,7 +118,20 @@ def load_models(checkpoints: dict[str, Path]) -> tuple[list[Model], dict[str, Pr
         key = json.dumps(preprocess.as_json(), sort_keys=True)
         configs[key] = preprocess
         models.append(Model(label, Path(path), net, metadata, key))
+        if kappa_ablation and isinstance(net, FAnoGAN) and net.config.kappa != 0:
+            models.append(image_residual_only(models[-1]))
     return models, configs
+
+
+def image_residual_only(model: Model) -> Model:
+    """The same f-AnoGAN scored with kappa = 0 (``<label>-k0``): the pixel residual alone, no critic-feature
+    term. An ablation of the score, not of training: the weights are shared, and the threshold is
+    calibrated in this evaluation because the checkpoint's belongs to the kappa it was trained with."""
+    assert isinstance(model.net, FAnoGAN)
+    net = copy.copy(model.net)  # shares every weight; only the score's configuration differs
+    net.config = dataclasses.replace(model.net.config, kappa=0.0)
+    metadata = {k: v for k, v in model.metadata.items() if k != "calibration"}
+    return Model(f"{model.label}-k0", model.path, net, metadata, model.view_key)
 
 
 @torch.no_grad()
@@ -711,13 +728,14 @@ def evaluate_scorer(
     max_pairs: int = 240,
     config: EvalConfig | None = None,
     segmenter: Path | None = None,
+    kappa_ablation: bool = False,
 ) -> dict:
     """Score every checkpoint on the same inputs; write REPORT.md, *.png and metrics.json to ``out_dir``."""
     t0 = time.perf_counter()
     cfg = config or EvalConfig()
     out_dir.mkdir(parents=True, exist_ok=True)
     donor, recipient = load_case(data_dir, cfg.donor), load_case(data_dir, cfg.recipient)
-    models, preprocess = load_models(checkpoints)
+    models, preprocess = load_models(checkpoints, kappa_ablation)
     views = {key: {c.name: SeriesView(c, p) for c in (donor, recipient)} for key, p in preprocess.items()}
     parity = max(
         v.check_parity([0, 40, 80, c.hu.shape[0] - 1])
@@ -776,6 +794,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-pairs", type=int, default=240)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--segmenter", type=Path, default=None, help="for liver-restricted checkpoints")
+    parser.add_argument("--kappa-ablation", action="store_true", help="also score each f-AnoGAN with kappa = 0")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -785,7 +804,8 @@ def main(argv: list[str] | None = None) -> None:
         if not sep:
             parser.error(f"--checkpoint must be LABEL=PATH, got {item!r}")
         checkpoints[label] = Path(path)
-    metrics = evaluate_scorer(checkpoints, args.data_dir, args.out, max_pairs=args.max_pairs, segmenter=args.segmenter)
+    metrics = evaluate_scorer(checkpoints, args.data_dir, args.out, max_pairs=args.max_pairs, segmenter=args.segmenter,
+                               kappa_ablation=args.kappa_ablation)  # fmt: skip
     print(
         json.dumps(
             {
