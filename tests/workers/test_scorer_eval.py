@@ -6,13 +6,14 @@ import os
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from models.scorer import FAnoGAN, ScorerConfig
+from models.scorer import ConvAutoencoder, FAnoGAN, ScorerConfig
 from tests.conftest import ROOT
 from tests.tiny_models import train_tiny_scorer
-from workers.pipelines.scorer_eval import load_models
+from workers.pipelines.scorer_eval import Model, auroc_difference_ci, comparisons_to_make, load_models
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +60,31 @@ def test_evaluate_scorer_refuses_bad_checkpoint_arguments(item: str, message: st
     )  # fmt: skip
     assert out.returncode == 2 and message in out.stdout + out.stderr
     assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
+def test_auroc_difference_resamples_tumours_for_both_models_at_once() -> None:
+    rng = np.random.default_rng(0)
+    tumours = np.repeat(np.arange(8), 10)
+    base = rng.normal(size=80)
+    same = auroc_difference_ci((base, base + 1.0), (base, base + 1.0), tumours)
+    assert same["difference"] == 0.0 and same["ci95"] == [0.0, 0.0] and same["n_groups"] == 8
+    better = auroc_difference_ci((base, base + 5.0), (base, rng.normal(size=80)), tumours)
+    assert better["difference"] > 0.3 and better["ci95"][0] > 0  # a perfect detector against chance
+    worse = auroc_difference_ci((base, rng.normal(size=80)), (base, base + 5.0), tumours)
+    assert worse["ci95"][1] < 0
+
+
+def test_comparisons_pit_the_conditioned_model_against_both_baselines() -> None:
+    tiny = {"base_width": 4, "latent_dim": 8, "embed_dim": 8, "n_fourier": 4}
+
+    def model(label: str, net: torch.nn.Module, ablation_of: str | None = None) -> Model:
+        return Model(label, Path(f"{label}.pt"), net, {}, "view", ablation_of)  # type: ignore[arg-type]
+
+    cond = model("cond", FAnoGAN(ScorerConfig(conditional=True, **tiny)))  # type: ignore[arg-type]
+    models = [
+        cond,
+        model("uncond", FAnoGAN(ScorerConfig(conditional=False, **tiny))),  # type: ignore[arg-type]
+        model("ae", ConvAutoencoder(ScorerConfig(conditional=False, **tiny))),  # type: ignore[arg-type]
+        model("cond-k0", cond.net, ablation_of="cond"),
+    ]
+    assert comparisons_to_make(models) == [("cond-k0", "cond"), ("cond", "uncond"), ("cond", "ae")]

@@ -106,6 +106,7 @@ class Model:
     net: FAnoGAN | ConvAutoencoder
     metadata: dict[str, Any]
     view_key: str  # which preprocessing it uses
+    ablation_of: str | None = None  # label of the model whose weights it scores differently
 
 
 def load_models(
@@ -131,7 +132,7 @@ def image_residual_only(model: Model) -> Model:
     net = copy.copy(model.net)  # shares every weight; only the score's configuration differs
     net.config = dataclasses.replace(model.net.config, kappa=0.0)
     metadata = {k: v for k, v in model.metadata.items() if k != "calibration"}
-    return Model(f"{model.label}-k0", model.path, net, metadata, model.view_key)
+    return Model(f"{model.label}-k0", model.path, net, metadata, model.view_key, ablation_of=model.label)
 
 
 @torch.no_grad()
@@ -203,6 +204,69 @@ def cluster_bootstrap_ci(
     }
 
 
+def auroc_difference_ci(
+    a: tuple[np.ndarray, np.ndarray],
+    b: tuple[np.ndarray, np.ndarray],
+    groups: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """AUROC of model a minus that of model b on the same (unmodified, modified) pairs, with a 95 %
+    interval from resampling whole groups (donor tumours) with replacement, the same resample for both
+    models: their errors on one tumour are correlated, so separate intervals would overstate the doubt."""
+    rng = np.random.default_rng(seed)
+    ids = np.unique(groups)
+    members = [np.flatnonzero(groups == g) for g in ids]
+    diffs = []
+    for _ in range(n_boot):
+        idx = np.concatenate([members[i] for i in rng.integers(len(ids), size=len(ids))])
+        da, db = auroc(a[0][idx], a[1][idx]), auroc(b[0][idx], b[1][idx])
+        if da is not None and db is not None:
+            diffs.append(da - db)
+    full_a, full_b = auroc(*a), auroc(*b)
+    return {
+        "difference": None if full_a is None or full_b is None else full_a - full_b,
+        "ci95": [float(v) for v in np.percentile(diffs, [2.5, 97.5])] if diffs else None,
+        "n_pairs": int(len(groups)),
+        "n_groups": int(len(ids)),
+    }
+
+
+def comparisons_to_make(models: list[Model]) -> list[tuple[str, str]]:
+    """(a, b) label pairs: every conditioned f-AnoGAN against every model that is not one (the issue's
+    two baselines), and every kappa ablation against the model it ablates."""
+
+    def conditioned(m: Model) -> bool:
+        return isinstance(m.net, FAnoGAN) and m.net.config.conditional
+
+    out = [(m.label, m.ablation_of) for m in models if m.ablation_of is not None]
+    for a in models:
+        if conditioned(a) and a.ablation_of is None:
+            out += [(a.label, b.label) for b in models if not conditioned(b) and b.ablation_of is None]
+    return out
+
+
+def paired_comparisons(
+    models: list[Model], raws: dict[str, dict[str, Any]], lesion_edits: list[Edit], cfg: EvalConfig
+) -> list[dict[str, Any]]:
+    """``auroc_difference_ci`` on the position-matched lesion pairs, all sizes and the largest bin."""
+    if not lesion_edits:
+        return []
+    tumours = np.array([e.info["component"] for e in lesion_edits])
+    bins = np.array([e.info["bin"] for e in lesion_edits])
+    top = f">={cfg.diameter_edges_mm[-1]:g}"
+    out = []
+    for a, b in comparisons_to_make(models):
+        (base_a, mod_a), (base_b, mod_b) = raws[a]["lesion"][:2], raws[b]["lesion"][:2]
+        entry: dict[str, Any] = {"a": a, "b": b}
+        for name, keep in (("all", np.ones(len(bins), bool)), (top, bins == top)):
+            if keep.any():
+                entry[name] = auroc_difference_ci((base_a[keep], mod_a[keep]), (base_b[keep], mod_b[keep]),
+                                                  tumours[keep], seed=cfg.seed)  # fmt: skip
+        out.append(entry)
+    return out
+
+
 def top_fraction_score(heat: np.ndarray, valid: torch.Tensor, fraction: float = 0.01) -> np.ndarray:
     """Diagnostic score, not the model's: mean of the top ``fraction`` of each heat-map's valid pixels."""
     from models.scorer import reduce_map
@@ -249,6 +313,8 @@ def training_state(model: Model) -> dict[str, Any]:
         "phase": md.get("phase"),
         "checkpoint": str(model.path),
         "calibrated_in_checkpoint": "calibration" in md,
+        "kappa": model.net.config.kappa if isinstance(model.net, FAnoGAN) else None,
+        "ablation_of": model.ablation_of,
     }
 
 
@@ -565,6 +631,12 @@ def report_markdown(metrics: dict[str, Any], cfg: EvalConfig, runtime_s: float, 
             f"{t['encoder_step']} ({t['encoder_steps_planned']}) | {t['phase']} | {m['fpr']['threshold_source']} |"
         )
     lines += [
+        f"\n`{label}`: the weights of `{m['training']['ablation_of']}` scored with kappa = 0 (the pixel residual "
+        "alone, no critic-feature term; `--kappa-ablation`), its threshold calibrated in this evaluation."
+        for label, m in models.items()
+        if m["training"].get("ablation_of")
+    ]
+    lines += [
         "",
         "## Results",
         "",
@@ -641,12 +713,37 @@ def report_markdown(metrics: dict[str, Any], cfg: EvalConfig, runtime_s: float, 
         "repository: regenerate it with `gatekeeper evaluate-scorer`).",
         "",
     ]
+    lines += comparison_lines(metrics, cfg)
     lines += ["## Data and methods", "", *METHODS.format(**{**cfg.__dict__, **metrics["data"]}).splitlines()]
     lines += ["", "## Goals (context, not claims)", ""]
     lines += goal_lines(metrics, cfg)
     if reading:
         lines += ["", "## Reading (hand-written for this run: READING.md beside this report)", "", reading.strip()]
     return "\n".join(lines) + "\n"
+
+
+def comparison_lines(metrics: dict[str, Any], cfg: EvalConfig) -> list[str]:
+    if not metrics.get("comparisons"):
+        return []
+    top = f">={cfg.diameter_edges_mm[-1]:g}"
+    lines = [
+        "Paired comparisons on the position-matched lesion pairs: AUROC of a minus AUROC of b on the very same "
+        "pairs, 95 % interval from resampling whole donor tumours (the same resample for both models). An "
+        "interval that contains 0 shows no difference.",
+        "",
+        f"| a | b | difference, all pairs (n; tumours) | 95 % CI | difference, lesions {top} mm (n; tumours) "
+        "| 95 % CI |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in metrics["comparisons"]:
+        cells = []
+        for key in ("all", top):
+            d = c.get(key)
+            cells += ["-", "-"] if d is None else [
+                f"{_f(d['difference'])} ({d['n_pairs']}; {d['n_groups']})", _ci(d["ci95"])
+            ]  # fmt: skip
+        lines.append(f"| {c['a']} | {c['b']} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def goal_lines(metrics: dict[str, Any], cfg: EvalConfig) -> list[str]:
@@ -660,20 +757,15 @@ def goal_lines(metrics: dict[str, Any], cfg: EvalConfig) -> list[str]:
             f"{'met' if big is not None and big >= 0.95 else 'not met'}); pixel AUROC = {_f(pix)} (goal >= 0.90: "
             f"{'met' if pix is not None and pix >= 0.90 else 'not met'})."
         )
-    conds = {
-        k: m
-        for k, m in metrics["models"].items()
-        if m["training"]["conditional"] and m["training"]["detector"] == "fanogan"
-    }
-    unconds = {
-        k: m
-        for k, m in metrics["models"].items()
-        if not m["training"]["conditional"] and m["training"]["detector"] == "fanogan"
-    }
-    for ck, cm in conds.items():
-        for uk, um in unconds.items():
-            a, b = cm["tests"].get("lesion", {}).get("auroc"), um["tests"].get("lesion", {}).get("auroc")
-            out.append(f"- conditioning ({ck}) vs none ({uk}) on all lesion pairs: {_f(a)} vs {_f(b)}.")
+    for c in metrics.get("comparisons", []):
+        a, b = metrics["models"][c["a"]]["training"], metrics["models"][c["b"]]["training"]
+        if a["detector"] == b["detector"] == "fanogan" and a["conditional"] and not b["conditional"]:
+            ok = c["all"]["ci95"] is not None and c["all"]["ci95"][0] > 0
+            out.append(
+                f"- conditioning ({c['a']}) vs none ({c['b']}) on all lesion pairs: AUROC difference "
+                f"{_f(c['all']['difference'])} {_ci(c['all']['ci95'])} (goal: better than none, "
+                f"{'met' if ok else 'not shown'}: the interval must lie above 0)."
+            )
     return out
 
 
@@ -759,6 +851,7 @@ def evaluate_scorer(
         metrics["models"][model.label], raws[model.label] = model_metrics(
             model, views[model.view_key], viewed[model.view_key], cfg, donor, recipient, livers
         )
+    metrics["comparisons"] = paired_comparisons(models, raws, edits["lesion"], cfg)
     first = metrics["models"][models[0].label]["pixel_counts_real_tumours"]
     metrics["lesion_pairs"] = [
         {k: v for k, v in e.info.items()} | {"recipient_slice": e.index} for e in edits["lesion"]
