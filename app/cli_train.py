@@ -13,6 +13,14 @@ from app.core.config import get_settings
 console = Console(stderr=True)
 
 
+def _show_progress_in_logs() -> None:
+    """A run in the background (output to a file) gets no live progress bar: the trainers then log a
+    progress line every few steps, and this makes those lines reach stderr."""
+    from app.core.logging import configure_logging
+
+    configure_logging(get_settings().log_level)
+
+
 def _finish(kind: str, checkpoint: Path, register: bool, promote: bool) -> None:
     """Print where the final checkpoint is; register it (and promote it) when asked."""
     console.print(f"final checkpoint: {checkpoint}")
@@ -53,6 +61,7 @@ def train_scorer_cmd(
     promote: bool = typer.Option(False, help="Register and promote it."),
 ) -> None:
     """Train the f-AnoGAN scorer (WGAN-GP, then the izi_f encoder, then calibration); resumes by default."""
+    _show_progress_in_logs()
     from models.scorer import ScorerConfig
     from models.transforms import body_view, liver_view
     from workers.pipelines.scorer_data import ScorerDataConfig
@@ -83,6 +92,7 @@ def train_segmenter_cmd(
     promote: bool = typer.Option(False, help="Register and promote it."),
 ) -> None:
     """Train the liver segmenter; Dice per slice and per series on the held-out patient; resumes by default."""
+    _show_progress_in_logs()
     from workers.pipelines.segmenter_data import SegmenterDataConfig
     from workers.pipelines.segmenter_training import SegmenterTrainConfig, train_segmenter
 

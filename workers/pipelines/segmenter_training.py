@@ -251,6 +251,9 @@ def train_segmenter(config: SegmenterTrainConfig, run_dir: Path, resume: bool = 
                 lr = state.sched.get_last_lr()[0]
                 folder.log_metrics({"kind": "train", "step": state.step, "loss": loss, "lr": lr, "it_per_s": rate,
                                     "time": time.time()})  # fmt: skip
+                if not bar.console.is_terminal:  # a background run: the bar only renders at the end
+                    log.info("segmenter %d/%d %.3f it/s loss=%.4f heldout dice=%.3f", state.step, config.steps, rate,
+                             loss, dice_now)  # fmt: skip
             if state.step % config.eval_every == 0 or state.step == config.steps:
                 _eval_and_log(state, heldout, config, folder)
             if state.step % config.checkpoint_every == 0 or state.step == config.steps:
