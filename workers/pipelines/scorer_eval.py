@@ -30,6 +30,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,17 +183,22 @@ def paired_metrics(base: np.ndarray, modified: np.ndarray) -> dict[str, Any]:
     }
 
 
+def tumour_resamples(groups: np.ndarray, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """Indices of ``n_boot`` bootstrap samples that draw whole groups (donor tumours) with replacement."""
+    rng = np.random.default_rng(seed)
+    ids = np.unique(groups)
+    members = [np.flatnonzero(groups == g) for g in ids]
+    for _ in range(n_boot):
+        yield np.concatenate([members[i] for i in rng.integers(len(ids), size=len(ids))])
+
+
 def cluster_bootstrap_ci(
     base: np.ndarray, modified: np.ndarray, groups: np.ndarray, n_boot: int = 1000, seed: int = 0
 ) -> dict[str, list[float]]:
     """95 % intervals of AUROC and 'rose', resampling whole groups (donor tumours) with replacement:
     pairs from one tumour are not independent."""
-    rng = np.random.default_rng(seed)
-    ids = np.unique(groups)
-    members = [np.flatnonzero(groups == g) for g in ids]
     aurocs, rose = [], []
-    for _ in range(n_boot):
-        idx = np.concatenate([members[i] for i in rng.integers(len(ids), size=len(ids))])
+    for idx in tumour_resamples(groups, n_boot, seed):
         a = auroc(base[idx], modified[idx])
         if a is not None:
             aurocs.append(a)
@@ -214,12 +220,8 @@ def auroc_difference_ci(
     """AUROC of model a minus that of model b on the same (unmodified, modified) pairs, with a 95 %
     interval from resampling whole groups (donor tumours) with replacement, the same resample for both
     models: their errors on one tumour are correlated, so separate intervals would overstate the doubt."""
-    rng = np.random.default_rng(seed)
-    ids = np.unique(groups)
-    members = [np.flatnonzero(groups == g) for g in ids]
     diffs = []
-    for _ in range(n_boot):
-        idx = np.concatenate([members[i] for i in rng.integers(len(ids), size=len(ids))])
+    for idx in tumour_resamples(groups, n_boot, seed):
         da, db = auroc(a[0][idx], a[1][idx]), auroc(b[0][idx], b[1][idx])
         if da is not None and db is not None:
             diffs.append(da - db)
@@ -228,7 +230,7 @@ def auroc_difference_ci(
         "difference": None if full_a is None or full_b is None else full_a - full_b,
         "ci95": [float(v) for v in np.percentile(diffs, [2.5, 97.5])] if diffs else None,
         "n_pairs": int(len(groups)),
-        "n_groups": int(len(ids)),
+        "n_groups": int(len(np.unique(groups))),
     }
 
 
