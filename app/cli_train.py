@@ -54,7 +54,9 @@ def train_scorer_cmd(
     batch_size: int = typer.Option(32),
     seed: int = typer.Option(0),
     bf16: bool = typer.Option(
-        True, help="bf16 autocast. The WGAN-GP stage can be faster without it on CPU: see BENCHMARKS.md."
+        True,
+        help="bf16 autocast where the device runs bf16 natively (CUDA; CPUs with AVX512-BF16 or AMX), "
+        "fp32 elsewhere; --no-bf16 always trains in fp32 (faster for narrow WGAN-GPs: see BENCHMARKS.md).",
     ),
     fresh: bool = typer.Option(False, help="Ignore an existing checkpoint instead of resuming."),
     register: bool = typer.Option(False, help="Register the final checkpoint in the model registry."),

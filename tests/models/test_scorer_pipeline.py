@@ -108,3 +108,18 @@ def test_bad_train_config_raises() -> None:
         ScorerTrainConfig(detector="vae")
     with pytest.raises(ValueError):
         ScorerTrainConfig(batch_size=0)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_autocast_only_where_native(native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--bf16 (the default) must fall back to fp32 on a CPU without native bf16: emulated bf16 is slower."""
+    from workers.pipelines import scorer_fast, scorer_training
+
+    monkeypatch.setattr(scorer_fast, "cpu_has_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    assert scorer_training.uses_bf16(ScorerTrainConfig(bf16=True), cpu) is native
+    assert scorer_training.uses_bf16(ScorerTrainConfig(bf16=False), cpu) is False
+    conv = torch.nn.Conv2d(1, 1, 3)
+    with scorer_training._autocast(ScorerTrainConfig(bf16=True), cpu):
+        out = conv(torch.randn(1, 1, 8, 8))
+    assert out.dtype == (torch.bfloat16 if native else torch.float32)

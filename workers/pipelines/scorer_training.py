@@ -41,6 +41,7 @@ from workers.pipelines.scorer_data import (
     load_case_volume,
     selected_indices,
 )
+from workers.pipelines.scorer_fast import bf16_is_native
 from workers.pipelines.scorer_inference import load_scorer, predict_slices, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class ScorerTrainConfig:
     log_every: int = 10
     seed: int = 0
     device: str = "auto"  # "auto": cuda if available, else cpu
-    bf16: bool = True  # autocast where the device supports bf16 (about 1.7x on these CPUs)
+    bf16: bool = True  # autocast, but only where the device has native bf16 (bf16_is_native)
     channels_last: bool = True
     num_threads: int = 1  # CPU threads for torch
     target_fpr: float = 0.05
@@ -168,8 +169,13 @@ def _batch(data: SliceSet, state: TrainState, config: ScorerTrainConfig, device:
     return x, data.positions[idx].to(device)
 
 
+def uses_bf16(config: ScorerTrainConfig, device: torch.device) -> bool:
+    """bf16 was asked for and the device runs it natively (emulated bf16 is slower than fp32)."""
+    return config.bf16 and bf16_is_native(device)
+
+
 def _autocast(config: ScorerTrainConfig, device: torch.device) -> torch.autocast:
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(config, device))
 
 
 def gan_iteration(state: TrainState, data: SliceSet, config: ScorerTrainConfig, device: torch.device) -> dict:
@@ -319,6 +325,10 @@ def train_scorer(config: ScorerTrainConfig, run_dir: Path, resume: bool = True) 
     folder.write_config(config)
     train = build_slice_set(config.data, "train", REPO_ROOT)
     state = new_state(config, device)
+    precision = "bf16 autocast" if uses_bf16(config, device) else "fp32"
+    if config.bf16 and precision == "fp32":
+        precision += " (bf16 asked for, but this device has no native bf16: emulated bf16 is slower)"
+    log.info("training on %s, %s", device, precision)
     if resume and folder.latest.exists():
         state.load(torch.load(folder.latest, map_location=device, weights_only=False)["state"])
         log.info(
