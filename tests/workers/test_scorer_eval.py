@@ -77,8 +77,8 @@ def test_auroc_difference_resamples_tumours_for_both_models_at_once() -> None:
 def test_comparisons_pit_the_conditioned_model_against_both_baselines() -> None:
     tiny = {"base_width": 4, "latent_dim": 8, "embed_dim": 8, "n_fourier": 4}
 
-    def model(label: str, net: torch.nn.Module, ablation_of: str | None = None) -> Model:
-        return Model(label, Path(f"{label}.pt"), net, {}, "view", ablation_of)  # type: ignore[arg-type]
+    def model(label: str, net: torch.nn.Module, ablation_of: str | None = None, meta: dict | None = None) -> Model:
+        return Model(label, Path(f"{label}.pt"), net, meta or {}, "view", ablation_of)  # type: ignore[arg-type]
 
     cond = model("cond", FAnoGAN(ScorerConfig(conditional=True, **tiny)))  # type: ignore[arg-type]
     models = [
@@ -88,3 +88,11 @@ def test_comparisons_pit_the_conditioned_model_against_both_baselines() -> None:
         model("cond-k0", cond.net, ablation_of="cond"),
     ]
     assert comparisons_to_make(models) == [("cond-k0", "cond"), ("cond", "uncond"), ("cond", "ae")]
+    # the same weights scored inside the liver are compared only with baselines scored there too
+    liver = {"roi": {"kind": "liver", "erosion_mm": 3.0, "segmenter_sha256": "ab"}}
+    models += [model(f"{m.label}-in-liver", m.net, meta=liver) for m in models[:3]]
+    other_view = Model("ae-128", Path("ae-128.pt"), models[2].net, {}, "other view")
+    assert comparisons_to_make(models + [other_view]) == [
+        ("cond-k0", "cond"), ("cond", "uncond"), ("cond", "ae"),
+        ("cond-in-liver", "uncond-in-liver"), ("cond-in-liver", "ae-in-liver"),
+    ]  # fmt: skip

@@ -236,15 +236,20 @@ def auroc_difference_ci(
 
 def comparisons_to_make(models: list[Model]) -> list[tuple[str, str]]:
     """(a, b) label pairs: every conditioned f-AnoGAN against every model that is not one (the issue's
-    two baselines), and every kappa ablation against the model it ablates."""
+    two baselines) and sees the same inputs (same view, same scoring region: whole view or the liver),
+    and every kappa ablation against the model it ablates."""
 
     def conditioned(m: Model) -> bool:
         return isinstance(m.net, FAnoGAN) and m.net.config.conditional
 
+    def same_inputs(a: Model, b: Model) -> bool:
+        return a.view_key == b.view_key and roi_of(a.metadata) == roi_of(b.metadata)
+
     out = [(m.label, m.ablation_of) for m in models if m.ablation_of is not None]
     for a in models:
         if conditioned(a) and a.ablation_of is None:
-            out += [(a.label, b.label) for b in models if not conditioned(b) and b.ablation_of is None]
+            out += [(a.label, b.label) for b in models
+                    if not conditioned(b) and b.ablation_of is None and same_inputs(a, b)]  # fmt: skip
     return out
 
 
