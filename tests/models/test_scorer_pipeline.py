@@ -123,3 +123,14 @@ def test_bf16_autocast_only_where_native(native: bool, monkeypatch: pytest.Monke
     with scorer_training._autocast(ScorerTrainConfig(bf16=True), cpu):
         out = conv(torch.randn(1, 1, 8, 8))
     assert out.dtype == (torch.bfloat16 if native else torch.float32)
+
+
+def test_resuming_with_the_same_config_keeps_no_previous_config(tmp_path: Path) -> None:
+    from workers.pipelines.scorer_training import RunFolder
+
+    folder = RunFolder(tmp_path / "run")
+    folder.write_config(ScorerTrainConfig())  # holds tuples, which JSON gives back as lists
+    folder.write_config(ScorerTrainConfig())
+    assert not (tmp_path / "run" / "config.prev.json").exists()
+    folder.write_config(ScorerTrainConfig(batch_size=8))
+    assert json.loads((tmp_path / "run" / "config.prev.json").read_text())["batch_size"] == 32

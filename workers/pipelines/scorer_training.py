@@ -250,13 +250,14 @@ class RunFolder:
 
     def write_config(self, config: ScorerTrainConfig) -> None:
         path = self.root / "config.json"
-        if path.exists() and json.loads(path.read_text()) != config.as_json():
+        text = json.dumps(config.as_json(), indent=2)
+        if path.exists() and json.loads(path.read_text()) != json.loads(text):  # tuples come back as lists
             log.warning(
                 "run folder %s has a different config.json; keeping the old one as config.prev.json",
                 self.root,
             )
             path.replace(self.root / "config.prev.json")
-        path.write_text(json.dumps(config.as_json(), indent=2))
+        path.write_text(text)
 
 
 def _metadata(config: ScorerTrainConfig, state: TrainState, data: SliceSet, phase: str) -> dict:
