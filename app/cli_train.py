@@ -139,18 +139,12 @@ def evaluate_scorer_cmd(
     ),
 ) -> None:
     """Position-matched lesion test, synthetic anomalies, pixel and slice AUROC beside position-only, FPR."""
-    from workers.pipelines.scorer_eval import evaluate_scorer
+    from workers.pipelines.scorer_eval import evaluate_scorer, parse_checkpoints
 
-    pairs: dict[str, Path] = {}
-    for item in checkpoint:
-        label, sep, path = item.partition("=")
-        if not (sep and label and path):
-            raise typer.BadParameter(f"expected LABEL=PATH, got {item!r}", param_hint="--checkpoint")
-        if label in pairs:
-            raise typer.BadParameter(f"label {label!r} given twice", param_hint="--checkpoint")
-        if not Path(path).is_file():
-            raise typer.BadParameter(f"no such checkpoint file: {path}", param_hint="--checkpoint")
-        pairs[label] = Path(path)
+    try:
+        pairs = parse_checkpoints(checkpoint)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--checkpoint") from exc
     evaluate_scorer(pairs, (data_dir or get_settings().data_dir).resolve(), out, max_pairs=max_pairs,
                     segmenter=segmenter, kappa_ablation=kappa_ablation)  # fmt: skip
     console.print(f"report: {out / 'REPORT.md'}")

@@ -62,6 +62,22 @@ def test_evaluate_scorer_refuses_bad_checkpoint_arguments(item: str, message: st
     assert not (tmp_path / "r").exists()  # refused before anything was written
 
 
+def test_module_entry_point_refuses_what_the_cli_refuses(
+    tiny_scorer: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from workers.pipelines.scorer_eval import main
+
+    for args, message in [
+        (["=x.pt"], "expected LABEL=PATH"),
+        ([f"a={tiny_scorer}", f"a={tiny_scorer}"], "label 'a' given twice"),
+        (["a=/nonexistent/x.pt"], "no such checkpoint file"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main([arg for item in args for arg in ("--checkpoint", item)] + ["--out", str(tmp_path / "r")])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_auroc_difference_resamples_tumours_for_both_models_at_once() -> None:
     rng = np.random.default_rng(0)
     tumours = np.repeat(np.arange(8), 10)

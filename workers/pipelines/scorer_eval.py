@@ -886,6 +886,22 @@ def evaluate_scorer(
     return metrics
 
 
+def parse_checkpoints(items: list[str]) -> dict[str, Path]:
+    """``LABEL=PATH`` arguments -> {label: path}; ValueError names the first bad one (no '=', empty label or
+    path, a label given twice, no such file)."""
+    pairs: dict[str, Path] = {}
+    for item in items:
+        label, sep, path = item.partition("=")
+        if not (sep and label and path):
+            raise ValueError(f"expected LABEL=PATH, got {item!r}")
+        if label in pairs:
+            raise ValueError(f"label {label!r} given twice")
+        if not Path(path).is_file():
+            raise ValueError(f"no such checkpoint file: {path}")
+        pairs[label] = Path(path)
+    return pairs
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Evaluate anomaly scorers on the position-matched real-CT tests.")
     parser.add_argument("--checkpoint", action="append", required=True, metavar="LABEL=PATH")
@@ -898,12 +914,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    checkpoints = {}
-    for item in args.checkpoint:
-        label, sep, path = item.partition("=")
-        if not sep:
-            parser.error(f"--checkpoint must be LABEL=PATH, got {item!r}")
-        checkpoints[label] = Path(path)
+    try:
+        checkpoints = parse_checkpoints(args.checkpoint)
+    except ValueError as exc:
+        parser.error(f"--checkpoint: {exc}")
     metrics = evaluate_scorer(checkpoints, args.data_dir, args.out, max_pairs=args.max_pairs, segmenter=args.segmenter,
                                kappa_ablation=args.kappa_ablation)  # fmt: skip
     print(
