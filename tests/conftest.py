@@ -33,6 +33,18 @@ def stack(stack_factory: Callable[..., Stack]) -> Stack:
     return stack_factory()
 
 
+@pytest.fixture(scope="session")
+def sqlite_stack(stack_factory: Callable[..., Stack]) -> Stack:
+    """The same service on the embedded default (SQLite), what `make run` gives a new user."""
+    return stack_factory(database="sqlite")
+
+
+@pytest.fixture(scope="session", params=["postgresql", "sqlite"])
+def any_stack(request: pytest.FixtureRequest) -> Stack:
+    """Run a test on both databases: PostgreSQL and the embedded SQLite default."""
+    return request.getfixturevalue("stack" if request.param == "postgresql" else "sqlite_stack")
+
+
 @pytest.fixture
 def pacs(stack: Stack) -> Iterator[httpx.Client]:
     with stack.client("pacs") as c:

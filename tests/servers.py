@@ -170,10 +170,16 @@ class StackFactory:
         self.made: list[Stack] = []
         self.brokers: list[PrivateRedis] = []
 
-    def __call__(self, worker: bool = True, **overrides: str) -> Stack:
-        url = processes.create_database(PG_ADMIN, "gk_test")
-        migrate(url)
+    def __call__(self, worker: bool = True, database: str = "postgresql", **overrides: str) -> Stack:
+        """database: "postgresql" (a fresh database on the shared server) or "sqlite" (the embedded default
+        that `make run` uses: one file in the stack's folder, shared by the API and the worker)."""
         root = Path(self.mkdir("stack"))
+        if database == "sqlite":
+            url = f"sqlite:///{root}/gatekeeper.sqlite"
+        else:
+            assert database == "postgresql", database
+            url = processes.create_database(PG_ADMIN, "gk_test")
+        migrate(url)
         broker = PrivateRedis(root)  # a real redis-server of its own: stacks never share a broker
         broker.start()
         self.brokers.append(broker)
@@ -203,7 +209,8 @@ class StackFactory:
         for stack in self.made:
             stack.service.stop()
             stack.engine.dispose()
-            processes.drop_database(PG_ADMIN, stack.database_url)
+            if stack.database_url.startswith("postgresql"):
+                processes.drop_database(PG_ADMIN, stack.database_url)
             for log in stack.service.log_dir.rglob("api.log"):
                 if "Exception in ASGI application" in log.read_text(errors="replace"):
                     crashes.append(str(log))
