@@ -2,12 +2,13 @@
 #   make run   -> install, migrate an embedded SQLite database, start API + Celery worker on a
 #                 filesystem broker, push the sample study by STOW-RS and follow it to a decision
 #   make test  -> install, start PostgreSQL and Redis if they are down, run the whole suite
+#   (make test-fast: the in-process layer only, under a minute)
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench-ingest clean
+.PHONY: install run test test-fast lint bench-ingest clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -26,9 +27,14 @@ test: install
 	bash scripts/start-services.sh
 	OMP_NUM_THREADS=1 $(BIN)/pytest -q
 
+# Services, queries and pure logic in process (PostgreSQL, each test rolled back): under a minute.
+test-fast: install
+	bash scripts/start-services.sh
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q tests/fast tests/unit
+
 lint: install
-	$(BIN)/ruff check app workers models tests bench
-	$(BIN)/ruff format --check app workers models tests bench
+	$(BIN)/ruff check app workers models tests bench testkit
+	$(BIN)/ruff format --check app workers models tests bench testkit
 	$(BIN)/mypy app workers models
 
 # The fault scenarios of issue #4 at the issue's scale (about 10-15 min on 2 cores); figures in

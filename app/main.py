@@ -15,6 +15,7 @@ from app import __version__
 from app.api import health, models, orthanc, qido, queue, series, stow, training, wado
 from app.api.deps import get_store
 from app.core.config import get_settings
+from app.core.errors import DomainError
 from app.core.logging import configure_logging
 from app.services import dispatch
 from app.services.jobs import publish_job
@@ -51,3 +52,9 @@ def api_routes() -> list[APIRoute]:
 @app.exception_handler(OperationalError)
 async def database_unavailable(_: Request, exc: OperationalError) -> JSONResponse:
     return JSONResponse({"detail": "database unavailable"}, status_code=503, headers={"Retry-After": "5"})
+
+
+@app.exception_handler(DomainError)
+async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
+    """The one mapping of domain errors to HTTP: the error's kind gives the status, its message the detail."""
+    return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)

@@ -46,14 +46,14 @@ def production_sized_models(tmp: Path, region: str) -> tuple[Path, Path]:
     ``region`` "view": the 64 px body-view f-AnoGAN (width 16) scoring its whole view; "liver": the liver-view
     autoencoder of reports/scorer-liver (128 px, width 16, top 1 %) scoring inside the segmenter's liver, so
     the worker segments before it decides."""
-    from app.services.registry import file_sha256
+    from app.services.storage import file_sha256
     from models.scorer import ScorerConfig
     from models.transforms import liver_view
-    from workers.pipelines.liver_roi import ROI_KEY, LiverRoi
-    from workers.pipelines.scorer_data import CaseSpec, ScorerDataConfig
-    from workers.pipelines.scorer_training import ScorerTrainConfig, train_scorer
-    from workers.pipelines.segmenter_data import MaskedCase, SegmenterDataConfig
-    from workers.pipelines.segmenter_training import SegmenterTrainConfig, train_segmenter
+    from workers.inference.liver_roi import ROI_KEY, LiverRoi
+    from workers.training.scorer_data import CaseSpec, ScorerDataConfig
+    from workers.training.scorer_training import ScorerTrainConfig, train_scorer
+    from workers.training.segmenter_data import MaskedCase, SegmenterDataConfig
+    from workers.training.segmenter_training import SegmenterTrainConfig, train_segmenter
 
     masked = MaskedCase("sample", "ct-dicom", "masks/liver-on-ct-dicom.nii.gz")
     seg_data = SegmenterDataConfig(data_dir=str(SAMPLE), cache_dir=str(tmp / "seg-cache"), train=(masked,),

@@ -41,12 +41,12 @@ from pydicom.uid import generate_uid
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from app.dicom.volume import load_series_volume  # noqa: E402
 from models.body_position import BodyPositionConfig, find_body_position  # noqa: E402
 from models.scorer import FAnoGAN, ScorerConfig, ScorerPrediction  # noqa: E402
 from models.transforms import body_view, preprocess_series  # noqa: E402
-from workers.pipelines.scorer_fast import FastScorer, Plan, cpu_has_bf16, gflop_per_slice  # noqa: E402
-from workers.pipelines.scorer_inference import predict_slices, score_volume  # noqa: E402
-from workers.pipelines.volume import load_series_volume  # noqa: E402
+from workers.inference.engine import FastScorer, Plan, cpu_has_bf16, gflop_per_slice  # noqa: E402
+from workers.inference.scorer import predict_slices, score_volume  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("GATEKEEPER_DATA_DIR", ROOT.parent / "shared" / "data"))
 Predictor = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], ScorerPrediction]

@@ -27,9 +27,9 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from app.dicom.volume import SeriesGeometry, load_series_volume  # noqa: E402
 from models.segmenter import LiverSegmenter, SegmenterConfig  # noqa: E402
-from workers.pipelines.segmenter_inference import load_segmenter, segment_volume  # noqa: E402
-from workers.pipelines.volume import SeriesGeometry, load_series_volume  # noqa: E402
+from workers.inference.segmenter import load_segmenter, segment_volume  # noqa: E402
 
 
 def phantom(n: int = 64, size: int = 512) -> tuple[np.ndarray, tuple[float, float]]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from app.demo_models import SAMPLE_DIR, train_sample_scorer, train_sample_segmenter
+from app.cli.demo_models import SAMPLE_DIR, train_sample_scorer, train_sample_segmenter
 
 SAMPLE_MASK = "totalseg-example/masks/liver-on-ct-dicom.nii.gz"
 __all__ = ["SAMPLE_DIR", "SAMPLE_MASK", "train_tiny_scorer", "train_tiny_segmenter", "with_series_threshold"]

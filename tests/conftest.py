@@ -1,6 +1,6 @@
 """Fixtures: a fresh PostgreSQL database, Redis, and the API + a Celery worker as real processes.
 
-The machinery (Stack, StackFactory, private servers) lives in tests/servers.py, shared with bench/chaos.
+The machinery (Stack, StackFactory, private servers) lives in testkit/servers.py, shared with bench/chaos.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import PG_ADMIN, ROOT, Stack, StackFactory, make_token
+from testkit.servers import PG_ADMIN, ROOT, Stack, StackFactory, make_token
 
 __all__ = ["DATA_DIR", "PG_ADMIN", "ROOT", "Stack", "make_token"]
 DATA_DIR = Path(os.environ.get("GATEKEEPER_DATA_DIR", ROOT.parent / "shared" / "data"))

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict
 
 from app.api.deps import MAX_ROW_ID, EngineerPrincipal, SessionDep
-from app.db import models as q
+from app.db import model_versions as q
 from app.db.tables import ModelVersion
 from app.services import registry
 
@@ -49,15 +49,9 @@ def list_models(_: EngineerPrincipal, db: SessionDep, kind: Annotated[Kind | Non
 def promote(
     model_id: Annotated[int, Path(ge=1, le=MAX_ROW_ID)], engineer: EngineerPrincipal, db: SessionDep
 ) -> ModelOut:
-    try:
-        return _out(registry.promote(session=db, model_id=model_id, actor=engineer.name))
-    except registry.ModelNotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc))
+    return _out(registry.promote(session=db, model_id=model_id, actor=engineer.name))
 
 
 @router.post("/rollback", summary="Promote again the version promoted before the current one")
 def rollback(body: RollbackIn, engineer: EngineerPrincipal, db: SessionDep) -> ModelOut:
-    try:
-        return _out(registry.rollback(session=db, kind=body.kind, actor=engineer.name))
-    except registry.RegistryError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc))
+    return _out(registry.rollback(session=db, kind=body.kind, actor=engineer.name))

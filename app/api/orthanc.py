@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from app import __version__
 from app.api.deps import PacsPrincipal, SettingsDep, StoreDep
 from app.api.stow import check_declared_length
-from app.services.dicom_parse import ParseLimits
+from app.dicom.parse import ParseLimits
 from app.services.ingest import StorageUnavailable, ingest_files
 
 router = APIRouter(tags=["orthanc-peer"])

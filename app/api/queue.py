@@ -85,7 +85,7 @@ def evidence_png(case_id: CaseId, reader: RadiologistPrincipal, db: SessionDep, 
     path, _ = labeling.evidence_of(session=db, case=view.case)
     if path is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "this case has no anomaly evidence (no working scorer)")
-    from workers.pipelines.evidence import render_png
+    from app.services.evidence import render_png
 
     return Response(render_png(settings.storage_dir / path), media_type="image/png")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter
 from pydantic import BaseModel
 
 from app.api.deps import PacsPrincipal, ReaderPrincipal, SessionDep
@@ -35,17 +35,9 @@ def _out(series: Series) -> SeriesOut:
 
 @router.get("/{series_uid}", summary="State of one series")
 def read_series(series_uid: UidPath, _: ReaderPrincipal, db: SessionDep) -> SeriesOut:
-    try:
-        return _out(service.get_series(session=db, series_uid=series_uid))
-    except service.SeriesNotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc))
+    return _out(service.get_series(session=db, series_uid=series_uid))
 
 
 @router.post("/{series_uid}/complete", summary="Complete a series now (instead of waiting for the stable age)")
 def complete_series(series_uid: UidPath, principal: PacsPrincipal, db: SessionDep) -> SeriesOut:
-    try:
-        return _out(service.complete_now(session=db, series_uid=series_uid, actor=principal.name))
-    except service.SeriesNotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc))
-    except service.SeriesNotReceiving as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc))
+    return _out(service.complete_now(session=db, series_uid=series_uid, actor=principal.name))

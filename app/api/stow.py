@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import PacsPrincipal, SettingsDep, StoreDep
 from app.core.config import Settings
-from app.services.dicom_parse import ParseLimits
+from app.dicom.parse import ParseLimits
 from app.services.ingest import StorageUnavailable, ingest_files
 from app.services.multipart import BodyTooLarge, Limits, MultipartError, parse_content_type, read_parts
 from app.services.storage import TempWriter

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Path, status
+from fastapi import APIRouter, Path, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import MAX_ROW_ID, EngineerPrincipal, SessionDep
@@ -58,8 +58,5 @@ def start_job(body: JobIn, engineer: EngineerPrincipal, db: SessionDep) -> JobOu
 
 @router.get("/{job_id}", summary="A training job's state and the model version it produced")
 def read_job(job_id: Annotated[int, Path(ge=1, le=MAX_ROW_ID)], _: EngineerPrincipal, db: SessionDep) -> JobOut:
-    try:
-        job: TrainingJob = training.get_job(session=db, job_id=job_id)
-    except training.JobNotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc))
+    job: TrainingJob = training.get_job(session=db, job_id=job_id)
     return JobOut.model_validate(job)

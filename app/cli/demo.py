@@ -10,11 +10,11 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from app.cli.demo_models import ensure_demo_models
 from app.client import read_files, stow
 from app.core.config import get_settings
 from app.core.db import session_scope
 from app.core.security import Role, create_token
-from app.demo_models import ensure_demo_models
 from app.processes import Service, migrate
 
 
@@ -88,12 +88,12 @@ def _summary(console: Console, state: dict, url: str) -> None:
 
 def _decision(console: Console, series_id: int) -> None:
     """What the gate decided and where a person looks at the result."""
-    from app.db import loop
+    from app.db import decisions
 
     settings = get_settings()
     with session_scope() as session:
-        d = loop.latest_decision(session, series_id)
-        seg = loop.latest_segmentation(session, series_id)
+        d = decisions.latest_decision(session, series_id)
+        seg = decisions.latest_segmentation(session, series_id)
     if d is None:
         return
     score = "n/a" if d.series_score is None else f"{d.series_score:.4f}"
@@ -104,7 +104,7 @@ def _decision(console: Console, series_id: int) -> None:
         console.print(f"DICOM SEG: {settings.storage_dir / str(seg.seg_path)}")
         console.print(f"NIfTI mask: {settings.storage_dir / seg.nifti_path}")
     if d.evidence_path:
-        from workers.pipelines.evidence import render_png
+        from app.services.evidence import render_png
 
         out = settings.storage_dir.resolve().parent / f"evidence-series-{series_id}.png"
         out.write_bytes(render_png(settings.storage_dir / d.evidence_path))

@@ -14,10 +14,11 @@ from rich.console import Console
 
 from app.core.config import get_settings
 from app.core.db import session_scope
-from app.db import models as q
+from app.db import model_versions as q
 from app.services import registry
+from workers.training.model_card import checked_card
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository (app/cli/ is two below it)
 SAMPLE_DIR = ROOT / "samples"
 CT, MASK = "totalseg-example/ct-dicom", "totalseg-example/masks/liver-on-ct-dicom.nii.gz"
 CARD = {"data": "samples/totalseg-example (Apache-2.0, 20 slices)", "purpose": "demo only, not clinical"}
@@ -28,8 +29,8 @@ def train_sample_scorer(run_dir: Path, *, width: int = 8, latent: int = 32, step
     """An f-AnoGAN trained on the sample only (the demo; tests pass tiny sizes)."""
     from models.scorer import ScorerConfig
     from models.transforms import PreprocessConfig
-    from workers.pipelines.scorer_data import CaseSpec, ScorerDataConfig
-    from workers.pipelines.scorer_training import ScorerTrainConfig, train_scorer
+    from workers.training.scorer_data import CaseSpec, ScorerDataConfig
+    from workers.training.scorer_training import ScorerTrainConfig, train_scorer
 
     case = CaseSpec("sample", CT)
     data = ScorerDataConfig(data_dir=str(SAMPLE_DIR), cache_dir=str(run_dir / "cache"),
@@ -44,8 +45,8 @@ def train_sample_segmenter(run_dir: Path, *, width: int = 8, steps: int = 40, ba
                            resume: bool = True) -> Path:  # fmt: skip
     """A liver UNet trained on the sample and its (predicted) liver mask only."""
     from models.segmenter import SegmenterConfig
-    from workers.pipelines.segmenter_data import MaskedCase, SegmenterDataConfig
-    from workers.pipelines.segmenter_training import SegmenterTrainConfig, train_segmenter
+    from workers.training.segmenter_data import MaskedCase, SegmenterDataConfig
+    from workers.training.segmenter_training import SegmenterTrainConfig, train_segmenter
 
     case = MaskedCase("sample", CT, MASK)
     data = SegmenterDataConfig(data_dir=str(SAMPLE_DIR), cache_dir=str(run_dir / "cache"), train=(case,), heldout=case)
@@ -65,8 +66,9 @@ def ensure_demo_models(console: Console) -> None:
                 continue
         console.print(f"no promoted {kind}: training a demo {kind} on the sample study (first run only)...")
         checkpoint = train(runs / kind)
+        card = checked_card(checkpoint, kind, **CARD)
         with session_scope() as session:
             row = registry.register(session=session, models_dir=settings.models_dir, kind=kind, source=checkpoint,
-                                    metrics={}, card=CARD, actor="demo")  # fmt: skip
+                                    metrics={}, card=card, actor="demo")  # fmt: skip
             registry.promote(session=session, model_id=row.id, actor="demo")
         console.print(f"  {kind} v{row.version} registered and promoted (sha256 {row.sha256[:12]}…)")

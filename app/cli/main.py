@@ -9,8 +9,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from app.cli_models import models_cli
-from app.cli_train import (
+from app.cli.models import models_cli
+from app.cli.train import (
     calibrate_scorer_cmd,
     evaluate_gate_cmd,
     evaluate_scorer_cmd,
@@ -31,7 +31,7 @@ cli.command("calibrate-scorer")(calibrate_scorer_cmd)
 cli.command("evaluate-scorer")(evaluate_scorer_cmd)
 cli.command("evaluate-gate")(evaluate_gate_cmd)
 console = Console(stderr=True)
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository (app/cli/ is two below it)
 
 
 def alembic_config():  # type: ignore[no-untyped-def]
@@ -121,7 +121,7 @@ def demo(
     timeout_s: float = typer.Option(180, help="Seconds to wait for the series to be routed."),
 ) -> None:
     """Start API + worker on the configured database and broker, push a study by STOW-RS, follow it."""
-    from app.demo import run_demo
+    from app.cli.demo import run_demo
 
     raise typer.Exit(run_demo(study_dir=study_dir, timeout_s=timeout_s, console=console))
 

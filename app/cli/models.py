@@ -27,11 +27,12 @@ def register(
     """Copy a checkpoint into the registry (sha256 recorded) as a new version."""
     from app.core.db import session_scope
     from app.services import registry
+    from workers.training.model_card import checked_card
 
     extra = json.loads(metrics)
-    card = {"source_file": file.name}
     with session_scope() as session:
         try:
+            card = checked_card(file, kind, source_file=file.name)
             row = registry.register(session=session, models_dir=get_settings().models_dir, kind=kind, source=file,
                                     metrics=extra, card=card, actor="cli")  # fmt: skip
         except registry.RegistryError as exc:
@@ -46,7 +47,7 @@ def register(
 def list_models(kind: str = typer.Option(None, help="scorer or segmenter.")) -> None:
     """Every version with its status and metrics."""
     from app.core.db import session_scope
-    from app.db import models as q
+    from app.db import model_versions as q
 
     table = Table("id", "kind", "version", "status", "sha256", "metrics")
     with session_scope() as session:
@@ -80,6 +81,6 @@ def rollback(kind: str = typer.Argument(..., help="scorer or segmenter.")) -> No
 @models_cli.command("card")
 def card(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="A checkpoint file.")) -> None:
     """Print a checkpoint's model card: sha256, data and licences, steps, configuration, metrics."""
-    from workers.pipelines.model_card import build_card, card_markdown
+    from workers.training.model_card import build_card, card_markdown
 
     console.print(card_markdown(build_card(file)), markup=False, highlight=False)

@@ -28,10 +28,12 @@ def _finish(kind: str, checkpoint: Path, register: bool, promote: bool) -> None:
         return
     from app.core.db import session_scope
     from app.services import registry
+    from workers.training.model_card import checked_card
 
+    card = checked_card(checkpoint, kind, source_file=checkpoint.name)
     with session_scope() as session:
         row = registry.register(session=session, models_dir=get_settings().models_dir, kind=kind, source=checkpoint,
-                                metrics={}, card={"source_file": checkpoint.name}, actor="cli")  # fmt: skip
+                                metrics={}, card=card, actor="cli")  # fmt: skip
         if promote:
             registry.promote(session=session, model_id=row.id, actor="cli")
     console.print(f"registered {kind} v{row.version} (id {row.id}){' and promoted' if promote else ''}")
@@ -66,8 +68,8 @@ def train_scorer_cmd(
     _show_progress_in_logs()
     from models.scorer import ScorerConfig
     from models.transforms import body_view, liver_view
-    from workers.pipelines.scorer_data import ScorerDataConfig
-    from workers.pipelines.scorer_training import ScorerTrainConfig, train_scorer
+    from workers.training.scorer_data import ScorerDataConfig
+    from workers.training.scorer_training import ScorerTrainConfig, train_scorer
 
     data_root = (data_dir or get_settings().data_dir).resolve()
     data = ScorerDataConfig(data_dir=str(data_root), cache_dir=str(run_dir.resolve() / "cache"))
@@ -95,8 +97,8 @@ def train_segmenter_cmd(
 ) -> None:
     """Train the liver segmenter; Dice per slice and per series on the held-out patient; resumes by default."""
     _show_progress_in_logs()
-    from workers.pipelines.segmenter_data import SegmenterDataConfig
-    from workers.pipelines.segmenter_training import SegmenterTrainConfig, train_segmenter
+    from workers.training.segmenter_data import SegmenterDataConfig
+    from workers.training.segmenter_training import SegmenterTrainConfig, train_segmenter
 
     data_root = (data_dir or get_settings().data_dir).resolve()
     data = SegmenterDataConfig(data_dir=str(data_root), cache_dir=str(run_dir.resolve() / "cache"))
@@ -116,7 +118,7 @@ def calibrate_scorer_cmd(
     erosion_mm: float = typer.Option(3.0, min=0.0, max=30.0, help="Erosion of the liver region, mm."),
 ) -> None:
     """Threshold at the target false-positive rate on the held-out normal split of the checkpoint's own data."""
-    from workers.pipelines.scorer_training import calibrate_checkpoint
+    from workers.training.scorer_training import calibrate_checkpoint
 
     try:
         target = calibrate_checkpoint(checkpoint, out, segmenter=segmenter, erosion_mm=erosion_mm)
@@ -139,7 +141,7 @@ def evaluate_scorer_cmd(
     ),
 ) -> None:
     """Position-matched lesion test, synthetic anomalies, pixel and slice AUROC beside position-only, FPR."""
-    from workers.pipelines.scorer_eval import evaluate_scorer, parse_checkpoints
+    from workers.evaluation.scorer_eval import evaluate_scorer, parse_checkpoints
 
     try:
         pairs = parse_checkpoints(checkpoint)
@@ -164,7 +166,7 @@ def evaluate_gate_cmd(
 
     import torch
 
-    from workers.pipelines.gate_eval import GateConfig, evaluate_gate
+    from workers.evaluation.gate_eval import GateConfig, evaluate_gate
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(threads)

@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     task_soft_time_limit_s: int = 840
     max_attempts: int = 3
 
-    # Scoring engine in the worker (workers/pipelines/scorer_fast.py; figures in BENCHMARKS.md):
+    # Scoring engine in the worker (workers/inference/engine.py; figures in BENCHMARKS.md):
     # "auto": CUDA with autocast when present, else bf16 autocast and channels_last where the CPU has
     # native bf16 (fp32 elsewhere), eager; "compiled": the same, torch.compile'd before a model's first
     # series (1.03-1.28x here; never overlapping inference: a background compile hung the process);
@@ -67,10 +67,6 @@ class Settings(BaseSettings):
     seg_destination_token: str = Field(default="", repr=False)
 
     log_level: str = "INFO"
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
 
 
 @lru_cache

@@ -1,4 +1,4 @@
-"""SQL for the manual contouring queue: listing by priority and compare-and-set claims."""
+"""SQL for the radiologists' cases: opening one, listing by priority and compare-and-set claims."""
 
 from __future__ import annotations
 
@@ -7,10 +7,17 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.db.rows import affected
+from app.db.rows import affected, insert_ignore
+from app.db.states import CaseStatus
 from app.db.tables import Case, Series, Study
 
-OPEN, CLAIMED, SUBMITTED, REJECTED = "open", "claimed", "submitted", "rejected"
+OPEN, CLAIMED, SUBMITTED, REJECTED = CaseStatus.OPEN, CaseStatus.CLAIMED, CaseStatus.SUBMITTED, CaseStatus.REJECTED
+
+
+def open_case(session: Session, *, series_id: int, revision: int, reason: str, priority: float) -> bool:
+    """One case per (series, revision): a retry of the same run does not open a second."""
+    values = {"series_id": series_id, "revision": revision, "reason": reason, "priority": priority, "status": OPEN}
+    return insert_ignore(session, Case.__table__, values, ["series_id", "revision"])
 
 
 def _available(now: datetime):  # type: ignore[no-untyped-def]

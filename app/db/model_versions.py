@@ -5,11 +5,14 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.db.states import ModelStatus
 from app.db.tables import ModelVersion
 
 
 def promoted(session: Session, kind: str) -> ModelVersion | None:
-    return session.scalar(select(ModelVersion).where(ModelVersion.kind == kind, ModelVersion.status == "promoted"))
+    return session.scalar(
+        select(ModelVersion).where(ModelVersion.kind == kind, ModelVersion.status == ModelStatus.PROMOTED)
+    )
 
 
 def next_version(session: Session, kind: str) -> int:
@@ -30,7 +33,7 @@ def previously_promoted(session: Session, kind: str, exclude_id: int) -> ModelVe
             ModelVersion.kind == kind,
             ModelVersion.id != exclude_id,
             ModelVersion.promoted_at.is_not(None),
-            ModelVersion.status == "retired",
+            ModelVersion.status == ModelStatus.RETIRED,
         )  # fmt: skip
         .order_by(ModelVersion.promoted_at.desc())
         .limit(1)

@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.db.rows import affected
-from app.db.states import SeriesStatus, check_transition
+from app.db.states import SeriesStatus, TrainingJobStatus, check_transition
 from app.db.tables import OutboxEvent, Series, TrainingJob
 
 SCORE_TOPIC = "score"
@@ -87,10 +87,19 @@ def stale_training_jobs(session: Session, *, published_before: datetime) -> list
     stmt = (
         select(OutboxEvent)
         .join(TrainingJob, TrainingJob.id == OutboxEvent.training_job_id)
-        .where(TrainingJob.status == "queued", OutboxEvent.published_at < published_before)
+        .where(TrainingJob.status == TrainingJobStatus.QUEUED, OutboxEvent.published_at < published_before)
         .limit(100)
     )
     return list(session.scalars(_locking(session, stmt)))
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One run of one series revision: the fencing token every result is written under."""
+
+    series_id: int
+    revision: int
+    number: int  # Series.attempts when this run claimed it
 
 
 @dataclass(frozen=True)
@@ -144,36 +153,27 @@ def claim_series(
     return Claim(attempt=attempt, exhausted=attempt > max_attempts, scorer_id=scorer, segmenter_id=segmenter)
 
 
-def finish_series(
-    session: Session,
-    *,
-    series_id: int,
-    revision: int,
-    attempt: int,
-    status: SeriesStatus,
-    now: datetime,
-    **values: Any,
-) -> bool:
+def finish_series(session: Session, attempt: Attempt, *, status: SeriesStatus, now: datetime, **values: Any) -> bool:
     """SCORING -> status, only for the holder of this attempt; False if fenced off."""
     check_transition(SeriesStatus.SCORING, status)
     stmt = (
         update(Series)
         .where(
-            Series.id == series_id,
-            Series.revision == revision,
+            Series.id == attempt.series_id,
+            Series.revision == attempt.revision,
             Series.status == SeriesStatus.SCORING,
-            Series.attempts == attempt,
+            Series.attempts == attempt.number,
         )
         .values(status=status, lease_until=None, claimed_by=None, updated_at=now, **values)
     )
     return affected(session, stmt) == 1
 
 
-def holds(session: Session, *, series_id: int, revision: int, attempt: int) -> bool:
+def holds(session: Session, attempt: Attempt) -> bool:
     """Lock the series row and check that this attempt still holds it (results are fenced)."""
     stmt = select(Series.id).where(
-        Series.id == series_id, Series.revision == revision, Series.status == SeriesStatus.SCORING,
-        Series.attempts == attempt,
+        Series.id == attempt.series_id, Series.revision == attempt.revision, Series.status == SeriesStatus.SCORING,
+        Series.attempts == attempt.number,
     )  # fmt: skip
     return session.scalar(stmt.with_for_update()) is not None
 

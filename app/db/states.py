@@ -1,12 +1,15 @@
-"""Series states and the transitions allowed between them.
+"""Every status the service stores, and the transitions allowed between series states.
 
-Every status change goes through a compare-and-set UPDATE (``app.db.series``),
-so two processes racing on one series cannot both move it.
+Each enum is the one place its values are written: the columns hold these strings. Every series
+status change goes through a compare-and-set UPDATE (``app.db.series``), so two processes racing on
+one series cannot both move it.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+
+from app.core.errors import Conflict
 
 
 class SeriesStatus(StrEnum):
@@ -40,7 +43,54 @@ TRANSITIONS: dict[SeriesStatus, frozenset[SeriesStatus]] = {
 }
 
 
-class InvalidTransition(ValueError):
+class Route(StrEnum):
+    """Where a decision sends a series."""
+
+    AUTO = "auto"  # the segmenter's mask is trusted: SEG back to the PACS
+    MANUAL = "manual"  # a radiologist contours it
+
+
+class DecisionReason(StrEnum):
+    """Why a series went where it went (SeriesDecision.reason, Case.reason)."""
+
+    IN_DISTRIBUTION = "in_distribution"  # scored at or below the calibrated series threshold
+    ANOMALOUS = "anomalous"  # scored above it
+    NO_SCORER = "no_scorer"  # no promoted scorer when the series was claimed
+    SCORER_UNAVAILABLE = "scorer_unavailable"  # the pinned scorer's file is missing, corrupt or fails to load
+    SCORER_UNCALIBRATED = "scorer_uncalibrated"  # the scorer has no series threshold
+    SCORER_UNCALIBRATED_FOR_SEGMENTER = "scorer_uncalibrated_for_segmenter"  # threshold set in another liver
+    SEGMENTER_UNAVAILABLE = "segmenter_unavailable"
+    NO_SEGMENTER = "no_segmenter"  # accepted, but no segmenter was pinned to segment it
+    NO_LIVER_FOUND = "no_liver_found"  # a liver-restricted scorer found no liver to look at
+    FAILED = "failed"  # the pipeline could not handle the series (FAILED): still a radiologist's case
+
+
+class CaseStatus(StrEnum):
+    """A radiologist's case: open -> claimed (leased) -> submitted | rejected."""
+
+    OPEN = "open"
+    CLAIMED = "claimed"  # a reader holds it until lease_until
+    SUBMITTED = "submitted"  # a contour is stored
+    REJECTED = "rejected"  # closed without a contour, with a reason (e.g. "normal: ...")
+
+
+class ModelStatus(StrEnum):
+    """A model version: exactly one promoted per kind."""
+
+    CANDIDATE = "candidate"  # registered, never promoted
+    PROMOTED = "promoted"
+    RETIRED = "retired"  # replaced by a later promotion
+    ROLLED_BACK = "rolled_back"  # demoted by a rollback to the version before it
+
+
+class TrainingJobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class InvalidTransition(Conflict):
     pass
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from app.db.states import SeriesStatus
+from app.db.states import CaseStatus, ModelStatus, SeriesStatus, TrainingJobStatus
 
 
 def utcnow() -> datetime:
@@ -119,7 +119,7 @@ class ModelVersion(Base):
     version: Mapped[int]
     path: Mapped[str] = mapped_column(String(255))  # relative to models_dir
     sha256: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16), default="candidate")  # candidate | promoted | retired
+    status: Mapped[str] = mapped_column(String(16), default=ModelStatus.CANDIDATE)  # ModelStatus
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     card: Mapped[dict[str, Any]] = mapped_column(default=dict)
     training_job_id: Mapped[int | None]
@@ -138,8 +138,8 @@ class SeriesDecision(Base):
     scorer_key: Mapped[str] = mapped_column(String(80))  # "<version id>:<sha256>" or "none"
     scorer_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     segmenter_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
-    decision: Mapped[str] = mapped_column(String(16))  # auto | manual
-    reason: Mapped[str] = mapped_column(String(64))
+    decision: Mapped[str] = mapped_column(String(16))  # Route
+    reason: Mapped[str] = mapped_column(String(64))  # DecisionReason
     series_score: Mapped[float | None]
     threshold: Mapped[float | None]
     slice_scores: Mapped[list[float] | None] = mapped_column(JSON)
@@ -170,8 +170,8 @@ class Case(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
     revision: Mapped[int]
-    status: Mapped[str] = mapped_column(String(16), default="open", index=True)  # open|claimed|submitted|rejected
-    reason: Mapped[str] = mapped_column(String(64))  # anomalous | scorer_unavailable | failed
+    status: Mapped[str] = mapped_column(String(16), default=CaseStatus.OPEN, index=True)  # CaseStatus
+    reason: Mapped[str] = mapped_column(String(64))  # DecisionReason
     priority: Mapped[float] = mapped_column(default=0.0)
     claimed_by: Mapped[str | None] = mapped_column(String(128))
     lease_until: Mapped[datetime | None]
@@ -185,7 +185,7 @@ class TrainingJob(Base):
     __tablename__ = "training_jobs"
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=TrainingJobStatus.QUEUED, index=True)  # TrainingJobStatus
     requested_by: Mapped[str] = mapped_column(String(128))
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     auto_promote: Mapped[bool] = mapped_column(default=False)

@@ -19,7 +19,7 @@ import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from workers.pipelines.volume import SeriesGeometry
+from app.dicom.volume import SeriesGeometry
 
 LIVER_LABEL = "Liver"
 # SNOMED CT "Liver" and its legacy SNOMED RT code, as written by older tools (dcmqi)

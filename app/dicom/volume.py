@@ -55,11 +55,6 @@ def _slice_normal(orientation: Sequence[float]) -> np.ndarray:
     return np.cross(row, col)
 
 
-def read_series_headers(paths: Sequence[Path]) -> list[pydicom.Dataset]:
-    """Headers only (no pixels), for geometry checks that must stay cheap."""
-    return [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
-
-
 def order_and_check(headers: Sequence[pydicom.Dataset]) -> tuple[list[int], SeriesGeometry]:
     """Order slices along the normal and check that they form one regular volume."""
     if not headers:

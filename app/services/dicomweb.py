@@ -10,13 +10,14 @@ from typing import Any
 
 import pydicom
 
+from app.core.errors import DomainError
 from app.db.tables import Instance, Series, Study
 
 _DATE_RANGE = re.compile(r"^(\d{8})?(-)?(\d{8})?$")
 CHUNK = 1 << 20
 
 
-class BadQuery(ValueError):
+class BadQuery(DomainError, ValueError):
     pass
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from app.core.plotting import pyplot
+
 TOP_K = 3
 
 
@@ -29,10 +31,7 @@ def save_evidence(path: Path, *, slice_scores: np.ndarray, heatmaps: np.ndarray,
 
 def render_png(npz_path: Path) -> bytes:
     """A score profile along z with the threshold, beside the top slices' heat-maps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ev = np.load(npz_path)
     top, heat = ev["top_slices"], ev["heatmaps"].astype(np.float32)

@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 from app.core.db import session_scope
 from app.db import ingest as q
 from app.db.tables import Instance
+from app.dicom.parse import InstanceHeader, ParseLimits, parse_instance
 from app.services import audit
-from app.services.dicom_parse import InstanceHeader, ParseLimits, parse_instance
 from app.services.failures import FailureReason, InvalidInstance
 from app.services.storage import InstanceStore, ReceivedFile
 

@@ -6,8 +6,8 @@ from functools import lru_cache
 
 from celery import Celery
 
+from app.core.broker import SCORE_SERIES_TASK, TRAIN_MODEL_TASK, make_celery
 from app.core.config import get_settings
-from app.core.queue import SCORE_SERIES_TASK, TRAIN_MODEL_TASK, make_celery
 from app.db.tables import OutboxEvent
 
 

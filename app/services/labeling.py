@@ -15,21 +15,22 @@ from pathlib import Path
 import pydicom
 from sqlalchemy.orm import Session
 
-from app.db import loop
-from app.db import queue as q
+from app.core.errors import Conflict, Invalid, NotFound
+from app.db import cases as q
+from app.db import decisions
 from app.db.tables import Case, Series
 from app.services import audit, splits
 
 
-class CaseNotFound(LookupError):
+class CaseNotFound(NotFound):
     pass
 
 
-class CaseUnavailable(ValueError):
+class CaseUnavailable(Conflict):
     """Claimed by someone else, already finished, or the lease lapsed (409)."""
 
 
-class InvalidContour(ValueError):
+class InvalidContour(Invalid):
     """The submitted contour does not lie on the series' grid (422)."""
 
 
@@ -101,7 +102,7 @@ def submit_contour(
     mask, geometry = _read_contour(session, series, body, content_type)
     relative = f"labels/case-{case.id}-r{case.revision}.nii.gz"
     (storage_dir / "labels").mkdir(parents=True, exist_ok=True)
-    from workers.pipelines.seg_export import write_nifti
+    from app.dicom.seg import write_nifti
 
     write_nifti(mask, geometry, storage_dir / relative)
     case = _own(session, case_id, reader, q.SUBMITTED, "case.contour_submitted", contour_path=relative)
@@ -110,8 +111,8 @@ def submit_contour(
 
 
 def _read_contour(session: Session, series: Series, body: bytes, content_type: str):  # type: ignore[no-untyped-def]
-    from workers.pipelines.seg_export import read_nifti_mask, read_seg_mask
-    from workers.pipelines.volume import SeriesGeometry, order_and_check
+    from app.dicom.seg import read_nifti_mask, read_seg_mask
+    from app.dicom.volume import SeriesGeometry, order_and_check
 
     if not series.geometry:
         raise InvalidContour("the series has no recorded geometry yet")
@@ -149,7 +150,7 @@ def _source_headers(session: Session, series: Series) -> list[pydicom.Dataset]:
 
 
 def evidence_of(*, session: Session, case: Case) -> tuple[str | None, dict]:
-    decision = loop.latest_decision(session, case.series_id)
+    decision = decisions.latest_decision(session, case.series_id)
     if decision is None:
         return None, {}
     summary = {"series_score": decision.series_score, "threshold": decision.threshold, "reason": decision.reason,

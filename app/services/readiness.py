@@ -12,9 +12,9 @@ from pathlib import Path
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from app.db import models as q
+from app.db import model_versions as q
 from app.db.tables import AuditEvent
-from app.services.registry import file_sha256
+from app.services.storage import file_sha256
 
 
 @lru_cache(maxsize=16)

@@ -7,7 +7,6 @@ its scoring starts, so a promotion never changes a series already in flight.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from datetime import UTC, datetime
@@ -16,48 +15,38 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.db import models as q
+from app.core.errors import Conflict, NotFound
+from app.db import model_versions as q
+from app.db.states import ModelStatus
 from app.db.tables import ModelVersion
 from app.services import audit
+from app.services.storage import file_sha256
 
 KINDS = ("scorer", "segmenter")
 # Gate metric per kind and whether higher is better; measured on the frozen test split.
 GATE = {"segmenter": ("test_dice_per_slice", True), "scorer": ("test_fpr_at_threshold", False)}
 
 
-class ModelNotFound(LookupError):
+class ModelNotFound(NotFound):
     pass
 
 
-class RegistryError(ValueError):
+class RegistryError(Conflict):
     pass
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fp:
-        while chunk := fp.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def register(
     *, session: Session, models_dir: Path, kind: str, source: Path, metrics: dict[str, Any], card: dict[str, Any],
     actor: str, training_job_id: int | None = None,
 ) -> ModelVersion:  # fmt: skip
-    """Copy a trained file into the registry (atomically) and record it as a candidate."""
+    """Copy a trained file into the registry (atomically) and record it as a candidate.
+
+    ``card`` is the file's model card (``workers.training.model_card.checked_card``): the caller builds
+    it, so the registry needs no knowledge of checkpoint formats."""
     if kind not in KINDS:
         raise RegistryError(f"unknown model kind {kind!r}; one of {', '.join(KINDS)}")
-    from workers.pipelines.model_card import build_card
-
-    try:
-        built = build_card(source)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is refused the same way
-        raise RegistryError(f"{source.name} is not a checkpoint written by train-scorer or train-segmenter "
-                            f"({type(exc).__name__})") from exc  # fmt: skip
-    if built["kind"] != kind:
-        raise RegistryError(f"{source.name} is a {built['kind']} checkpoint, not a {kind}")
-    card = {**built, **card}
+    if card.get("kind") != kind:
+        raise RegistryError(f"{source.name} is a {card.get('kind')} checkpoint, not a {kind}")
     sha = file_sha256(source)
     version = q.next_version(session, kind)
     models_dir.mkdir(parents=True, exist_ok=True)
@@ -85,8 +74,8 @@ def promote(*, session: Session, model_id: int, actor: str, action: str = "model
     row = _get(session, model_id)
     current = q.promoted(session, row.kind)
     if current is not None and current.id != row.id:
-        current.status = "retired"
-    row.status, row.promoted_at = "promoted", datetime.now(UTC)
+        current.status = ModelStatus.RETIRED
+    row.status, row.promoted_at = ModelStatus.PROMOTED, datetime.now(UTC)
     audit.record(session, actor=actor, action=action, entity_type="model", entity_id=row.id, kind=row.kind,
                  version=row.version, previous=current.id if current else None)  # fmt: skip
     return row
@@ -101,7 +90,7 @@ def rollback(*, session: Session, kind: str, actor: str) -> ModelVersion:
     if previous is None:
         raise RegistryError(f"no earlier promoted {kind} to roll back to")
     promoted = promote(session=session, model_id=previous.id, actor=actor, action="model.rolled_back")
-    current.status = "rolled_back"
+    current.status = ModelStatus.ROLLED_BACK
     return promoted
 
 

@@ -6,17 +6,18 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
+from app.core.errors import Conflict, NotFound
 from app.db import reads
 from app.db import series as q
 from app.db.tables import Series
 from app.services import audit
 
 
-class SeriesNotFound(LookupError):
+class SeriesNotFound(NotFound):
     pass
 
 
-class SeriesNotReceiving(ValueError):
+class SeriesNotReceiving(Conflict):
     pass
 
 

@@ -138,3 +138,11 @@ class InstanceStore:
                 path.unlink(missing_ok=True)
                 removed.append(relative)
         return removed
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fp:
+        while chunk := fp.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -5,23 +5,27 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import or_, update
+from sqlalchemy import and_, or_, update
 from sqlalchemy.orm import Session
 
+from app.core.errors import NotFound
 from app.db.rows import affected
+from app.db.states import TrainingJobStatus
 from app.db.tables import OutboxEvent, TrainingJob
 from app.services import audit
 
 TRAIN_TOPIC = "train"
 
 
-class JobNotFound(LookupError):
+class JobNotFound(NotFound):
     pass
 
 
 def request_job(*, session: Session, kind: str, params: dict[str, Any], auto_promote: bool, actor: str) -> TrainingJob:
     """A queued job and its outbox row, in one transaction."""
-    job = TrainingJob(kind=kind, params=params, auto_promote=auto_promote, requested_by=actor, status="queued")
+    job = TrainingJob(
+        kind=kind, params=params, auto_promote=auto_promote, requested_by=actor, status=TrainingJobStatus.QUEUED
+    )
     session.add(job)
     session.flush()
     session.add(OutboxEvent(topic=TRAIN_TOPIC, training_job_id=job.id, revision=0, publish_count=0))
@@ -44,10 +48,11 @@ def claim_job(session: Session, *, job_id: int, task_id: str) -> bool:
         .where(
             TrainingJob.id == job_id,
             or_(
-                TrainingJob.status == "queued", (TrainingJob.status == "running") & (TrainingJob.claimed_by == task_id)
+                TrainingJob.status == TrainingJobStatus.QUEUED,
+                and_(TrainingJob.status == TrainingJobStatus.RUNNING, TrainingJob.claimed_by == task_id),
             ),
         )  # fmt: skip
-        .values(status="running", claimed_by=task_id, started_at=datetime.now(UTC))
+        .values(status=TrainingJobStatus.RUNNING, claimed_by=task_id, started_at=datetime.now(UTC))
     )
     return affected(session, stmt) == 1
 
@@ -55,7 +60,9 @@ def claim_job(session: Session, *, job_id: int, task_id: str) -> bool:
 def finish_job(session: Session, *, job_id: int, task_id: str, status: str, **values: Any) -> bool:
     stmt = (
         update(TrainingJob)
-        .where(TrainingJob.id == job_id, TrainingJob.status == "running", TrainingJob.claimed_by == task_id)
+        .where(
+            TrainingJob.id == job_id, TrainingJob.status == TrainingJobStatus.RUNNING, TrainingJob.claimed_by == task_id
+        )
         .values(status=status, finished_at=datetime.now(UTC), **values)
     )
     return affected(session, stmt) == 1

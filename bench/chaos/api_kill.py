@@ -16,8 +16,8 @@ import httpx
 
 from app.client import stow
 from bench.chaos.common import files_on_disk
-from tests.dicom_factory import make_series, uid_of
-from tests.servers import Stack
+from testkit.dicom_factory import make_series, uid_of
+from testkit.servers import Stack
 
 SHORT = {"kills": 5}
 LONG = {"kills": 20}

@@ -16,8 +16,8 @@ import redis
 
 from app.client import stow
 from bench.chaos.common import wait_final
-from tests.dicom_factory import make_series
-from tests.servers import PrivateRedis, Stack
+from testkit.dicom_factory import make_series
+from testkit.servers import PrivateRedis, Stack
 
 # flushed: the restarts (0-based) after which the broker starts empty; the others keep its append-only file
 SHORT = {"series": 10, "restarts": 5, "flushed": [2], "reconcile_s": 3}

@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.servers import ROOT, Stack
+from testkit.servers import ROOT, Stack
 
 FINAL = ("auto", "manual", "failed")
 

@@ -14,8 +14,8 @@ from sqlalchemy import create_engine, text
 
 from app.client import stow
 from app.processes import migrate
-from tests.dicom_factory import make_series, uid_of
-from tests.servers import PrivatePostgres, Stack
+from testkit.dicom_factory import make_series, uid_of
+from testkit.servers import PrivatePostgres, Stack
 
 SHORT = {"restarts": 1, "per_outage": 10}
 LONG = {"restarts": 3, "per_outage": 20}

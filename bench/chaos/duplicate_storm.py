@@ -15,8 +15,8 @@ from pydicom.uid import generate_uid
 from app.client import stow
 from app.processes import Service
 from bench.chaos.common import files_on_disk
-from tests.dicom_factory import make_series
-from tests.servers import Stack
+from testkit.dicom_factory import make_series
+from testkit.servers import Stack
 
 SHORT = {"clients": 8, "sends": 3, "instances": 30}
 LONG = {"clients": 20, "sends": 5, "instances": 50}

@@ -1,4 +1,4 @@
-"""Coverage-guided fuzzing of the DICOM parser (app/services/dicom_parse.py) with atheris (libFuzzer).
+"""Coverage-guided fuzzing of the DICOM parser (app/dicom/parse.py) with atheris (libFuzzer).
 
     .venv/bin/python -m bench.chaos.fuzz_parse CORPUS_DIR -max_total_time=120   # libFuzzer flags
 
@@ -36,7 +36,7 @@ def seeds() -> list[bytes]:
     from pydicom.sequence import Sequence
     from pydicom.uid import ImplicitVRLittleEndian, JPEGLSLossless
 
-    from tests.dicom_factory import ct_dataset, make_series, to_bytes
+    from testkit.dicom_factory import ct_dataset, make_series, to_bytes
 
     spec, _ = make_series(1, rows=16, cols=16)
     plain = ct_dataset(spec, 0)
@@ -68,8 +68,8 @@ def target(parse, invalid, path: Path):  # type: ignore[no-untyped-def]
 def main() -> None:
     import atheris
 
-    with atheris.instrument_imports(include=["pydicom", "app.services.dicom_parse"]):
-        from app.services.dicom_parse import parse_instance
+    with atheris.instrument_imports(include=["pydicom", "app.dicom.parse"]):
+        from app.dicom.parse import parse_instance
         from app.services.failures import InvalidInstance
     corpus = [a for a in sys.argv[1:] if not a.startswith("-")]
     if corpus and not any(Path(corpus[0]).iterdir()):

@@ -18,8 +18,8 @@ import pydicom
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from app.client import stow
-from tests.dicom_factory import make_series, to_bytes
-from tests.servers import Stack
+from testkit.dicom_factory import make_series, to_bytes
+from testkit.servers import Stack
 
 SHORT = {"files": 300}
 LONG = {"files": 2000}

@@ -25,7 +25,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tests.servers import ROOT, StackFactory
+from testkit.servers import ROOT, StackFactory
 
 SCENARIOS = ["worker_kill", "broker_restart", "api_kill", "db_restart", "duplicate_storm", "malformed", "fuzz_parse"]
 RESULTS = Path(__file__).resolve().parent / "results.json"

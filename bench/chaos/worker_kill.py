@@ -24,14 +24,14 @@ import numpy as np
 
 from app.client import stow
 from bench.chaos.common import FINAL, children, register_model, statuses, wait_final
-from tests.dicom_factory import ct_dataset, make_series, to_bytes
-from tests.servers import Stack
-from tests.tiny_models import train_tiny_scorer, train_tiny_segmenter, with_series_threshold
+from testkit.dicom_factory import ct_dataset, make_series, to_bytes
+from testkit.servers import Stack
+from testkit.tiny_models import train_tiny_scorer, train_tiny_segmenter, with_series_threshold
 
 SHORT = {"series": 8, "kills": 5, "slices": 12, "segmenter": False}
 LONG = {"series": 50, "kills": 20, "slices": 24, "segmenter": True}
 MAX_ATTEMPTS = 3
-RUN_LINE = re.compile(r"workers\.pipelines\.score: series (\d+) revision (\d+) attempt (\d+)\s*$")
+RUN_LINE = re.compile(r"workers\.serving\.score: series (\d+) revision (\d+) attempt (\d+)\s*$")
 
 
 def _air_series(n: int, size: int) -> tuple[str, list[bytes]]:
@@ -46,8 +46,8 @@ def _air_series(n: int, size: int) -> tuple[str, list[bytes]]:
 
 
 def _series_score(checkpoint: Path, blobs: list[bytes]) -> float:
-    from workers.pipelines.scorer_inference import load_scorer, score_volume
-    from workers.pipelines.volume import load_series_volume
+    from app.dicom.volume import load_series_volume
+    from workers.inference.scorer import load_scorer, score_volume
 
     with tempfile.TemporaryDirectory() as d:
         paths = [Path(d) / f"{i}.dcm" for i in range(len(blobs))]

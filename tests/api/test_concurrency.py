@@ -10,8 +10,8 @@ import pytest
 
 from app.client import stow
 from app.processes import Service
+from testkit.dicom_factory import make_series
 from tests.conftest import Stack
-from tests.dicom_factory import make_series
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ import gzip
 import httpx
 import pytest
 
+from testkit.dicom_factory import make_series
 from tests.conftest import Stack
-from tests.dicom_factory import make_series
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from app.client import stow
-from tests.dicom_factory import make_series, to_bytes
+from testkit.dicom_factory import make_series, to_bytes
 
 pytestmark = pytest.mark.integration
 CANARIES = {"name": "Canaryname^Zebulon", "id": "PID-CANARY-7731", "acc": "ACC-CAN-991", "birth": "19011231"}

@@ -9,8 +9,8 @@ import pytest
 
 from app.client import stow
 from app.services.multipart import parse_content_type
+from testkit.dicom_factory import make_series
 from tests.conftest import Stack
-from tests.dicom_factory import make_series
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from app.client import stow
+from testkit.dicom_factory import make_series
 from tests.conftest import Stack
-from tests.dicom_factory import make_series
 
 pytestmark = pytest.mark.integration
 

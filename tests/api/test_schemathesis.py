@@ -20,8 +20,8 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from app.client import stow
 from app.main import api_routes
+from testkit.dicom_factory import make_series
 from tests.conftest import Stack
-from tests.dicom_factory import make_series
 
 pytestmark = pytest.mark.integration
 EXAMPLES = int(os.environ.get("GATEKEEPER_SCHEMATHESIS_EXAMPLES", "25"))

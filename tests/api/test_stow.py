@@ -10,8 +10,8 @@ import pydicom
 import pytest
 
 from app.client import multipart_body, stow
+from testkit.dicom_factory import ct_dataset, make_series, to_bytes, uid_of
 from tests.conftest import Stack
-from tests.dicom_factory import ct_dataset, make_series, to_bytes, uid_of
 
 pytestmark = pytest.mark.integration
 

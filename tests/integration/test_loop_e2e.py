@@ -18,10 +18,10 @@ import pytest
 import torch
 
 from app.client import read_files, stow
-from app.services.registry import file_sha256
+from app.services.storage import file_sha256
+from testkit.tiny_models import SAMPLE_DIR, SAMPLE_MASK, train_tiny_scorer, train_tiny_segmenter, with_series_threshold
 from tests.conftest import ROOT, Stack
-from tests.tiny_models import SAMPLE_DIR, SAMPLE_MASK, train_tiny_scorer, train_tiny_segmenter, with_series_threshold
-from workers.pipelines.liver_roi import LiverRoi
+from workers.inference.liver_roi import LiverRoi
 
 pytestmark = pytest.mark.integration
 ALL_MANUAL, ALL_AUTO = -1e9, 1e9

@@ -16,7 +16,7 @@ import torch
 
 from models.body_position import find_body_position
 from models.transforms import liver_view, tissue_centroid
-from workers.pipelines.scorer_data import load_case_volume, load_nifti_volume
+from workers.training.scorer_data import load_case_volume, load_nifti_volume
 
 WITH_LIVER = [
     ("ct/ircadb-01/ct-dicom", "ct/ircadb-01/masks/liver.nii.gz"),

@@ -12,9 +12,9 @@ import torch
 
 from models.scorer import ConvAutoencoder, FAnoGAN, ScorerConfig
 from models.transforms import PreprocessConfig
-from workers.pipelines.scorer_data import CaseSpec, ScorerDataConfig, build_slice_set
-from workers.pipelines.scorer_inference import load_scorer, predict_slices, score_volume
-from workers.pipelines.scorer_training import ScorerTrainConfig, calibrate_checkpoint, train_scorer
+from workers.inference.scorer import load_scorer, predict_slices, score_volume
+from workers.training.scorer_data import CaseSpec, ScorerDataConfig, build_slice_set
+from workers.training.scorer_training import ScorerTrainConfig, calibrate_checkpoint, train_scorer
 
 TINY_MODEL = ScorerConfig(base_width=4, latent_dim=8, embed_dim=8, n_fourier=4, n_critic=1)
 
@@ -113,7 +113,8 @@ def test_bad_train_config_raises() -> None:
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_autocast_only_where_native(native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """--bf16 (the default) must fall back to fp32 on a CPU without native bf16: emulated bf16 is slower."""
-    from workers.pipelines import scorer_fast, scorer_training
+    from workers.inference import engine as scorer_fast
+    from workers.training import scorer_training
 
     monkeypatch.setattr(scorer_fast, "cpu_has_bf16", lambda: native)
     cpu = torch.device("cpu")
@@ -126,7 +127,7 @@ def test_bf16_autocast_only_where_native(native: bool, monkeypatch: pytest.Monke
 
 
 def test_resuming_with_the_same_config_keeps_no_previous_config(tmp_path: Path) -> None:
-    from workers.pipelines.scorer_training import RunFolder
+    from workers.training.scorer_training import RunFolder
 
     folder = RunFolder(tmp_path / "run")
     folder.write_config(ScorerTrainConfig())  # holds tuples, which JSON gives back as lists

@@ -14,9 +14,9 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from app.services.dicom_parse import parse_instance
+from app.dicom.parse import parse_instance
 from app.services.failures import FailureReason, InvalidInstance
-from tests.dicom_factory import ct_dataset, make_series, to_bytes
+from testkit.dicom_factory import ct_dataset, make_series, to_bytes
 
 
 def _reason(tmp_path: Path, blob: bytes) -> FailureReason:

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.services.dicom_parse import InstanceHeader, parse_instance
+from app.dicom.parse import InstanceHeader, parse_instance
 from app.services.failures import InvalidInstance
 from bench.chaos import fuzz_parse
 

@@ -8,19 +8,18 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from workers.pipelines.gate_eval import (
+from models.metrics import auroc as failure_auroc
+from models.metrics import bootstrap_auroc_ci as block_bootstrap_auroc
+from workers.evaluation.gate_eval import pair_metrics, thresholds_of
+from workers.evaluation.gate_metrics import (
     GateConfig,
     accepted_rejected,
     aurc,
-    block_bootstrap_auroc,
     coverage_at_risk,
     failed_slices,
-    failure_auroc,
     normal_slices,
-    pair_metrics,
     risk_coverage,
     threshold_for_acceptance,
-    thresholds_of,
 )
 
 

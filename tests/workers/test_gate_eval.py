@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.tiny_models import train_tiny_scorer, train_tiny_segmenter
+from testkit.tiny_models import train_tiny_scorer, train_tiny_segmenter
 
 DATA_DIR = Path(os.environ.get("GATEKEEPER_DATA_DIR", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
 

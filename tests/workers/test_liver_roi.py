@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from app.services.registry import file_sha256
+from app.dicom.volume import SeriesVolume, load_series_volume
+from app.services.storage import file_sha256
 from models.scorer import ConvAutoencoder, ScorerConfig
 from models.transforms import erode, liver_view, mask_in_view, preprocess_series
-from workers.pipelines.liver_roi import LiverRoi, fill_holes, roi_of
-from workers.pipelines.scorer_inference import load_scorer, score_volume
-from workers.pipelines.scorer_training import calibrate_checkpoint
-from workers.pipelines.volume import SeriesVolume, load_series_volume
+from workers.inference.liver_roi import LiverRoi, fill_holes, roi_of
+from workers.inference.scorer import load_scorer, score_volume
+from workers.training.scorer_training import calibrate_checkpoint
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "totalseg-example" / "ct-dicom"
 
@@ -93,7 +93,7 @@ def test_restricted_score(volume: SeriesVolume) -> None:
 
 
 def test_calibration_inside_a_segmenters_liver(tmp_path: Path) -> None:
-    from tests.tiny_models import train_tiny_scorer, train_tiny_segmenter
+    from testkit.tiny_models import train_tiny_scorer, train_tiny_segmenter
 
     scorer = train_tiny_scorer(tmp_path / "scorer")
     segmenter_file = train_tiny_segmenter(tmp_path / "segmenter")

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.services.registry import file_sha256
+from app.services.storage import file_sha256
+from testkit.tiny_models import train_tiny_scorer, train_tiny_segmenter
 from tests.conftest import ROOT
-from tests.tiny_models import train_tiny_scorer, train_tiny_segmenter
-from workers.pipelines.model_card import build_card, card_markdown, licence_of
+from workers.training.model_card import build_card, card_markdown, licence_of
 
 
 @pytest.fixture(scope="module")

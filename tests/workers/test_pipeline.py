@@ -9,8 +9,8 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless
 
 from app.client import stow
+from testkit.dicom_factory import ct_dataset, make_series, to_bytes
 from tests.conftest import Stack
-from tests.dicom_factory import ct_dataset, make_series, to_bytes
 
 pytestmark = pytest.mark.integration
 

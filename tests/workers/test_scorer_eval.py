@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from models.scorer import ConvAutoencoder, FAnoGAN, ScorerConfig
+from testkit.tiny_models import train_tiny_scorer
 from tests.conftest import ROOT
-from tests.tiny_models import train_tiny_scorer
-from workers.pipelines.scorer_eval import Model, auroc_difference_ci, comparisons_to_make, load_models
+from workers.evaluation.scorer_eval import Model, comparisons_to_make, load_models
+from workers.evaluation.scorer_metrics import auroc_difference_ci
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,7 @@ def test_evaluate_scorer_refuses_bad_checkpoint_arguments(item: str, message: st
 def test_module_entry_point_refuses_what_the_cli_refuses(
     tiny_scorer: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from workers.pipelines.scorer_eval import main
+    from workers.evaluation.scorer_eval import main
 
     for args, message in [
         (["=x.pt"], "expected LABEL=PATH"),

@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 import torch
 
+from app.dicom.volume import SeriesVolume, load_series_volume
 from models.scorer import ConvAutoencoder, FAnoGAN, ScorerConfig
 from models.transforms import body_view
-from workers.pipelines import scorer_fast
-from workers.pipelines.scorer_fast import FastScorer, Plan, choose_plan, fast_scorer
-from workers.pipelines.scorer_inference import VolumeScores, predict_slices, score_volume
-from workers.pipelines.volume import SeriesVolume, load_series_volume
+from workers.inference import engine as scorer_fast
+from workers.inference.engine import FastScorer, Plan, choose_plan, fast_scorer
+from workers.inference.scorer import VolumeScores, predict_slices, score_volume
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "totalseg-example" / "ct-dicom"
 FP32_RTOL = 1e-4

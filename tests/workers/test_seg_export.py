@@ -1,6 +1,6 @@
 """Segmenter pipeline on the workers side: inference on a series grid, checkpoints, DICOM SEG and NIfTI I/O.
 
-Synthetic series from tests/dicom_factory.py (fresh UIDs); the dcmqi-3slice
+Synthetic series from testkit/dicom_factory.py (fresh UIDs); the dcmqi-3slice
 DICOM SEG is read against its 3 CT slices when the data directory holds it.
 """
 
@@ -18,12 +18,14 @@ import pydicom
 import pytest
 import torch
 
+from app.dicom.seg import geometry_affine, read_nifti_mask, read_seg_mask, write_nifti, write_seg
+from app.dicom.volume import SeriesGeometry, order_and_check, to_hu
+from models.metrics import dice
 from models.segmenter import LiverSegmenter, SegmenterConfig
 from models.transforms import PreprocessConfig
-from tests.dicom_factory import SeriesSpec, ct_dataset
-from workers.pipelines.seg_export import geometry_affine, read_nifti_mask, read_seg_mask, write_nifti, write_seg
-from workers.pipelines.segmenter_inference import dice, load_segmenter, save_checkpoint, segment_volume
-from workers.pipelines.volume import SeriesGeometry, order_and_check, to_hu
+from testkit.dicom_factory import SeriesSpec, ct_dataset
+from workers.inference.checkpoint import save_checkpoint
+from workers.inference.segmenter import load_segmenter, segment_volume
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = Path(os.environ.get("GATEKEEPER_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
@@ -206,8 +208,8 @@ def test_dice() -> None:
 
 def test_train_segmenter_resumes(tmp_path: Path) -> None:
     """Two steps, then resume to four: checkpoints, metrics, overlay PNG, held-out Dice (synthetic NIfTI)."""
-    from workers.pipelines.segmenter_data import MaskedCase, SegmenterDataConfig
-    from workers.pipelines.segmenter_training import SegmenterTrainConfig, train_segmenter
+    from workers.training.segmenter_data import MaskedCase, SegmenterDataConfig
+    from workers.training.segmenter_training import SegmenterTrainConfig, train_segmenter
 
     hu = np.full((32, 32, 6), -1000, np.int16)  # (X, Y, Z)
     hu[4:28, 4:28] = 40

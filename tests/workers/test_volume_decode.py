@@ -10,8 +10,8 @@ import pydicom
 import pytest
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
-from tests.dicom_factory import SeriesSpec, ct_dataset, to_bytes
-from workers.pipelines.volume import SeriesGeometryError, _native_pixels, load_series_volume, to_hu
+from app.dicom.volume import SeriesGeometryError, _native_pixels, load_series_volume, to_hu
+from testkit.dicom_factory import SeriesSpec, ct_dataset, to_bytes
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "totalseg-example" / "ct-dicom"
 

@@ -25,7 +25,10 @@ from scipy import ndimage
 from models.anomalies import (
     cut_lesion,
     diameter_bin,
+    disc_warp,
     equivalent_diameter_mm,
+    gaussian_blob,
+    metal_disc,
     rescale_lesion,
     support,
     transplant_lesion,
@@ -43,7 +46,7 @@ from models.transforms import (
     tissue_centroid,
     window,
 )
-from workers.pipelines.scorer_data import load_case_volume, load_nifti_volume
+from workers.training.scorer_data import load_case_volume, load_nifti_volume
 
 log = logging.getLogger(__name__)
 SLAB = 2  # slices modified on each side of the centre: covers the +-3 mm neighbour channels at 1.6 mm
@@ -308,16 +311,73 @@ def make_lesion_edits(
     return edits
 
 
+def make_synthetic_edits(host: Case, slices: list[int], per_slice: int, cfg: EvalConfig) -> list[Edit]:
+    """Blob, warp and metal in the host's liver (whole disc inside the centre slice's liver);
+    the same 2-D edit on each slice of the 5-slice slab."""
+    rng = np.random.default_rng(cfg.seed + 1)
+    sp = host.spacing[0]
+    kinds = {"blob": 3 * cfg.blob_sigma_mm / sp, "warp": cfg.warp_radius_mm / sp, "metal": cfg.metal_radius_mm / sp + 1}
+    edits = []
+    for kind, radius in kinds.items():
+        r = int(np.ceil(radius))
+        yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+        footprint = yy**2 + xx**2 <= radius**2
+        for n, k in enumerate(slices):
+            corners = np.argwhere(valid_placements(host.liver[k], footprint))
+            for m in range(per_slice if corners.size else 0):
+                y, x = corners[rng.integers(len(corners))]
+                centre = (float(y + r), float(x + r))
+                sign = 1.0 if (n + m) % 2 == 0 else -1.0
+                replaced, region = {}, None
+                for kk in slab_indices(host, k):
+                    if kind == "blob":
+                        out, reg = gaussian_blob(
+                            host.hu[kk], centre, cfg.blob_sigma_mm / sp, sign * cfg.blob_amplitude_hu
+                        )
+                    elif kind == "warp":
+                        out, reg = disc_warp(
+                            host.hu[kk], centre, radius, cfg.warp_shift_mm / sp, seed=cfg.seed + 1000 * n + m
+                        )
+                    else:
+                        out, reg = metal_disc(host.hu[kk], centre, cfg.metal_radius_mm / sp)
+                    replaced[kk] = out
+                    region = reg if kk == k else region
+                info = {"sign": sign} if kind == "blob" else {}
+                edits.append(compact_edit(kind, host, int(k), replaced, region, info))  # type: ignore[arg-type]
+    log.info("%s synthetic: %d edits on %d slices", host.name, len(edits), len(slices))
+    return edits
+
+
+# ---------------------------------------------------------------- scoring
+
+
+@dataclass
+class ViewedEdits:
+    """All edits of one test through one preprocessing: images, valid, region on the view grid."""
+
+    edits: list[Edit]
+    images: torch.Tensor  # (N, 3, S, S)
+    valid: torch.Tensor  # (N, 1, S, S)
+    region: np.ndarray  # (N, S, S) fraction of the lesion / anomaly region per view pixel
+
+
+def view_edits(edits: list[Edit], views: dict[str, SeriesView]) -> ViewedEdits:
+    images, valid, region = [], [], []
+    for e in edits:
+        view = views[e.case]
+        x, v = view.images([e.index], e.slices(view.case))
+        images.append(x)
+        valid.append(v)
+        region.append(view.mask_fraction(e.full_region(view.case)[None])[0])
+    if not edits:
+        return ViewedEdits([], torch.zeros(0), torch.zeros(0), np.zeros(0))
+    return ViewedEdits(edits, torch.cat(images), torch.cat(valid), np.stack(region))
+
+
+# ---------------------------------------------------------------- metrics
+
+
 # ---------------------------------------------------------------- small helpers
-
-
-def auroc(negatives: np.ndarray, positives: np.ndarray) -> float | None:
-    from sklearn.metrics import roc_auc_score
-
-    if len(negatives) == 0 or len(positives) == 0:
-        return None
-    y = np.r_[np.zeros(len(negatives)), np.ones(len(positives))]
-    return float(roc_auc_score(y, np.r_[negatives, positives]))
 
 
 def indices_of(ranges: tuple[tuple[int, int], ...] | tuple[int, int]) -> list[int]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,194 +30,36 @@ import numpy as np
 import torch
 
 from models.anomalies import diameter_bin
+from models.metrics import auroc, bootstrap_auroc_ci, dice
 from models.scorer import ConvAutoencoder, FAnoGAN
 from models.segmenter import LiverSegmenter, grid_box, mask_on_series_grid, resample_to_box, to_model_grid
 from models.transforms import AIR_HU, intensity_shift, interpolate_along_z, window
-from workers.pipelines.lesion_pairs import (
+from workers.evaluation.cases import (
     SLAB,
     Case,
     Edit,
-    EvalConfig,
     SeriesView,
     indices_of,
     load_case,
     make_lesion_edits,
 )
-from workers.pipelines.liver_roi import fill_holes, roi_from_fraction, roi_of
-from workers.pipelines.scorer_inference import configs_from_metadata, load_scorer, predict_slices, score_volume
-from workers.pipelines.segmenter_inference import dice, load_segmenter, segment_mask
+from workers.evaluation.gate_metrics import (
+    GateConfig,
+    SeriesRun,
+    accepted_rejected,
+    failed_slices,
+    normal_slices,
+    split_metrics,
+    threshold_for_acceptance,
+)
+from workers.inference.liver_roi import fill_holes, roi_from_fraction, roi_of
+from workers.inference.scorer import configs_from_metadata, load_scorer, predict_slices, score_volume
+from workers.inference.segmenter import load_segmenter, segment_mask
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class GateConfig:
-    heldout: str = "ircadb-01"
-    same_patient: str = "ircadb-17"  # training data of both models: a check, not a result
-    failure_dice: float = 0.9  # a liver slice below this Dice is a segmentation failure
-    drop_margin: float = 0.05  # a pair also fails when the lesion lowers Dice by this much
-    normal_gap: int = 2  # slices between a lesion and a slice called normal (MANIFEST: about 3 mm)
-    goal_risk: float = 0.01
-    goal_normal_accepted: float = 0.70
-    goal_auroc: float = 0.95
-    max_pairs: int = 240
-    block: int = 8  # slices per bootstrap block on one series (neighbouring slices are not independent)
-    n_boot: int = 1000
-    fast: bool = True  # the worker scores with channels_last + bf16 autocast (route.decide)
-    pairs: EvalConfig = field(default_factory=EvalConfig)
-
-
-# ---------------------------------------------------------------- pure metrics
-
-
-def failed_slices(dice_per_slice: np.ndarray, liver: np.ndarray, failure_dice: float) -> np.ndarray:
-    """Failure per slice: Dice < failure_dice where the reference holds liver (False elsewhere)."""
-    return liver & (np.nan_to_num(dice_per_slice, nan=0.0) < failure_dice)
-
-
-def risk_coverage(scores: np.ndarray, failed: np.ndarray) -> dict[str, np.ndarray]:
-    """Accept the lowest scores first: coverage = share accepted, risk = failure rate among them.
-
-    One point per distinct score (a threshold accepts all tied slices or none); ``threshold`` is
-    the largest accepted score, so "accept score <= threshold" reproduces each point.
-    """
-    order = np.argsort(scores, kind="stable")
-    s, f = np.asarray(scores)[order], np.asarray(failed, dtype=float)[order]
-    n = np.arange(1, len(s) + 1)
-    last = np.r_[s[1:] != s[:-1], True] if len(s) else np.zeros(0, dtype=bool)
-    return {"threshold": s[last], "coverage": n[last] / max(len(s), 1), "risk": np.cumsum(f)[last] / n[last]}
-
-
-def coverage_at_risk(curve: dict[str, np.ndarray], max_risk: float) -> dict[str, float | None]:
-    """The largest coverage whose risk is <= max_risk, and its threshold (coverage 0 when none)."""
-    ok = np.flatnonzero(curve["risk"] <= max_risk + 1e-12)
-    if ok.size == 0:
-        return {"coverage": 0.0, "threshold": None}
-    i = ok[np.argmax(curve["coverage"][ok])]
-    return {"coverage": float(curve["coverage"][i]), "threshold": float(curve["threshold"][i])}
-
-
-def aurc(curve: dict[str, np.ndarray]) -> float | None:
-    """Area under the risk-coverage curve (risk held constant between points; lower is better)."""
-    if len(curve["coverage"]) == 0:
-        return None
-    widths = np.diff(np.r_[0.0, curve["coverage"]])
-    return float(np.sum(widths * curve["risk"]))
-
-
-def failure_auroc(scores: np.ndarray, failed: np.ndarray) -> float | None:
-    """AUROC of the score for predicting failure (failures positive); None without both classes.
-
-    Mann-Whitney U from average ranks (ties count one half, as ``sklearn.metrics.roc_auc_score``),
-    ~100x faster than sklearn inside the bootstrap.
-    """
-    from scipy.stats import rankdata
-
-    failed = np.asarray(failed, dtype=bool)
-    n_pos, n_neg = int(failed.sum()), int((~failed).sum())
-    if n_pos == 0 or n_neg == 0:
-        return None
-    ranks = rankdata(np.asarray(scores, dtype=np.float64))
-    return float((ranks[failed].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def dice_summary(dice_values: np.ndarray, failed: np.ndarray) -> dict[str, Any]:
-    n = int(len(dice_values))
-    return {
-        "n": n,
-        "dice_mean": float(np.mean(dice_values)) if n else None,
-        "dice_median": float(np.median(dice_values)) if n else None,
-        "failures": int(np.sum(failed)),
-        "failure_rate": float(np.mean(failed)) if n else None,
-    }
-
-
-def accepted_rejected(scores: np.ndarray, dice_values: np.ndarray, failed: np.ndarray, threshold: float) -> dict:
-    """Dice and failures of the slices the gate accepts (score <= threshold) and rejects (route: score > t)."""
-    accepted = np.asarray(scores) <= threshold
-    return {
-        "accepted": dice_summary(dice_values[accepted], failed[accepted]),
-        "rejected": dice_summary(dice_values[~accepted], failed[~accepted]),
-        "coverage": float(np.mean(accepted)) if len(accepted) else None,
-    }
-
-
-def block_bootstrap_auroc(
-    scores: np.ndarray, failed: np.ndarray, groups: np.ndarray, n_boot: int = 1000, seed: int = 0
-) -> list[float] | None:
-    """95 % interval of the failure AUROC, resampling whole groups (slice blocks, donor tumours)."""
-    rng = np.random.default_rng(seed)
-    members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
-    values = []
-    for _ in range(n_boot):
-        idx = np.concatenate([members[i] for i in rng.integers(len(members), size=len(members))])
-        a = failure_auroc(scores[idx], failed[idx])
-        if a is not None:
-            values.append(a)
-    return [float(v) for v in np.percentile(values, [2.5, 97.5])] if len(values) >= n_boot // 2 else None
-
-
-def threshold_for_acceptance(normal_scores: np.ndarray, share: float) -> float | None:
-    """The smallest threshold that accepts (score <= t) at least ``share`` of ``normal_scores``."""
-    if len(normal_scores) == 0:
-        return None
-    ordered = np.sort(normal_scores)
-    return float(ordered[int(np.ceil(share * len(ordered))) - 1]) if share > 0 else float(ordered[0]) - 1.0
-
-
-def normal_slices(liver: np.ndarray, lesion: np.ndarray, gap: int) -> np.ndarray:
-    """Liver slices with no lesion within ``gap`` slices (the MANIFEST's normal-liver rule)."""
-    near = np.convolve(lesion.astype(int), np.ones(2 * gap + 1, dtype=int), mode="same") > 0
-    return liver & ~near
-
-
-def split_metrics(
-    scores: np.ndarray,
-    dice_values: np.ndarray,
-    liver: np.ndarray,
-    failed: np.ndarray,
-    threshold: float,
-    *,
-    goal_risk: float,
-    blocks: np.ndarray | None = None,
-    n_boot: int = 1000,
-) -> dict[str, Any]:
-    """Slice-level gate metrics on the liver slices of one set of slices."""
-    s, d, f = scores[liver], dice_values[liver], failed[liver]
-    curve = risk_coverage(s, f)
-    out: dict[str, Any] = {
-        "n_liver_slices": int(liver.sum()),
-        "n_failures": int(f.sum()),
-        "failure_rate_all": float(np.mean(f)) if len(f) else None,
-        "at_threshold": accepted_rejected(s, d, f, threshold),
-        "auroc_failure": failure_auroc(s, f),
-        "aurc": aurc(curve),
-        "at_goal_risk": coverage_at_risk(curve, goal_risk),
-    }
-    if blocks is not None:
-        out["auroc_failure_ci95"] = block_bootstrap_auroc(s, f, blocks[liver], n_boot)
-    return out
-
-
 # ---------------------------------------------------------------- one series through both models
-
-
-@dataclass
-class SeriesRun:
-    """Per-slice results of one series (arrays of length Z) and its series-level numbers."""
-
-    name: str
-    scores: np.ndarray
-    positions: np.ndarray  # the scorer's normalised positions (its own BodyPositionConfig)
-    position_mm: np.ndarray  # mm from the lung base (default BodyPositionConfig), for the confound
-    series_score: float
-    dice: np.ndarray  # NaN where neither reference nor prediction holds liver
-    liver: np.ndarray  # reference holds liver
-    lesion: np.ndarray  # reference holds a tumour or cyst
-    liver_area_cm2: np.ndarray
-    predicted_off_liver: int  # predicted liver pixels on slices whose reference has none
-    series_dice: float
-    mask: np.ndarray  # (Z, Y, X) uint8 prediction
 
 
 def run_series(
@@ -280,11 +122,11 @@ def series_metrics(
                         blocks=blocks, n_boot=cfg.n_boot)  # fmt: skip
     liver = run.liver
     known = liver & np.isfinite(run.position_mm)  # NaN where no lung base was found
-    a = failure_auroc(run.position_mm[known], failed[known])
+    a = auroc(run.position_mm[known], failed[known])
     out["auroc_failure_position_only"] = a
     out["auroc_failure_position_either_direction"] = None if a is None else max(a, 1 - a)
     # diagnostic, not available to a gate: small cross-sections at the liver's ends are where Dice is fragile
-    out["auroc_failure_small_liver_area"] = failure_auroc(-run.liver_area_cm2[liver], failed[liver])
+    out["auroc_failure_small_liver_area"] = auroc(-run.liver_area_cm2[liver], failed[liver])
     normal = normal_slices(run.liver, run.lesion, cfg.normal_gap)
     accepted = run.scores <= threshold
     calib = np.zeros(len(run.scores), dtype=bool)
@@ -437,7 +279,7 @@ def pair_metrics(p: dict[str, Any], threshold: float, cfg: GateConfig) -> dict[s
         sel = p["bin"] == b
         by_bin[b] = {"n": int(sel.sum()), "lesion_failures": int(lesion_fail[sel].sum()),
                      "dice_drop_median": float(np.median(drop[sel])), "dice_drop_max": float(np.max(drop[sel])),
-                     "auroc_score_change": failure_auroc(diff[sel], lesion_fail[sel])}  # fmt: skip
+                     "auroc_score_change": auroc(diff[sel], lesion_fail[sel])}  # fmt: skip
     return {
         "n_pairs": n,
         "n_tumours": int(len(set(p["tumour"]))),
@@ -450,12 +292,12 @@ def pair_metrics(p: dict[str, Any], threshold: float, cfg: GateConfig) -> dict[s
         "dice_drop_p95": float(np.percentile(drop, 95)) if n else None,
         "dice_drop_max": float(np.max(drop)) if n else None,
         "score_rose": float(np.mean(diff > 0)) if n else None,
-        "auroc_score_change_for_lesion_failure": failure_auroc(diff, lesion_fail),
-        "auroc_score_change_ci95": block_bootstrap_auroc(diff, lesion_fail, p["tumour"], cfg.n_boot)
+        "auroc_score_change_for_lesion_failure": auroc(diff, lesion_fail),
+        "auroc_score_change_ci95": bootstrap_auroc_ci(diff, lesion_fail, p["tumour"], cfg.n_boot)
         if 0 < lesion_fail.sum() < n
         else None,
-        "auroc_mod_score_for_lesion_failure": failure_auroc(p["mod_score"], lesion_fail),
-        "auroc_score_for_failure_pooled": failure_auroc(pooled_scores, pooled_fail),
+        "auroc_mod_score_for_lesion_failure": auroc(p["mod_score"], lesion_fail),
+        "auroc_score_for_failure_pooled": auroc(pooled_scores, pooled_fail),
         "gate": {
             "mod_accepted": float(np.mean(accepted)) if n else None,
             "base_accepted": float(np.mean(p["base_score"] <= threshold)) if n else None,
@@ -477,7 +319,7 @@ def thresholds_of(metadata: dict, path: Path) -> tuple[float, float | None]:
     if "threshold" not in calibration:
         raise ValueError(
             f"{path}: the scorer is uncalibrated, so the worker would send every series to the manual queue; "
-            "calibrate it first (workers.pipelines.scorer_training.calibrate_checkpoint)"
+            "calibrate it first (workers.training.scorer_training.calibrate_checkpoint)"
         )
     return float(calibration["threshold"]), calibration.get("series_threshold")
 
@@ -486,7 +328,7 @@ def evaluate_gate(
     scorer_path: Path, segmenter_path: Path, data_dir: Path, out_dir: Path, config: GateConfig | None = None
 ) -> dict[str, Any]:
     """Run the held-out patient, the same-patient check and the lesion pairs; write the report to ``out_dir``."""
-    from workers.pipelines.gate_report import write_report
+    from workers.evaluation.gate_report import write_report
 
     t0 = time.perf_counter()
     cfg = config or GateConfig()

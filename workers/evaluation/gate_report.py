@@ -7,20 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from workers.pipelines.gate_eval import failed_slices, risk_coverage
-from workers.pipelines.lesion_pairs import SLAB
+from app.core.plotting import pyplot
+from workers.evaluation.cases import SLAB
+from workers.evaluation.gate_metrics import failed_slices, risk_coverage
 
 if TYPE_CHECKING:
-    from workers.pipelines.gate_eval import GateConfig, SeriesRun
-
-
-def _plt():  # type: ignore[no-untyped-def]
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    from workers.evaluation.gate_metrics import GateConfig, SeriesRun
 
 
 def _f(v: Any, digits: int = 2) -> str:
@@ -46,7 +38,7 @@ def _curve(ax: Any, order_key: np.ndarray, failed: np.ndarray, label: str, **kw:
 
 
 def plot_risk_coverage(runs: dict[str, SeriesRun], pairs: dict, metrics: dict, cfg: GateConfig, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     run = runs[cfg.heldout]
     liver = run.liver
@@ -83,7 +75,7 @@ def plot_risk_coverage(runs: dict[str, SeriesRun], pairs: dict, metrics: dict, c
 
 
 def plot_score_dice(runs: dict[str, SeriesRun], pairs: dict, threshold: float, cfg: GateConfig, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     for ax, (name, run) in zip(axes, runs.items(), strict=False):
         liver = run.liver
@@ -123,7 +115,7 @@ def _roc(ax: Any, scores: np.ndarray, positive: np.ndarray, label: str, **kw: An
 
 
 def plot_roc(runs: dict[str, SeriesRun], pairs: dict, cfg: GateConfig, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     run = runs[cfg.heldout]
     liver = run.liver

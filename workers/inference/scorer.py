@@ -1,4 +1,4 @@
-"""Load a trained scorer and score a CT volume (batched); checkpoint I/O lives here, not in models/.
+"""Load a trained scorer and score a CT volume (batched); the checkpoint format is ``workers.inference.checkpoint``.
 
 ``score_volume`` runs the same preprocessing and body-position code as
 training (``models.transforms``, ``models.body_position``) and returns one
@@ -9,7 +9,6 @@ slice threshold when the checkpoint has one.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,26 +20,15 @@ import torch
 from models.body_position import BodyPositionConfig, find_body_position
 from models.scorer import ConvAutoencoder, FAnoGAN, ScorerConfig, ScorerPrediction, aggregate_series
 from models.transforms import PreprocessConfig, preprocess_series
-from workers.pipelines.liver_roi import roi_of, roi_valid
-from workers.pipelines.volume import SeriesVolume
-
-CHECKPOINT_FORMAT = 1
-
-
-def save_checkpoint(path: Path, state: dict[str, Any], metadata: dict[str, Any]) -> None:
-    """Atomic write: a temporary file in the same folder, then rename over the target."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save({"format": CHECKPOINT_FORMAT, "state": state, "metadata": metadata}, tmp)
-    os.replace(tmp, path)
+from workers.inference.checkpoint import read_checkpoint
+from workers.inference.liver_roi import roi_of, roi_valid
 
 
 def load_scorer(
     checkpoint_path: Path, device: str | torch.device = "cpu"
 ) -> tuple[FAnoGAN | ConvAutoencoder, dict[str, Any]]:
     """(model in eval mode, metadata: config, steps, data description, calibration if calibrated)."""
-    ckpt = torch.load(checkpoint_path, map_location=device, weights_only=False)
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{checkpoint_path}: unknown checkpoint format {ckpt.get('format')!r}")
+    ckpt = read_checkpoint(checkpoint_path, device)
     metadata = ckpt["metadata"]
     config = ScorerConfig(**metadata["config"]["model"])
     detector = metadata["config"].get("detector", "fanogan")
@@ -66,7 +54,7 @@ def predict_slices(
     ``engine`` or else ``Settings.scorer_engine``; parity with eager fp32 in tests/workers/test_scorer_fast.py.
     """
     if fast:
-        from workers.pipelines.scorer_fast import fast_scorer
+        from workers.inference.engine import fast_scorer
 
         if engine is None:
             from app.core.config import get_settings
@@ -156,11 +144,3 @@ def score_volume(
         flagged=flagged,
         region_pixels=region_pixels,
     )
-
-
-def score_series_volume(
-    model: FAnoGAN | ConvAutoencoder, volume: SeriesVolume, metadata: dict[str, Any], **kwargs: Any
-) -> VolumeScores:
-    """``score_volume`` for the serving loader's ``SeriesVolume`` (scores in its SOP instance order)."""
-    geometry = volume.geometry
-    return score_volume(model, volume.hu, geometry.pixel_spacing_mm, geometry.slice_positions_mm, metadata, **kwargs)

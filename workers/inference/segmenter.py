@@ -15,15 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.services.registry import file_sha256
+from app.dicom.volume import SeriesGeometry
+from app.services.storage import file_sha256
 from models.segmenter import LiverSegmenter, SegmenterConfig, from_model_grid, mask_on_series_grid, to_model_grid
-from workers.pipelines.scorer_inference import CHECKPOINT_FORMAT, save_checkpoint
-from workers.pipelines.volume import SeriesGeometry
+from workers.inference.checkpoint import read_checkpoint
 
 __all__ = [
-    "dice",
     "load_segmenter",
-    "save_checkpoint",
     "segment_mask",
     "segment_probabilities",
     "segment_volume",
@@ -32,9 +30,9 @@ __all__ = [
 
 def load_segmenter(checkpoint: Path, device: str | torch.device = "cpu") -> tuple[LiverSegmenter, dict[str, Any]]:
     """(model in eval mode, metadata: config, step, metrics, data description, sha256 of the file)."""
-    ckpt = torch.load(checkpoint, map_location=device, weights_only=False)
-    if ckpt.get("format") != CHECKPOINT_FORMAT or "segmenter" not in ckpt.get("metadata", {}).get("kind", ""):
-        raise ValueError(f"{checkpoint}: not a segmenter checkpoint (format {ckpt.get('format')!r})")
+    ckpt = read_checkpoint(checkpoint, device)
+    if "segmenter" not in ckpt.get("metadata", {}).get("kind", ""):
+        raise ValueError(f"{checkpoint}: not a segmenter checkpoint")
     metadata = dict(ckpt["metadata"])
     model = LiverSegmenter(SegmenterConfig.from_json(metadata["config"]["model"]))
     model.load_state_dict(ckpt["state"]["model"])
@@ -112,12 +110,3 @@ def segment_volume(
         batch_size=batch_size,
         channels_last=channels_last,
     )
-
-
-def dice(pred: np.ndarray, truth: np.ndarray, axis: tuple[int, ...] | None = None) -> np.ndarray:
-    """Dice 2|A n B| / (|A| + |B|) over ``axis`` (all axes when None); NaN where both are empty."""
-    p, t = pred > 0, truth > 0
-    inter = np.logical_and(p, t).sum(axis=axis, dtype=np.int64)
-    total = p.sum(axis=axis, dtype=np.int64) + t.sum(axis=axis, dtype=np.int64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, 2.0 * inter / np.maximum(total, 1), np.nan)

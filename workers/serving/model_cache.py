@@ -24,8 +24,8 @@ def _load_scorer(path: Path) -> tuple[Any, dict[str, Any]]:
     """Load, then build the fast path at once (with the ``compiled`` engine, the compile runs here, at
     load, before the first series), kept with the cached model (one per version)."""
     from app.core.config import get_settings
-    from workers.pipelines.scorer_fast import fast_scorer
-    from workers.pipelines.scorer_inference import load_scorer
+    from workers.inference.engine import fast_scorer
+    from workers.inference.scorer import load_scorer
 
     model, metadata = load_scorer(path)
     engine = get_settings().scorer_engine
@@ -37,7 +37,7 @@ def _load_scorer(path: Path) -> tuple[Any, dict[str, Any]]:
 def _loader(kind: str) -> Callable[[Path], tuple[Any, dict[str, Any]]]:
     if kind == "scorer":
         return _load_scorer
-    from workers.pipelines.segmenter_inference import load_segmenter
+    from workers.inference.segmenter import load_segmenter
 
     return load_segmenter
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -14,37 +13,22 @@ import pydicom
 from app.client import stow
 from app.core.config import Settings
 from app.db.tables import ModelVersion
+from app.dicom.seg import write_nifti, write_seg
+from app.dicom.volume import SeriesVolume
 from app.services.derived import write_object
+from app.services.routing import Segmentation
 from app.services.storage import InstanceStore
-from workers.pipelines.model_cache import load_version
-from workers.pipelines.volume import SeriesVolume
+from workers.inference.segmenter import segment_volume
+from workers.serving.model_cache import load_version
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SegResult:
-    nifti_path: str
-    # The DICOM SEG; None when the source series cannot carry one (no FrameOfReferenceUID).
-    seg_path: str | None = None
-    seg_series_uid: str | None = None
-    seg_sop_uid: str | None = None
-    sop_class_uid: str = ""
-    transfer_syntax_uid: str = ""
-    sha256: str = ""
-    size: int = 0
-    blob: bytes = b""
-    seg_refused: str | None = None
 
 
 def segment_series(
     settings: Settings, store: InstanceStore, *, row: ModelVersion, volume: SeriesVolume, paths_by_uid: dict[str, Path],
     series_id: int, revision: int, mask: np.ndarray | None = None,
-) -> SegResult:  # fmt: skip
+) -> Segmentation:  # fmt: skip
     """``mask``: this segmenter's mask of the series when scoring already computed it (liver-restricted scorer)."""
-    from workers.pipelines.seg_export import write_nifti, write_seg
-    from workers.pipelines.segmenter_inference import segment_volume
-
     if mask is None:
         model, _metadata = load_version(settings.models_dir, row)
         mask = segment_volume(model, volume.hu, volume.geometry)
@@ -54,14 +38,14 @@ def segment_series(
     sources = [pydicom.dcmread(paths_by_uid[uid], stop_before_pixels=True) for uid in volume.sop_instance_uids]
     if any("FrameOfReferenceUID" not in ds for ds in sources):
         # A SEG must reference the frame of reference; we do not invent one for someone else's series.
-        return SegResult(nifti, seg_refused="source series has no FrameOfReferenceUID: NIfTI only")
+        return Segmentation(nifti, seg_refused="source series has no FrameOfReferenceUID: NIfTI only")
     seg = write_seg(mask, sources, algorithm_name="gatekeeper-segmenter", algorithm_version=f"v{row.version}",
                     model_sha256=row.sha256)  # fmt: skip
     buf = io.BytesIO()
     seg.save_as(buf, enforce_file_format=True)
     blob = buf.getvalue()
     relative, sha, size = write_object(store, blob)
-    return SegResult(nifti, relative, str(seg.SeriesInstanceUID), str(seg.SOPInstanceUID), str(seg.SOPClassUID),
+    return Segmentation(nifti, relative, str(seg.SeriesInstanceUID), str(seg.SOPInstanceUID), str(seg.SOPClassUID),
                      str(seg.file_meta.TransferSyntaxUID), sha, size, blob)  # fmt: skip
 
 

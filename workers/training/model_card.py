@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from app.services.registry import file_sha256
+from app.services.registry import KINDS, RegistryError
+from app.services.storage import file_sha256
 
 # (case-name prefix, licence as its source states it, may weights trained on it be redistributed).
 # From ../shared/data/MANIFEST.md; unknown or unverified terms count as "no".
@@ -98,6 +99,21 @@ def build_card(checkpoint: Path) -> dict[str, Any]:
         else "research weights: never commit or redistribute (see the licences above)",
         "intended_use": INTENDED_USE[part["kind"]],
     }
+
+
+def checked_card(checkpoint: Path, kind: str, **extra: Any) -> dict[str, Any]:
+    """The card the registry stores for ``checkpoint`` (with ``extra`` keys beside the built ones);
+    RegistryError when the file is not a checkpoint of train-scorer or train-segmenter, or of another kind."""
+    if kind not in KINDS:
+        raise RegistryError(f"unknown model kind {kind!r}; one of {', '.join(KINDS)}")
+    try:
+        built = build_card(checkpoint)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is refused the same way
+        raise RegistryError(f"{checkpoint.name} is not a checkpoint written by train-scorer or train-segmenter "
+                            f"({type(exc).__name__})") from exc  # fmt: skip
+    if built["kind"] != kind:
+        raise RegistryError(f"{checkpoint.name} is a {built['kind']} checkpoint, not a {kind}")
+    return {**built, **extra}
 
 
 def card_markdown(card: dict[str, Any]) -> str:

@@ -21,9 +21,11 @@ from sqlalchemy import select
 
 from app.core.config import Settings, get_settings
 from app.core.db import session_scope
-from app.db import models as registry_q
+from app.db import model_versions as registry_q
+from app.db.states import CaseStatus, TrainingJobStatus
 from app.db.tables import Case, Instance, ModelVersion, PatientSplit, Series, Study, TrainingJob
 from app.services import audit, registry, splits, training
+from workers.training.model_card import checked_card
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,7 @@ def labelled_contours() -> list[Labelled]:
     with session_scope() as session:
         rows = session.execute(
             select(Case, Series).join(Series, Series.id == Case.series_id)
-            .where(Case.status == "submitted", Case.contour_path.is_not(None))
+            .where(Case.status == CaseStatus.SUBMITTED, Case.contour_path.is_not(None))
         ).all()  # fmt: skip
         return [Labelled(f"case-{c.id}", s.id, _split_of(session, s), c.contour_path) for c, s in rows]
 
@@ -72,7 +74,7 @@ def confirmed_normal() -> list[Labelled]:
         auto = session.scalars(select(Series).where(Series.status == "auto")).all()
         rejected = session.execute(
             select(Case, Series).join(Series, Series.id == Case.series_id)
-            .where(Case.status == "rejected", Case.reject_reason.like("normal%"))
+            .where(Case.status == CaseStatus.REJECTED, Case.reject_reason.like("normal%"))
         ).all()  # fmt: skip
         items = [Labelled(f"series-{s.id}", s.id, _split_of(session, s), None) for s in auto]
         items += [Labelled(f"series-{s.id}", s.id, _split_of(session, s), None) for _, s in rejected]
@@ -88,9 +90,9 @@ def _base_link(settings: Settings, data_root: Path, params: dict[str, Any]) -> b
 
 def train_segmenter_job(settings: Settings, job_dir: Path, params: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     from models.segmenter import SegmenterConfig
-    from workers.pipelines.segmenter_data import MaskedCase, SegmenterDataConfig, load_masked_volume
-    from workers.pipelines.segmenter_inference import load_segmenter
-    from workers.pipelines.segmenter_training import SegmenterTrainConfig, evaluate, train_segmenter
+    from workers.inference.segmenter import load_segmenter
+    from workers.training.segmenter_data import MaskedCase, SegmenterDataConfig, load_masked_volume
+    from workers.training.segmenter_training import SegmenterTrainConfig, evaluate, train_segmenter
 
     data_root = job_dir / "data"
     default = SegmenterDataConfig()
@@ -136,8 +138,8 @@ def _promoted_scorer() -> tuple[Any, Any]:
     retrain keeps what serves today; (None, None) when no scorer is promoted or its file cannot be read."""
     import torch
 
-    from workers.pipelines.liver_roi import roi_of
-    from workers.pipelines.scorer_training import ScorerTrainConfig
+    from workers.inference.liver_roi import roi_of
+    from workers.training.scorer_training import ScorerTrainConfig
 
     path = _promoted_path("scorer")
     if path is None:
@@ -152,8 +154,8 @@ def _promoted_scorer() -> tuple[Any, Any]:
 
 def train_scorer_job(settings: Settings, job_dir: Path, params: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     from models.scorer import ScorerConfig
-    from workers.pipelines.scorer_data import CaseSpec, ScorerDataConfig
-    from workers.pipelines.scorer_training import ScorerTrainConfig, train_scorer
+    from workers.training.scorer_data import CaseSpec, ScorerDataConfig
+    from workers.training.scorer_training import ScorerTrainConfig, train_scorer
 
     data_root = job_dir / "data"
     default = ScorerDataConfig()
@@ -178,14 +180,14 @@ def train_scorer_job(settings: Settings, job_dir: Path, params: dict[str, Any]) 
                      batch_size=int(params.get("batch_size", 16)), seed=int(params.get("seed", 0)))  # fmt: skip
     checkpoint = train_scorer(config, job_dir / "run", resume=True)
     if roi is not None:  # the promoted scorer looks inside the liver: so does its successor, calibrated there
-        from workers.pipelines.scorer_training import calibrate_checkpoint
+        from workers.training.scorer_training import calibrate_checkpoint
 
         segmenter = _promoted_path("segmenter")
         if segmenter is None:
             raise ValueError("the promoted scorer scores inside the liver, but no segmenter is promoted")
         checkpoint = calibrate_checkpoint(checkpoint, job_dir / "in-liver.pt", segmenter=segmenter,
                                           erosion_mm=roi.erosion_mm)  # fmt: skip
-    from workers.pipelines.scorer_inference import load_scorer
+    from workers.inference.scorer import load_scorer
 
     _, metadata = load_scorer(checkpoint)
     calibration = metadata.get("calibration", {})
@@ -196,16 +198,19 @@ def train_scorer_job(settings: Settings, job_dir: Path, params: dict[str, Any]) 
 
 def _finish(job_id: int, task_id: str, kind: str, auto: bool, checkpoint: Path, metrics: dict[str, Any]) -> None:
     settings = get_settings()
+    card = checked_card(checkpoint, kind, training_job_id=job_id, data="frozen splits")
     with session_scope() as session:
         row = registry.register(session=session, models_dir=settings.models_dir, kind=kind, source=checkpoint,
-                                metrics=metrics, card={"training_job_id": job_id, "data": "frozen splits"},
+                                metrics=metrics, card=card,
                                 actor=f"training_job:{job_id}", training_job_id=job_id)  # fmt: skip
         promoted = False
         if auto and registry.passes_gate(row, registry_q.promoted(session, kind)):
             registry.promote(session=session, model_id=row.id, actor=f"training_job:{job_id}",
                              action="model.auto_promoted")  # fmt: skip
             promoted = True
-        training.finish_job(session, job_id=job_id, task_id=task_id, status="succeeded", model_version_id=row.id)
+        training.finish_job(
+            session, job_id=job_id, task_id=task_id, status=TrainingJobStatus.SUCCEEDED, model_version_id=row.id
+        )
         audit.record(session, actor=f"training_job:{job_id}", action="training.finished", entity_type="training_job",
                      entity_id=job_id, model_version_id=row.id, promoted=promoted)  # fmt: skip
 
@@ -220,7 +225,9 @@ def train_model_impl(*, job_id: int, task_id: str) -> str:
         kind, params, auto = job.kind, dict(job.params), job.auto_promote
         done = session.scalar(select(ModelVersion.id).where(ModelVersion.training_job_id == job_id))
         if done is not None:  # registered before a crash: finish, do not train twice
-            training.finish_job(session, job_id=job_id, task_id=task_id, status="succeeded", model_version_id=done)
+            training.finish_job(
+                session, job_id=job_id, task_id=task_id, status=TrainingJobStatus.SUCCEEDED, model_version_id=done
+            )
             return "succeeded"
         audit.record(session, actor=f"training_job:{job_id}", action="training.started", entity_type="training_job",
                      entity_id=job_id, kind=kind)  # fmt: skip
@@ -231,7 +238,7 @@ def train_model_impl(*, job_id: int, task_id: str) -> str:
     except Exception as exc:  # noqa: BLE001 - recorded on the job; no PHI in a type name and our own messages
         log.warning("training job %d failed: %s", job_id, type(exc).__name__)
         with session_scope() as session:
-            training.finish_job(session, job_id=job_id, task_id=task_id, status="failed",
+            training.finish_job(session, job_id=job_id, task_id=task_id, status=TrainingJobStatus.FAILED,
                                 error=f"{type(exc).__name__}: {str(exc)[:300]}")  # fmt: skip
         return "failed"
     _finish(job_id, task_id, kind, auto, checkpoint, metrics)

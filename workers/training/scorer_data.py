@@ -24,9 +24,9 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from app.dicom.volume import load_series_volume
 from models.body_position import BodyPositionConfig, find_body_position
 from models.transforms import PreprocessConfig, preprocess_series
-from workers.pipelines.volume import load_series_volume
 
 CACHE_VERSION = 1
 

@@ -16,11 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from app.services.registry import file_sha256
+from app.core.plotting import pyplot
+from app.services.storage import file_sha256
 from models.scorer import (
     ConvAutoencoder,
     FAnoGAN,
@@ -31,9 +31,12 @@ from models.scorer import (
     false_positive_rate,
 )
 from models.scorer.steps import autoencoder_step, critic_step, encoder_step, freeze_for_encoder, generator_step
-from workers.pipelines.liver_roi import ROI_KEY, LiverRoi, roi_valid
-from workers.pipelines.model_card import write_card
-from workers.pipelines.scorer_data import (
+from workers.inference.checkpoint import save_checkpoint
+from workers.inference.engine import bf16_is_native
+from workers.inference.liver_roi import ROI_KEY, LiverRoi, roi_valid
+from workers.inference.scorer import load_scorer, predict_slices
+from workers.training.model_card import write_card
+from workers.training.scorer_data import (
     ScorerDataConfig,
     SliceSet,
     build_slice_set,
@@ -41,8 +44,6 @@ from workers.pipelines.scorer_data import (
     load_case_volume,
     selected_indices,
 )
-from workers.pipelines.scorer_fast import bf16_is_native
-from workers.pipelines.scorer_inference import load_scorer, predict_slices, save_checkpoint
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -206,8 +207,7 @@ def save_sample_grid(
     model: FAnoGAN | ConvAutoencoder, data: SliceSet, path: Path, phase: str, seed: int, n: int = 8
 ) -> None:
     """PNG: generated samples along the position range (gan) or real | G(E(x)) pairs (encoder)."""
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
@@ -355,7 +355,7 @@ def train_scorer(config: ScorerTrainConfig, run_dir: Path, resume: bool = True) 
 def heldout_liver_roi(config: ScorerTrainConfig, segmenter: Path, roi: LiverRoi) -> torch.Tensor:
     """(N, 1, S, S) region of the held-out slices, in ``build_slice_set`` order: each held-out series
     segmented by ``segmenter`` as the worker does (``segment_mask``), then ``roi_valid``."""
-    from workers.pipelines.segmenter_inference import load_segmenter, segment_mask
+    from workers.inference.segmenter import load_segmenter, segment_mask
 
     net, _ = load_segmenter(segmenter)
     parts = []

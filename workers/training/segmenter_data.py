@@ -22,9 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from app.dicom.seg import read_nifti_mask
+from app.dicom.volume import load_series_volume
 from models.segmenter import SegmenterConfig, resample_to_box, to_model_grid
-from workers.pipelines.seg_export import read_nifti_mask
-from workers.pipelines.volume import load_series_volume
 
 CACHE_VERSION = 2
 
@@ -96,7 +96,7 @@ def load_masked_volume(case: MaskedCase, data_dir: Path) -> MaskedVolume:
         mask = read_nifti_mask(mask_path, volume.geometry)
         positions = np.asarray(volume.geometry.slice_positions_mm)
         return MaskedVolume(volume.hu, mask, volume.geometry.pixel_spacing_mm, positions)
-    from workers.pipelines.scorer_data import load_nifti_volume  # the scorer's NIfTI CT loader
+    from workers.training.scorer_data import load_nifti_volume  # the scorer's NIfTI CT loader
 
     ct, mask_volume = load_nifti_volume(ct_path), load_nifti_volume(mask_path)
     if ct.hu.shape != mask_volume.hu.shape or not np.allclose(ct.positions_mm, mask_volume.positions_mm, atol=0.1):
@@ -105,7 +105,7 @@ def load_masked_volume(case: MaskedCase, data_dir: Path) -> MaskedVolume:
 
 
 def selected(case: MaskedCase, n_slices: int) -> list[int]:
-    from workers.pipelines.scorer_data import select_ranges
+    from workers.training.scorer_data import select_ranges
 
     return select_ranges(case.name, case.slices, n_slices)
 

@@ -17,16 +17,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 import torch
 from monai.losses import DiceCELoss
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from app.core.plotting import pyplot
+from models.metrics import dice
 from models.segmenter import LiverSegmenter, SegmenterConfig
-from workers.pipelines.model_card import write_card
-from workers.pipelines.scorer_training import RunFolder, pick_device
-from workers.pipelines.segmenter_data import (
+from workers.inference.checkpoint import save_checkpoint
+from workers.inference.segmenter import segment_mask
+from workers.training.model_card import write_card
+from workers.training.scorer_training import RunFolder, pick_device
+from workers.training.segmenter_data import (
     AugmentConfig,
     MaskedVolume,
     SegmenterDataConfig,
@@ -36,7 +39,6 @@ from workers.pipelines.segmenter_data import (
     describe,
     load_masked_volume,
 )
-from workers.pipelines.segmenter_inference import dice, save_checkpoint, segment_mask
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -185,8 +187,7 @@ def evaluate(model: LiverSegmenter, volume: MaskedVolume, name: str) -> tuple[di
 
 def save_overlay(volume: MaskedVolume, pred: np.ndarray, path: Path, n: int = 6) -> None:
     """PNG of ``n`` held-out slices across the liver: reference contour green, prediction red."""
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     with_liver = np.flatnonzero(volume.mask.reshape(len(pred), -1).any(1))
     picks = with_liver[np.linspace(0, len(with_liver) - 1, n).astype(int)] if len(with_liver) else np.arange(n)
@@ -264,7 +265,7 @@ def train_segmenter(config: SegmenterTrainConfig, run_dir: Path, resume: bool = 
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m workers.pipelines.segmenter_training --run-dir runs/segmenter/NAME`` (resumes by default)."""
+    """``python -m workers.training.segmenter_training --run-dir runs/segmenter/NAME`` (resumes by default)."""
     import argparse
     import json
 
