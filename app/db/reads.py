@@ -31,3 +31,7 @@ def series_by_uid(session: Session, series_uid: str) -> Series | None:
 
 def instance_paths(session: Session, series_id: int) -> list[str]:
     return list(session.scalars(select(Instance.storage_path).where(Instance.series_id == series_id)))
+
+
+def study_uid_of(session: Session, study_id: int) -> str:
+    return session.scalars(select(Study.study_uid).where(Study.id == study_id)).one()
