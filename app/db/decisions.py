@@ -28,3 +28,14 @@ def latest_decision(session: Session, series_id: int) -> SeriesDecision | None:
 def latest_segmentation(session: Session, series_id: int) -> Segmentation | None:
     stmt = select(Segmentation).where(Segmentation.series_id == series_id).order_by(Segmentation.id.desc())
     return session.scalar(stmt.limit(1))
+
+
+def decision_for(session: Session, *, series_id: int, revision: int) -> SeriesDecision | None:
+    """The decision of one revision (the latest, should a retry under another scorer have added one)."""
+    stmt = select(SeriesDecision).where(SeriesDecision.series_id == series_id, SeriesDecision.revision == revision)
+    return session.scalar(stmt.order_by(SeriesDecision.id.desc()).limit(1))
+
+
+def segmentation_for(session: Session, *, series_id: int, revision: int) -> Segmentation | None:
+    stmt = select(Segmentation).where(Segmentation.series_id == series_id, Segmentation.revision == revision)
+    return session.scalar(stmt.order_by(Segmentation.id.desc()).limit(1))

@@ -155,6 +155,29 @@ def test_the_loop(loop) -> None:  # type: ignore[no-untyped-def]
         assert back.status_code == 200 and back.json()["id"] == first_segmenter
 
 
+def test_series_api_shows_the_auto_decision_and_its_seg(loop) -> None:  # type: ignore[no-untyped-def]
+    """GET /series/{uid} of an auto-segmented series: decision, reason, score, threshold, both version ids,
+    and the WADO-RS URL of its stored SEG series (issue #12, item 13)."""
+    stack, tmp = loop
+    scorer_id = register(stack, "scorer", with_series_threshold(train_tiny_scorer(tmp / "scorer-api"), ALL_AUTO,
+                                                                tmp / "s-api.pt"))  # fmt: skip
+    segmenter_id = register(stack, "segmenter", train_tiny_segmenter(tmp / "segmenter-api"))
+    study, series, state = push_and_route(stack, {"auto", "manual"})
+    assert state["status"] == "auto"
+    with stack.client("radiologist") as c:
+        shown = c.get(f"/series/{series}").json()
+        decision, seg = shown["decision"], shown["segmentation"]
+        assert (decision["decision"], decision["reason"]) == ("auto", "in_distribution")
+        assert decision["threshold"] == ALL_AUTO and decision["series_score"] is not None
+        assert (decision["scorer_version_id"], decision["segmenter_version_id"]) == (scorer_id, segmenter_id)
+        assert seg["source"] == "model" and seg["segmenter_version_id"] == segmenter_id
+        assert seg["seg_url"] == f"{stack.service.url}/dicomweb/studies/{study}/series/{seg['seg_series_uid']}"
+        r = c.get(seg["seg_url"])
+        assert r.status_code == 200
+        sent = pydicom.dcmread(io.BytesIO(r.content.split(b"\r\n\r\n", 1)[1]))
+        assert sent.Modality == "SEG" and sent.ReferencedSeriesSequence[0].SeriesInstanceUID == series
+
+
 def test_scorer_fail_safe(loop) -> None:  # type: ignore[no-untyped-def]
     stack, tmp = loop
     scorer = train_tiny_scorer(tmp / "scorer-fs")
