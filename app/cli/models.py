@@ -15,13 +15,19 @@ models_cli = typer.Typer(help="Model registry: register, list, promote, roll bac
 console = Console()
 
 
+METRICS_HELP = (
+    "JSON metrics measured on the frozen test split (test_dice_per_slice for a segmenter, "
+    "test_fpr_at_threshold for a scorer); without them the version is stored as unmeasured."
+)
+
+
 @models_cli.command("register")
 def register(
     kind: str = typer.Option(..., help="scorer or segmenter."),
     file: Path = typer.Option(
         ..., exists=True, dir_okay=False, help="A checkpoint written by train-scorer/train-segmenter."
     ),
-    metrics: str = typer.Option("{}", help="JSON metrics (defaults to the checkpoint's own, if any)."),
+    metrics: str = typer.Option("{}", help=METRICS_HELP),
     promote: bool = typer.Option(False, help="Promote it at once."),
 ) -> None:
     """Copy a checkpoint into the registry (sha256 recorded) as a new version."""

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     token_cache_s: float = 10.0  # a valid token is remembered this long per process (revocation delay)
     public_base_url: str = ""  # used in RetrieveURL; empty: taken from the request
 
+    # Automatic promotion of a retrained model (training jobs with auto_promote): never below these
+    # absolute floors on the frozen test split, whatever the current version measured (or did not).
+    promote_min_test_dice: float = 0.70  # segmenter: mean Dice per slice
+    promote_max_test_fpr: float = 0.10  # scorer: false-positive rate at its threshold
+
     # The manual queue: a claim lasts this long unless renewed.
     claim_lease_s: float = 1800.0
     # Optional DICOMweb destination (the PACS) for produced SEGs, with its own bearer token.

@@ -29,11 +29,13 @@ def make_engine(url: str) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # pool_pre_ping: a connection broken by a database restart is replaced, not used.
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, pool_timeout=10)
+    # hide_parameters: a database error never quotes the statement's values (patient ids, names).
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, pool_timeout=10,
+                         hide_parameters=True)  # fmt: skip
 
 
 @lru_cache

@@ -7,6 +7,7 @@ its scoring starts, so a promotion never changes a series already in flight.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from app.services.storage import file_sha256
 KINDS = ("scorer", "segmenter")
 # Gate metric per kind and whether higher is better; measured on the frozen test split.
 GATE = {"segmenter": ("test_dice_per_slice", True), "scorer": ("test_fpr_at_threshold", False)}
+UNMEASURED = "unmeasured"  # metrics key of a version without its gate metric (registered by hand, say)
 
 
 class ModelNotFound(NotFound):
@@ -54,6 +56,9 @@ def register(
     tmp = models_dir / f".{name}.tmp"
     shutil.copyfile(source, tmp)
     os.replace(tmp, models_dir / name)
+    metric = GATE[kind][0]
+    if _number(metrics.get(metric)) is None:  # never compared as if it had been measured
+        metrics = {**metrics, UNMEASURED: f"no {metric} on the frozen test split"}
     row = ModelVersion(kind=kind, version=version, path=name, sha256=sha, metrics=metrics,
                        card={**card, "sha256": sha}, training_job_id=training_job_id)  # fmt: skip
     session.add(row)
@@ -94,15 +99,34 @@ def rollback(*, session: Session, kind: str, actor: str) -> ModelVersion:
     return promoted
 
 
-def passes_gate(candidate: ModelVersion, current: ModelVersion | None) -> bool:
-    """Not worse than the current model on the frozen test split (no current: passes)."""
+def gate_verdict(candidate: ModelVersion, current: ModelVersion | None, floors: dict[str, float]) -> tuple[bool, str]:
+    """May ``candidate`` replace ``current`` without a person deciding? (verdict, reason in words).
+
+    Never without its own gate metric on the frozen test split, never beyond the kind's absolute floor
+    (``floors[kind]``), and never worse than a measured current version. An unmeasured current version
+    cannot be compared: the floor alone decides (a Dice-0 model once replaced one that had no metric).
+    """
     metric, higher = GATE[candidate.kind]
-    if current is None or metric not in current.metrics:
-        return True
-    if metric not in candidate.metrics:
-        return False
-    new, old = float(candidate.metrics[metric]), float(current.metrics[metric])
-    return new >= old if higher else new <= old
+    value = _number(candidate.metrics.get(metric))
+    if value is None:
+        return False, f"the candidate has no {metric} on the frozen test split"
+    floor = floors[candidate.kind]
+    if (value < floor) if higher else (value > floor):
+        return False, f"{metric} {value:.4g} is {'below' if higher else 'above'} the floor {floor:g}"
+    old = _number(current.metrics.get(metric)) if current is not None else None
+    if old is None:
+        return True, f"{metric} {value:.4g} passes the floor {floor:g}; no measured current version to compare"
+    if (value < old) if higher else (value > old):
+        return False, f"{metric} {value:.4g} is worse than the current version's {old:.4g}"
+    return True, f"{metric} {value:.4g}, not worse than the current version's {old:.4g}"
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def verify_file(models_dir: Path, row: ModelVersion) -> None:

@@ -41,3 +41,19 @@ def test_promote_of_an_unknown_version_is_not_found(db: Session) -> None:
     with pytest.raises(registry.ModelNotFound) as err:
         registry.promote(session=db, model_id=10**9, actor="t")
     assert err.value.status_code == 404
+
+
+FLOORS = {"segmenter": 0.7, "scorer": 0.1}
+
+
+def test_gate_verdict_needs_a_measured_candidate_above_the_floor(db: Session) -> None:
+    unmeasured_current = _version(db, "segmenter", 1)
+    verdict = registry.gate_verdict
+    assert not verdict(_version(db, "segmenter", 2), unmeasured_current, FLOORS)[0]  # no metric
+    assert not verdict(_version(db, "segmenter", 3, test_dice_per_slice=0.0), unmeasured_current, FLOORS)[0]
+    assert not verdict(_version(db, "segmenter", 4, test_dice_per_slice=float("nan")), None, FLOORS)[0]
+    assert verdict(_version(db, "segmenter", 5, test_dice_per_slice=0.9), unmeasured_current, FLOORS)[0]
+    measured = _version(db, "segmenter", 6, test_dice_per_slice=0.95)
+    assert not verdict(_version(db, "segmenter", 7, test_dice_per_slice=0.9), measured, FLOORS)[0]  # worse
+    assert verdict(_version(db, "scorer", 1, test_fpr_at_threshold=0.05), None, FLOORS)[0]
+    assert not verdict(_version(db, "scorer", 2, test_fpr_at_threshold=0.5), None, FLOORS)[0]

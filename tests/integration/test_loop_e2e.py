@@ -8,6 +8,7 @@ and its DICOM SEG is retrievable over WADO-RS.
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -153,6 +154,26 @@ def test_the_loop(loop) -> None:  # type: ignore[no-untyped-def]
     with stack.client("ml_engineer") as eng:
         back = eng.post("/models/rollback", json={"kind": "segmenter"})
         assert back.status_code == 200 and back.json()["id"] == first_segmenter
+
+
+def test_auto_promotion_never_promotes_an_unmeasured_or_failing_candidate(loop) -> None:  # type: ignore[no-untyped-def]
+    """A 2-step segmenter job with auto_promote, against a current version registered by hand without metrics:
+    it is registered, never promoted (issue #12, item 11: such a job once promoted a Dice-0 model)."""
+    stack, tmp = loop
+    current = register(stack, "segmenter", train_tiny_segmenter(tmp / "segmenter-hand"))
+    assert "unmeasured" in json.loads(str(stack.scalar("SELECT metrics FROM model_versions WHERE id=:i", i=current)))
+    with stack.client("ml_engineer") as eng:
+        job = eng.post(
+            "/training-jobs",
+            json={"kind": "segmenter", "auto_promote": True, "params": {"steps": 2, "base_width": 4, "batch_size": 2}},
+        ).json()
+        deadline = time.monotonic() + 240
+        while (j := eng.get(f"/training-jobs/{job['id']}").json())["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline, j
+            time.sleep(0.5)
+    assert j["status"] == "succeeded", j["error"]
+    assert stack.scalar("SELECT status FROM model_versions WHERE id=:i", i=j["model_version_id"]) == "candidate"
+    assert stack.scalar("SELECT status FROM model_versions WHERE id=:i", i=current) == "promoted"
 
 
 def test_series_api_shows_the_auto_decision_and_its_seg(loop) -> None:  # type: ignore[no-untyped-def]

@@ -203,16 +203,18 @@ def _finish(job_id: int, task_id: str, kind: str, auto: bool, checkpoint: Path, 
         row = registry.register(session=session, models_dir=settings.models_dir, kind=kind, source=checkpoint,
                                 metrics=metrics, card=card,
                                 actor=f"training_job:{job_id}", training_job_id=job_id)  # fmt: skip
-        promoted = False
-        if auto and registry.passes_gate(row, registry_q.promoted(session, kind)):
+        promoted, verdict = False, "auto-promotion not asked for"
+        if auto:
+            floors = {"segmenter": settings.promote_min_test_dice, "scorer": settings.promote_max_test_fpr}
+            promoted, verdict = registry.gate_verdict(row, registry_q.promoted(session, kind), floors)
+        if promoted:
             registry.promote(session=session, model_id=row.id, actor=f"training_job:{job_id}",
                              action="model.auto_promoted")  # fmt: skip
-            promoted = True
         training.finish_job(
             session, job_id=job_id, task_id=task_id, status=TrainingJobStatus.SUCCEEDED, model_version_id=row.id
         )
         audit.record(session, actor=f"training_job:{job_id}", action="training.finished", entity_type="training_job",
-                     entity_id=job_id, model_version_id=row.id, promoted=promoted)  # fmt: skip
+                     entity_id=job_id, model_version_id=row.id, promoted=promoted, verdict=verdict)  # fmt: skip
 
 
 def train_model_impl(*, job_id: int, task_id: str) -> str:
