@@ -19,14 +19,17 @@ from types import TracebackType
 OWN_LOGGERS = frozenset({"app", "workers", "models", "bench", "testkit", "celery", "kombu", "uvicorn", "alembic",
                          "sqlalchemy", "root", "__main__", "gatekeeper"})  # fmt: skip
 WITHHELD = "message withheld: a library's text may quote patient data"
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class PhiSafeFormatter(logging.Formatter):
     """Exceptions as frames (file, line, function) and the exception's type: never its message."""
 
-    def formatException(self, ei: tuple[type[BaseException], BaseException, TracebackType | None]) -> str:  # noqa: N802
+    def formatException(self, ei: ExcInfo) -> str:  # noqa: N802
         kind, _exc, tb = ei
+        if kind is None:
+            return ""
         frames = "".join(traceback.format_list(traceback.extract_tb(tb)))
         return f"Traceback (most recent call last):\n{frames}{kind.__module__}.{kind.__qualname__}: {WITHHELD}"
 
