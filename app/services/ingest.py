@@ -15,7 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from app.core.db import session_scope
@@ -181,19 +181,25 @@ def ingest_files(
 def _commit_with_retry(store: InstanceStore, accepted: list[_Accepted], actor: str) -> None:
     try:
         _commit_guarded(store, accepted, actor)
-    except IntegrityError:
+    except (IntegrityError, DataError):
         # Another process stored one of these SOP UIDs (or created the study or
         # series) between our lookup and our insert: go again one by one, so
-        # the race resolves into duplicates or conflicts per instance.
+        # the race resolves into duplicates or conflicts per instance. A value the
+        # database refuses (DataError) fails its own instance, never the batch.
         for item in accepted:
             item.outcome.duplicate = item.outcome.stored = False
-            _commit_guarded(store, [item], actor)
+            try:
+                _commit_guarded(store, [item], actor)
+            except DataError:
+                log.warning("the database refused a value of one instance")  # never the statement's parameters
+                item.outcome.reason = FailureReason.PROCESSING_FAILURE
+                item.outcome.message = "the database refused a value of this instance"
 
 
 def _commit_guarded(store: InstanceStore, accepted: list[_Accepted], actor: str) -> None:
     try:
         _commit(store, accepted, actor)
-    except IntegrityError:
+    except (IntegrityError, DataError):
         raise
     except OperationalError as exc:
         log.warning("database unavailable during ingest: %s", type(exc).__name__)

@@ -33,7 +33,8 @@ def _series(stack: Stack, series_uid: str) -> tuple:
 
 
 def _conflict_audits(stack: Stack) -> list[str]:
-    return [str(d) for (d,) in stack.rows("SELECT detail FROM audit_events WHERE action = 'instance.identity_conflict'")]
+    rows = stack.rows("SELECT detail FROM audit_events WHERE action = 'instance.identity_conflict' ORDER BY id")
+    return [str(d) for (d,) in rows]
 
 
 def _foreign(spec: SeriesSpec, index: int, **changes: object) -> bytes:

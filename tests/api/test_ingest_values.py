@@ -49,8 +49,9 @@ def test_bad_values_fail_alone_and_good_instances_are_stored(stack: Stack, pacs:
     assert len(r.json()["00081199"]["Value"]) == 3
     assert stack.scalar("SELECT count(*) FROM instances i JOIN series s ON s.id = i.series_id "
                         "WHERE s.series_uid = :u", u=spec.series_uid) == 2  # fmt: skip
-    row = stack.rows("SELECT st.study_date, st.patient_id, i.sha256 FROM instances i JOIN series s ON s.id = i.series_id "
-                     "JOIN studies st ON st.id = s.study_id WHERE s.series_uid = :u", u=legacy_spec.series_uid)  # fmt: skip
+    row = stack.rows("SELECT st.study_date, st.patient_id, i.sha256 FROM instances i "
+                     "JOIN series s ON s.id = i.series_id JOIN studies st ON st.id = s.study_id "
+                     "WHERE s.series_uid = :u", u=legacy_spec.series_uid)  # fmt: skip
     assert row == [("20010101", "PADDED", hashlib.sha256(legacy).hexdigest())]  # original bytes kept
 
 
