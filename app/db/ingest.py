@@ -29,6 +29,13 @@ def stored_digests(session: Session, sop_uids: list[str]) -> dict[str, str]:
     return {uid: sha for uid, sha in rows}
 
 
+def stored_paths(session: Session, paths: list[str]) -> set[str]:
+    """Those of paths that an instance row references."""
+    if not paths:
+        return set()
+    return set(session.scalars(select(Instance.storage_path).where(Instance.storage_path.in_(paths))))
+
+
 def study_identities(session: Session, study_uids: list[str]) -> dict[str, Row[str, int, str | None, str | None]]:
     """StudyInstanceUID -> (id, patient_id, issuer_of_patient_id) for the stored studies among them."""
     if not study_uids:
