@@ -190,6 +190,7 @@ class StackFactory:
             "GATEKEEPER_SERIES_STABLE_AGE_S": "2",
             "GATEKEEPER_DISPATCH_INTERVAL_S": "0.2",
             "GATEKEEPER_RECONCILE_AFTER_S": "3",
+            "GATEKEEPER_ORPHAN_SWEEP_INTERVAL_S": "12",  # the cadence test stacks had: 60 ticks of 0.2 s
             "GATEKEEPER_MAX_BODY_BYTES": str(64 * 1024**2),
             "GATEKEEPER_LOG_LEVEL": "DEBUG",
             "GATEKEEPER_TOKEN_CACHE_S": "0",  # tests change tokens under the running API

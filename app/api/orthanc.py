@@ -41,28 +41,29 @@ async def push_instance(
     request: Request, principal: PacsPrincipal, settings: SettingsDep, store: StoreDep
 ) -> JSONResponse:
     check_declared_length(request, settings.max_instance_bytes)
-    writer = store.new_temp(settings.max_instance_bytes)
-    try:
-        await _receive(request, writer, settings.max_instance_bytes)
-    except OverflowError:
-        writer.abort()
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "instance exceeds the size limit")
-    except zlib.error:
-        writer.abort()
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "body is not valid gzip")
-    except BaseException:
-        writer.abort()
-        raise
-    received = writer.finish(False)  # ingest fsyncs it if it is new
-    limits = ParseLimits(settings.max_pixel_bytes, settings.max_sequence_depth)
-    try:
-        [outcome] = await run_in_threadpool(
-            lambda: ingest_files(
-                store=store, files=[received], expected_study=None, actor=principal.name, limits=limits
+    with store.owner() as owner:  # the orphan sweep keeps off the file until its commit is over
+        writer = owner.new_temp(settings.max_instance_bytes)
+        try:
+            await _receive(request, writer, settings.max_instance_bytes)
+        except OverflowError:
+            writer.abort()
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "instance exceeds the size limit")
+        except zlib.error:
+            writer.abort()
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, "body is not valid gzip")
+        except BaseException:
+            writer.abort()
+            raise
+        received = writer.finish(False)  # ingest fsyncs it if it is new
+        limits = ParseLimits(settings.max_pixel_bytes, settings.max_sequence_depth)
+        try:
+            [outcome] = await run_in_threadpool(
+                lambda: ingest_files(
+                    store=store, files=[received], expected_study=None, actor=principal.name, limits=limits
+                )
             )
-        )
-    except StorageUnavailable as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"})
+        except StorageUnavailable as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"})
     if not outcome.ok:
         assert outcome.reason is not None
         code = status.HTTP_409_CONFLICT if outcome.reason.is_conflict else status.HTTP_400_BAD_REQUEST

@@ -58,24 +58,27 @@ async def _store(request: Request, settings: Settings, store, principal, study: 
     def accept(content_type: str) -> bool:
         return content_type == "" or parse_content_type(content_type)[0] == "application/dicom"
 
-    try:
-        parts = await read_parts(request.stream(), boundary, store.new_temp, finish, limits, accept)
-    except (BodyTooLarge, OverflowError) as exc:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc))
-    except MultipartError as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc))
-    if not parts:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "multipart body has no parts")
-    files = [p.received for p in parts if p.received is not None]
-    parse_limits = ParseLimits(settings.max_pixel_bytes, settings.max_sequence_depth)
-    try:
-        stored = await run_in_threadpool(
-            lambda: ingest_files(
-                store=store, files=files, expected_study=study, actor=principal.name, limits=parse_limits
+    # The owner keeps the orphan sweep off this request's files until its commit is over, however slowly
+    # the body arrives.
+    with store.owner() as owner:
+        try:
+            parts = await read_parts(request.stream(), boundary, owner.new_temp, finish, limits, accept)
+        except (BodyTooLarge, OverflowError) as exc:
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc))
+        except MultipartError as exc:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc))
+        if not parts:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, "multipart body has no parts")
+        files = [p.received for p in parts if p.received is not None]
+        parse_limits = ParseLimits(settings.max_pixel_bytes, settings.max_sequence_depth)
+        try:
+            stored = await run_in_threadpool(
+                lambda: ingest_files(
+                    store=store, files=files, expected_study=study, actor=principal.name, limits=parse_limits
+                )
             )
-        )
-    except StorageUnavailable as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"})
+        except StorageUnavailable as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"})
     it = iter(stored)
     outcomes = [next(it) if p.received is not None else part_refused(p.content_type) for p in parts]
     return JSONResponse(stow_body(outcomes, base_url(request, settings)), stow_status(outcomes), media_type=DICOM_JSON)

@@ -38,7 +38,9 @@ class Settings(BaseSettings):
     dispatch_interval_s: float = 1.0
     run_dispatcher: bool = True  # the API process runs completion, outbox relay, reconciler
     reconcile_after_s: float = 30.0  # a published job not picked up by then is sent again
+    # The orphan sweep: files no row references and no live upload owns, older than the minimum age.
     orphan_min_age_s: float = 600.0
+    orphan_sweep_interval_s: float = 60.0
 
     # Celery: at-least-once delivery; the task time limit stays below the visibility timeout.
     visibility_timeout_s: int = 3600

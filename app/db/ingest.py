@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import Row, case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -27,6 +27,32 @@ def stored_digests(session: Session, sop_uids: list[str]) -> dict[str, str]:
         select(Instance.sop_instance_uid, Instance.sha256).where(Instance.sop_instance_uid.in_(sop_uids))
     )
     return {uid: sha for uid, sha in rows}
+
+
+def stored_paths(session: Session, paths: list[str]) -> set[str]:
+    """Those of paths that an instance row references."""
+    if not paths:
+        return set()
+    return set(session.scalars(select(Instance.storage_path).where(Instance.storage_path.in_(paths))))
+
+
+def study_identities(session: Session, study_uids: list[str]) -> dict[str, Row[str, int, str | None, str | None]]:
+    """StudyInstanceUID -> (id, patient_id, issuer_of_patient_id) for the stored studies among them."""
+    if not study_uids:
+        return {}
+    stmt = select(Study.study_uid, Study.id, Study.patient_id, Study.issuer_of_patient_id)
+    return {row[0]: row for row in session.execute(stmt.where(Study.study_uid.in_(study_uids)))}
+
+
+def series_identities(
+    session: Session, series_uids: list[str]
+) -> dict[str, Row[str, int, str, str | None, str | None]]:
+    """SeriesInstanceUID -> (id, study_uid, modality, frame_of_reference_uid) for the stored series among them."""
+    if not series_uids:
+        return {}
+    stmt = select(Series.series_uid, Series.id, Study.study_uid, Series.modality, Series.frame_of_reference_uid)
+    stmt = stmt.join(Study, Study.id == Series.study_id).where(Series.series_uid.in_(series_uids))
+    return {row[0]: row for row in session.execute(stmt)}
 
 
 def ensure_study(session: Session, *, study_uid: str, values: dict[str, Any]) -> int:

@@ -36,6 +36,7 @@ class Study(Base):
     study_uid: Mapped[str] = mapped_column(String(64), unique=True)
     # Study-level attributes kept for QIDO-RS. They are PHI: never logged.
     patient_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    issuer_of_patient_id: Mapped[str | None] = mapped_column(String(64))  # with patient_id, the study's patient
     study_date: Mapped[str | None] = mapped_column(String(8), index=True)  # YYYYMMDD
     accession_number: Mapped[str | None] = mapped_column(String(16), index=True)
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)  # DICOM JSON
@@ -48,6 +49,7 @@ class Series(Base):
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
     series_uid: Mapped[str] = mapped_column(String(64), unique=True)
     modality: Mapped[str | None] = mapped_column(String(16))
+    frame_of_reference_uid: Mapped[str | None] = mapped_column(String(64))  # one per series (identity rules)
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)  # DICOM JSON
     status: Mapped[str] = mapped_column(String(16), default=SeriesStatus.RECEIVING, index=True)
     # revision grows each time a late instance re-opens the series; a job is for

@@ -17,6 +17,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
+from app.dicom import values as dicom_values
 from app.services.failures import FailureReason, InvalidInstance
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -42,7 +43,7 @@ _ITEM, _SEQ_END = (0xFFFE, 0xE000), (0xFFFE, 0xE0DD)
 # Kept for QIDO-RS; copied as DICOM JSON. These are PHI: stored, never logged.
 STUDY_TAGS = [
     "StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber", "StudyID", "StudyDescription",
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "ReferringPhysicianName",
+    "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "ReferringPhysicianName",
 ]  # fmt: skip
 SERIES_TAGS = ["SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription", "SeriesDate"]
 
@@ -56,9 +57,13 @@ class InstanceHeader:
     transfer_syntax_uid: str
     modality: str
     instance_number: int | None
+    # Normalised copies for the index and the identity rules (app/services/identity.py); the file keeps
+    # the original bytes.
     patient_id: str | None
     study_date: str | None
     accession_number: str | None
+    issuer_of_patient_id: str | None = None
+    frame_of_reference_uid: str | None = None
     study_attributes: dict[str, Any] = field(default_factory=dict)
     series_attributes: dict[str, Any] = field(default_factory=dict)
 
@@ -185,7 +190,6 @@ def parse_instance(path: Path, limits: ParseLimits | None = None) -> InstanceHea
         if modality != "CT":
             raise InvalidInstance(FailureReason.DATASET_MISMATCH, f"Modality {modality or '(empty)'} in a CT image")
         _check_pixels(ds, syntax, limits)
-        number = ds.get("InstanceNumber")
         return InstanceHeader(
             sop_instance_uid=sop_uid,
             sop_class_uid=sop_class,
@@ -193,10 +197,12 @@ def parse_instance(path: Path, limits: ParseLimits | None = None) -> InstanceHea
             series_uid=series_uid,
             transfer_syntax_uid=syntax,
             modality=modality,
-            instance_number=int(number) if number not in (None, "") else None,
-            patient_id=str(ds.get("PatientID", "")) or None,
-            study_date=(str(ds.get("StudyDate", "")) or None),
-            accession_number=str(ds.get("AccessionNumber", "")) or None,
+            instance_number=dicom_values.integer(ds, "InstanceNumber"),
+            patient_id=dicom_values.text(ds, "PatientID", 64),
+            study_date=dicom_values.date(ds, "StudyDate"),
+            accession_number=dicom_values.text(ds, "AccessionNumber", 16),
+            issuer_of_patient_id=dicom_values.text(ds, "IssuerOfPatientID", 64),
+            frame_of_reference_uid=dicom_values.optional_uid(ds, "FrameOfReferenceUID"),
             study_attributes=_json(ds, STUDY_TAGS),
             series_attributes=_json(ds, SERIES_TAGS),
         )

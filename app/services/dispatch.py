@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -16,6 +17,7 @@ from sqlalchemy import select
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.db import series as q
+from app.db.ingest import stored_paths
 from app.db.tables import Instance, OutboxEvent
 from app.services import audit
 from app.services.storage import InstanceStore
@@ -71,10 +73,15 @@ def reconcile(*, reconcile_after_s: float, now: datetime | None = None) -> int:
 
 
 def sweep_orphans(store: InstanceStore, *, min_age_s: float) -> int:
-    """Delete files that no row references (a crash between rename and commit)."""
+    """Delete files that no row references and no live upload owns (a crash between rename and commit)."""
     with session_scope() as session:
         referenced = set(session.scalars(select(Instance.storage_path)))
-    removed = store.sweep(referenced, min_age_s)
+
+    def referenced_now(paths: list[str]) -> set[str]:
+        with session_scope() as session:  # a fresh transaction: it sees what owners committed meanwhile
+            return stored_paths(session, paths)
+
+    removed = store.sweep(referenced, min_age_s, referenced_now)
     if removed:
         log.info("swept %d orphan file(s)", len(removed))
     return len(removed)
@@ -90,11 +97,13 @@ def tick(settings: Settings, publish: Publisher, store: InstanceStore, *, sweep:
 
 def run_forever(settings: Settings, publish: Publisher, store: InstanceStore, stop: threading.Event) -> None:
     """The dispatcher loop: a failing tick (database down) is logged and retried."""
-    count = 0
+    next_sweep = time.monotonic()
     while not stop.is_set():
+        sweep = time.monotonic() >= next_sweep
+        if sweep:
+            next_sweep = time.monotonic() + settings.orphan_sweep_interval_s
         try:
-            tick(settings, publish, store, sweep=count % 60 == 0)
+            tick(settings, publish, store, sweep=sweep)
         except Exception as exc:  # noqa: BLE001 - keep the loop alive through outages
             log.warning("dispatcher tick failed: %s", type(exc).__name__)
-        count += 1
         stop.wait(settings.dispatch_interval_s)

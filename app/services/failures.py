@@ -1,7 +1,9 @@
 """Failure reasons returned in STOW-RS FailureReason (0008,1197) and to peer pushes.
 
-Codes follow DICOM PS3.18 Annex I / PS3.4 status codes; the study mismatch code
-follows dcm4chee's usage (no code is standardised for it).
+Codes follow DICOM PS3.18 Annex I / PS3.4 status codes. No code is standardised for
+the study mismatch or the identity conflicts: the study mismatch and the patient
+conflict follow dcm4chee-arc (0xC409, 0xA778 CONFLICTING_PID_NOT_ACCEPTED); the
+series conflict, which dcm4chee has no code for, takes the next code after 0xC409.
 """
 
 from __future__ import annotations
@@ -18,10 +20,17 @@ class FailureReason(IntEnum):
     CANNOT_UNDERSTAND = 0xC000  # not DICOM, truncated, unparseable
     TRANSFER_SYNTAX = 0xC122  # transfer syntax not supported (deflate is refused)
     STUDY_MISMATCH = 0xC409  # StudyInstanceUID differs from the one in the request URL
+    PATIENT_CONFLICT = 0xA778  # PatientID (or its issuer) differs from that of the stored study
+    SERIES_CONFLICT = 0xC40A  # StudyInstanceUID, Modality or FrameOfReferenceUID differs from the series'
 
     @property
     def is_conflict(self) -> bool:
-        return self in (FailureReason.DUPLICATE_CONFLICT, FailureReason.STUDY_MISMATCH)
+        return self in (
+            FailureReason.DUPLICATE_CONFLICT,
+            FailureReason.STUDY_MISMATCH,
+            FailureReason.PATIENT_CONFLICT,
+            FailureReason.SERIES_CONFLICT,
+        )
 
 
 class InvalidInstance(Exception):

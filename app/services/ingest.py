@@ -5,7 +5,8 @@ parse every file -> look up SOP Instance UIDs -> move new files to their final
 place after fsyncing them (in parallel) and fsync their directories -> insert rows in one
 transaction -> acknowledge. A file whose row did not commit is deleted; a row
 never exists without its file. The same bytes sent again are a success with no
-new row; other bytes under a stored SOP Instance UID are refused and audited.
+new row; other bytes under a stored SOP Instance UID are refused and audited, and
+so is an instance that breaks the identity rules (app/services/identity.py).
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from app.core.db import session_scope
 from app.db import ingest as q
 from app.db.tables import Instance
 from app.dicom.parse import InstanceHeader, ParseLimits, parse_instance
-from app.services import audit
+from app.services import audit, identity
 from app.services.failures import FailureReason, InvalidInstance
 from app.services.storage import InstanceStore, ReceivedFile
 
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 
 class StorageUnavailable(Exception):
     """The database or the disk cannot take writes now; the client should retry (503)."""
+
+
+class _IdentityRace(Exception):
+    """Another process stored a study or series that conflicts with ours between our check and our insert."""
 
 
 @dataclass
@@ -105,7 +110,47 @@ def _classify(session: Session, accepted: list[_Accepted], actor: str) -> list[_
                 session, actor=actor, action="instance.conflict", entity_type="instance",
                 entity_id=None, stored_sha256=known, refused_sha256=sha,
             )  # fmt: skip
-    return new
+    return _check_identities(session, new, actor)
+
+
+def _known_identities(
+    session: Session, headers: list[InstanceHeader]
+) -> tuple[dict[str, identity.StudyIdentity], dict[str, identity.SeriesIdentity]]:
+    studies = q.study_identities(session, sorted({h.study_uid for h in headers}))
+    series = q.series_identities(session, sorted({h.series_uid for h in headers}))
+    return (
+        {uid: identity.StudyIdentity(r.patient_id, r.issuer_of_patient_id, r.id) for uid, r in studies.items()},
+        {uid: identity.SeriesIdentity(r.study_uid, r.modality, r.frame_of_reference_uid, r.id)
+         for uid, r in series.items()},
+    )  # fmt: skip
+
+
+def _check_identities(session: Session, items: list[_Accepted], actor: str) -> list[_Accepted]:
+    """Refuse (and audit) each instance that breaks an identity rule; return the others."""
+    studies, series = _known_identities(session, [item.header for item in items])
+    kept: list[_Accepted] = []
+    for item in items:
+        conflict = identity.check(item.header, studies, series)
+        if conflict is None:
+            kept.append(item)
+            continue
+        item.outcome.reason, item.outcome.message = conflict.reason, conflict.message
+        # No PHI and no UID in the detail: the attribute's name, the row ids and the refused file's digest.
+        audit.record(
+            session, actor=actor, action="instance.identity_conflict", entity_type=conflict.scope,
+            entity_id=conflict.row_id, attribute=conflict.attribute, refused_sha256=item.received.sha256,
+        )  # fmt: skip
+    return kept
+
+
+def _recheck(session: Session, header: InstanceHeader) -> None:
+    """After the upserts: the rows we join must still agree (another process may have created them)."""
+    studies, series = _known_identities(session, [header])
+    known_study, known_series = studies[header.study_uid], series[header.series_uid]
+    if identity.study_conflict(known_study, identity.study_of(header)) or identity.series_conflict(
+        known_series, identity.series_of(header)
+    ):
+        raise _IdentityRace
 
 
 def _insert_rows(session: Session, new: list[_Accepted], actor: str) -> None:
@@ -117,13 +162,16 @@ def _insert_rows(session: Session, new: list[_Accepted], actor: str) -> None:
         h = items[0].header
         study_id = q.ensure_study(
             session, study_uid=h.study_uid,
-            values={"patient_id": h.patient_id, "study_date": h.study_date,
-                    "accession_number": h.accession_number, "attributes": h.study_attributes},
+            values={"patient_id": h.patient_id, "issuer_of_patient_id": h.issuer_of_patient_id,
+                    "study_date": h.study_date, "accession_number": h.accession_number,
+                    "attributes": h.study_attributes},
         )  # fmt: skip
         series_id = q.ensure_series(
             session, series_uid=series_uid, study_id=study_id,
-            values={"modality": h.modality, "attributes": h.series_attributes},
+            values={"modality": h.modality, "frame_of_reference_uid": h.frame_of_reference_uid,
+                    "attributes": h.series_attributes},
         )  # fmt: skip
+        _recheck(session, h)
         previous, revision = q.record_arrivals(session, series_id=series_id, count=len(items), now=now)
         for item in items:
             session.add(
@@ -181,19 +229,26 @@ def ingest_files(
 def _commit_with_retry(store: InstanceStore, accepted: list[_Accepted], actor: str) -> None:
     try:
         _commit_guarded(store, accepted, actor)
-    except IntegrityError:
+    except (IntegrityError, DataError, _IdentityRace):
         # Another process stored one of these SOP UIDs (or created the study or
-        # series) between our lookup and our insert: go again one by one, so
-        # the race resolves into duplicates or conflicts per instance.
+        # series) between our lookup and our insert: go again one by one, so the
+        # race resolves into duplicates or conflicts per instance (the lookup of
+        # the retry sees the other's rows and refuses a conflicting one). A value the
+        # database refuses (DataError) fails its own instance, never the batch.
         for item in accepted:
             item.outcome.duplicate = item.outcome.stored = False
-            _commit_guarded(store, [item], actor)
+            try:
+                _commit_guarded(store, [item], actor)
+            except DataError:
+                log.warning("the database refused a value of one instance")  # never the statement's parameters
+                item.outcome.reason = FailureReason.PROCESSING_FAILURE
+                item.outcome.message = "the database refused a value of this instance"
 
 
 def _commit_guarded(store: InstanceStore, accepted: list[_Accepted], actor: str) -> None:
     try:
         _commit(store, accepted, actor)
-    except IntegrityError:
+    except (IntegrityError, DataError, _IdentityRace):
         raise
     except OperationalError as exc:
         log.warning("database unavailable during ingest: %s", type(exc).__name__)

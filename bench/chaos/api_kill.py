@@ -82,7 +82,8 @@ def run(make_stack, workdir, *, kills: int, seed: int = 5) -> dict:  # type: ign
                                                                   "FROM instances")}  # fmt: skip
         referenced = {path for _, path in rows.values()}
         orphans_found = len(files_on_disk(stack) - referenced) + sum(1 for _ in (stack.storage / "tmp").iterdir())
-        # the dispatcher sweeps every 60 ticks (12 s here) files older than GATEKEEPER_ORPHAN_MIN_AGE_S
+        # the dispatcher sweeps every GATEKEEPER_ORPHAN_SWEEP_INTERVAL_S (12 s here) files older than
+        # GATEKEEPER_ORPHAN_MIN_AGE_S that no live upload owns
         deadline = time.monotonic() + 60
         while files_on_disk(stack) - referenced or any((stack.storage / "tmp").iterdir()):
             assert time.monotonic() < deadline, "orphan files never swept"
