@@ -18,7 +18,7 @@ MATCHING = (
     "Query parameters: {attributeID}={value} for an attribute of the levels this resource matches (keyword or "
     "tag; " + ", ".join(KEYS) + "): UIDs singly or as a list (, or \\), * and ? wildcards on strings "
     "(case-sensitive; person names ignore ASCII case), date and time ranges A-B with open ends; "
-    "`includefield` (keyword, tag or `all`), `limit` (1-1000, default 100), `offset`, `fuzzymatching=false`. "
+    "`includefield` (keyword, tag or `all`), `limit` (1-10000, default 10000), `offset`, `fuzzymatching=false`. "
     "Any other attribute is refused with 400. No match is 204."
 )
 

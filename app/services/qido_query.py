@@ -16,7 +16,8 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
 from app.core.errors import DomainError
 
-MAX_LIMIT, MAX_OFFSET, DEFAULT_LIMIT = 1000, 2**63 - 1, 100
+# A whole series per query (CT series run to a few thousand slices); beyond it, a Warning and offset paging.
+MAX_LIMIT, MAX_OFFSET, DEFAULT_LIMIT = 10_000, 2**63 - 1, 10_000
 MAX_UIDS = 200  # a UID list longer than this is a bulk export, not a query
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _DATE = re.compile(r"^(\d{8})?(-)?(\d{8})?$")
