@@ -1,4 +1,7 @@
-"""The manual queue over HTTP: ordering, leases, a second reader, contour validation."""
+"""The manual queue over HTTP: ordering, leases, a second reader, contour validation, re-opened series.
+
+Every test runs on PostgreSQL and on the embedded SQLite default that `make run` uses.
+"""
 
 from __future__ import annotations
 
@@ -11,25 +14,29 @@ import pytest
 
 from app.client import stow
 from tests.conftest import Stack
-from tests.dicom_factory import make_series
+from tests.dicom_factory import SeriesSpec, make_series
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def q(stack_factory) -> Stack:  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
+def q(stack_factory, request) -> Stack:  # type: ignore[no-untyped-def]
     """No scorer is promoted here, so every series lands in the manual queue."""
-    return stack_factory(GATEKEEPER_CLAIM_LEASE_S="2")
+    return stack_factory(database=request.param, GATEKEEPER_CLAIM_LEASE_S="2")
 
 
 def _manual_case(stack: Stack, n: int = 4) -> tuple[str, int]:
-    spec, blobs = make_series(n)
+    _, series_uid, case_id = _manual_case_of(stack, *make_series(n))
+    return series_uid, case_id
+
+
+def _manual_case_of(stack: Stack, spec: SeriesSpec, blobs: list[bytes]) -> tuple[SeriesSpec, str, int]:
     with stack.client("pacs") as c:
         assert stow(c, blobs).status_code == 200
         c.post(f"/series/{spec.series_uid}/complete")
     state = stack.wait_status(spec.series_uid, {"manual"})
     case_id = stack.scalar("SELECT id FROM cases WHERE series_id=:i", i=state["id"])
-    return spec.series_uid, int(case_id)  # type: ignore[arg-type]
+    return spec, spec.series_uid, int(case_id)  # type: ignore[arg-type]
 
 
 def _nifti(shape: tuple[int, int, int], affine: np.ndarray) -> bytes:
@@ -97,3 +104,23 @@ def test_claim_next_takes_the_top_case(q: Stack) -> None:
         assert got.status_code == 200 and got.json()["claimed_by_me"]
         assert got.json()["id"] == top["id"]
         reader.post(f"/queue/{top['id']}/release")
+
+
+def test_claim_and_submit_on_either_database(q: Stack) -> None:
+    """The loop's reader side on both databases (on SQLite the lease check compared naive with aware times)."""
+    _, case_id = _manual_case(q)
+    with q.client("radiologist") as reader:
+        assert reader.get("/queue").status_code == 200
+        got = reader.post("/queue/next")
+        assert got.status_code == 200, got.text
+        assert reader.post(f"/queue/{case_id}/claim").status_code == 200
+        mine = next(c for c in reader.get("/queue").json() if c["id"] == case_id)
+        assert mine["claimed_by_me"] and mine["position"] is None
+        r = reader.post(f"/queue/{case_id}/contour", content=_nifti((32, 32, 4), GRID_AFFINE),
+                        headers={"Content-Type": "application/gzip"})  # fmt: skip
+        assert r.status_code == 200, r.text
+    assert q.scalar("SELECT status FROM cases WHERE id=:i", i=case_id) == "submitted"
+
+
+# the RAS affine of make_series' grid: 0.8 mm pixels, slices 2.5 mm apart from z = -7.5 (LPS) upwards
+GRID_AFFINE = np.array([[-0.8, 0, 0, 0], [0, -0.8, 0, 0], [0, 0, 2.5, -7.5], [0, 0, 0, 1.0]])

@@ -1,4 +1,5 @@
-"""The whole loop through HTTP, PostgreSQL, Redis and Celery workers, with tiny models.
+"""The whole loop through HTTP, the database (PostgreSQL, and the embedded SQLite default), Redis and Celery
+workers, with tiny models.
 
 PACS pushes -> scored -> manual queue -> a radiologist contours -> an ML engineer
 retrains the segmenter -> promotes it -> the next series is auto-segmented by it,
@@ -74,10 +75,10 @@ def model_metadata(stack: Stack, model_id: int) -> dict:
     return torch.load(Path(stack.service.env["GATEKEEPER_MODELS_DIR"]) / str(name), weights_only=False)["metadata"]
 
 
-@pytest.fixture(scope="module")
-def loop(stack_factory, tmp_path_factory) -> Stack:  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
+def loop(stack_factory, tmp_path_factory, request) -> Stack:  # type: ignore[no-untyped-def]
     tmp = tmp_path_factory.mktemp("models")
-    return stack_factory(GATEKEEPER_MODELS_DIR=str(tmp / "registry")), tmp
+    return stack_factory(database=request.param, GATEKEEPER_MODELS_DIR=str(tmp / "registry")), tmp
 
 
 def push_and_route(stack: Stack, statuses: set[str], patient_id: str = TRAIN_PATIENT) -> tuple[str, str, dict]:
