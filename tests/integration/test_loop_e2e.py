@@ -243,6 +243,12 @@ def test_liver_restricted_scorer_scores_in_the_pinned_segmenters_liver(loop) -> 
     ckpt["metadata"]["roi"] = LiverRoi(0.0, file_sha256(tmp / "segmenter-c.pt")).as_json()
     torch.save(ckpt, tmp / "s-roi-c.pt")
     register(stack, "scorer", tmp / "s-roi-c.pt")
-    _, _, state = push_and_route(stack, {"auto", "manual"})
+    _, series, state = push_and_route(stack, {"auto", "manual"})
     assert state["status"] == "manual"
     assert stack.scalar("SELECT reason FROM series_decisions WHERE series_id=:i", i=state["id"]) == "no_liver_found"
+    # its score of 0 means nothing (no liver to score in): the case has no score and goes first
+    with stack.client("radiologist") as reader:
+        queue = reader.get("/queue").json()
+    case = next(c for c in queue if c["series_uid"] == series)
+    assert case["priority"] is None, case
+    assert all(case["position"] < c["position"] for c in queue if c["priority"] is not None), queue
