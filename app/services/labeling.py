@@ -6,12 +6,11 @@ claimed by one reader cannot be taken by another until the lease lapses.
 
 from __future__ import annotations
 
-import io
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pydicom
 from sqlalchemy.orm import Session
 
@@ -31,6 +30,10 @@ class CaseUnavailable(ValueError):
 
 class InvalidContour(ValueError):
     """The submitted contour does not lie on the series' grid (422)."""
+
+
+SEG_DEFER_BYTES = 1024**2  # header read: larger elements stay on disk until asked for
+SEG_HEADER_BYTES = 16 * 1024**2  # what a SEG may hold besides its frames and their functional groups
 
 
 @dataclass
@@ -90,15 +93,15 @@ def reject_case(*, session: Session, case_id: int, reader: str, reason: str) -> 
 
 
 def submit_contour(
-    *, session: Session, storage_dir: Path, case_id: int, reader: str, body: bytes, content_type: str
+    *, session: Session, storage_dir: Path, case_id: int, reader: str, upload: Path, content_type: str
 ) -> Case:
-    """Validate a SEG or NIfTI mask against the series' grid, store it as NIfTI, close the case."""
+    """Validate a SEG or NIfTI mask (``upload``, on disk) against the series' grid, store it as NIfTI, close it."""
     case = session.get(Case, case_id)
     if case is None or case.status != q.CLAIMED or case.claimed_by != reader:
         raise CaseUnavailable(f"case {case_id} is not claimed by you")
     series = session.get(Series, case.series_id)
     assert series is not None
-    mask, geometry = _read_contour(session, series, body, content_type)
+    mask, geometry = _read_contour(session, series, upload, content_type)
     relative = f"labels/case-{case.id}-r{case.revision}.nii.gz"
     (storage_dir / "labels").mkdir(parents=True, exist_ok=True)
     from workers.pipelines.seg_export import write_nifti
@@ -109,9 +112,13 @@ def submit_contour(
     return case
 
 
-def _read_contour(session: Session, series: Series, body: bytes, content_type: str):  # type: ignore[no-untyped-def]
-    from workers.pipelines.seg_export import read_nifti_mask, read_seg_mask
-    from workers.pipelines.volume import SeriesGeometry, order_and_check
+NIFTI_TYPES = ("application/gzip", "application/x-gzip", "application/octet-stream")
+
+
+def _read_contour(session: Session, series: Series, upload: Path, content_type: str):  # type: ignore[no-untyped-def]
+    """Headers are checked against the series' grid before any pixel data is decoded or inflated."""
+    from workers.pipelines.seg_export import read_nifti_mask
+    from workers.pipelines.volume import SeriesGeometry
 
     if not series.geometry:
         raise InvalidContour("the series has no recorded geometry yet")
@@ -119,15 +126,9 @@ def _read_contour(session: Session, series: Series, body: bytes, content_type: s
     geometry = SeriesGeometry(**{**g, "pixel_spacing_mm": tuple(g["pixel_spacing_mm"])})
     try:
         if content_type.startswith("application/dicom"):
-            seg = pydicom.dcmread(io.BytesIO(body))
-            sources = _source_headers(session, series)
-            order, _ = order_and_check(sources)
-            mask = read_seg_mask(seg, [sources[i] for i in order])
-        elif content_type in ("application/gzip", "application/x-gzip", "application/octet-stream"):
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "contour.nii.gz"
-                path.write_bytes(body)
-                mask = read_nifti_mask(path, geometry)
+            mask = _read_seg(session, series, upload)
+        elif content_type in NIFTI_TYPES:
+            mask = read_nifti_mask(upload, geometry, label="contour")
         else:
             raise InvalidContour(f"unsupported contour media type {content_type[:40]}: use application/dicom (SEG)"
                                  " or application/gzip (NIfTI)")  # fmt: skip
@@ -138,6 +139,30 @@ def _read_contour(session: Session, series: Series, body: bytes, content_type: s
     if mask.shape != (geometry.n_slices, geometry.rows, geometry.columns):
         raise InvalidContour(f"mask shape {mask.shape} differs from the series grid")
     return mask, geometry
+
+
+def _read_seg(session: Session, series: Series, upload: Path) -> np.ndarray:
+    """Transfer syntax from the file meta first (a deflated data set would be inflated whole, unbounded), then
+    the header without pixel data against the series, then the file's size against what that header allows."""
+    from app.services.dicom_parse import ENCAPSULATED_SYNTAXES, NATIVE_SYNTAXES
+    from workers.pipelines.seg_export import check_seg_against_series, read_seg_mask
+    from workers.pipelines.volume import order_and_check
+
+    syntax = str(pydicom.filereader.read_file_meta_info(upload).get("TransferSyntaxUID", "")).strip("\x00 ")
+    if syntax not in NATIVE_SYNTAXES | ENCAPSULATED_SYNTAXES:
+        raise InvalidContour(f"SEG transfer syntax {syntax[:64]!r} not supported (deflated SEGs are refused): "
+                             "send it as Explicit VR Little Endian")  # fmt: skip
+    sources = _source_headers(session, series)
+    order, _ = order_and_check(sources)
+    ordered = [sources[i] for i in order]
+    header = pydicom.dcmread(upload, stop_before_pixels=True, defer_size=SEG_DEFER_BYTES)
+    check_seg_against_series(header, ordered)
+    frames, bits = int(header.NumberOfFrames), int(header.get("BitsAllocated", 1) or 1)
+    allowed = frames * int(header.Rows) * int(header.Columns) * bits // 8 + SEG_HEADER_BYTES + frames * 4096
+    if upload.stat().st_size > allowed:
+        raise InvalidContour(f"SEG file is {upload.stat().st_size} bytes, more than its {frames} frames of "
+                             f"{int(header.Rows)} x {int(header.Columns)} can hold ({allowed} bytes)")  # fmt: skip
+    return read_seg_mask(pydicom.dcmread(upload), ordered)
 
 
 def _source_headers(session: Session, series: Series) -> list[pydicom.Dataset]:
