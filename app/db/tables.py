@@ -208,6 +208,8 @@ class Case(Base):
     priority: Mapped[float] = mapped_column(default=0.0)
     claimed_by: Mapped[str | None] = mapped_column(String(128))
     lease_until: Mapped[datetime | None]
+    # +1 at every new claim; a contour is stored only if the claim it was checked under still holds
+    claim_version: Mapped[int] = mapped_column(default=0, server_default="0")
     contour_path: Mapped[str | None] = mapped_column(String(255))
     reject_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -6,6 +6,7 @@ claimed by one reader cannot be taken by another until the lease lapses.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,21 +96,34 @@ def reject_case(*, session: Session, case_id: int, reader: str, reason: str) -> 
 def submit_contour(
     *, session: Session, storage_dir: Path, case_id: int, reader: str, upload: Path, content_type: str
 ) -> Case:
-    """Validate a SEG or NIfTI mask (``upload``, on disk) against the series' grid, store it as NIfTI, close it."""
+    """Validate a SEG or NIfTI mask (``upload``, on disk) against the series' grid, store it as NIfTI, close
+    the case, all under the claim it was checked with: if the lease lapsed and another reader claimed the
+    case meanwhile, nothing is stored and the case keeps naming the other reader's contour."""
     case = session.get(Case, case_id)
-    if case is None or case.status != q.CLAIMED or case.claimed_by != reader:
-        raise CaseUnavailable(f"case {case_id} is not claimed by you")
+    now = datetime.now(UTC)
+    if case is None or case.status != q.CLAIMED or case.claimed_by != reader or case.lease_until < now:  # type: ignore[operator]
+        raise CaseUnavailable(f"case {case_id} is not claimed by you (or your lease lapsed)")
+    claim_version, revision = case.claim_version, case.revision
     series = session.get(Series, case.series_id)
     assert series is not None
     mask, geometry = _read_contour(session, series, upload, content_type)
-    relative = f"labels/case-{case.id}-r{case.revision}.nii.gz"
+    # A name of its own per attempt: a submit that loses the race below deletes its file and no other.
+    relative = f"labels/case-{case_id}-r{revision}-c{claim_version}-{secrets.token_hex(4)}.nii.gz"
     (storage_dir / "labels").mkdir(parents=True, exist_ok=True)
     from workers.pipelines.seg_export import write_nifti
 
     write_nifti(mask, geometry, storage_dir / relative)
-    case = _own(session, case_id, reader, q.SUBMITTED, "case.contour_submitted", contour_path=relative)
-    splits.assign(session, series=series)
-    return case
+    try:
+        if not q.submit(session, case_id=case_id, reader=reader, claim_version=claim_version,
+                        now=datetime.now(UTC), path=relative):  # fmt: skip
+            raise CaseUnavailable(f"case {case_id} is no longer claimed by you (your lease lapsed while the "
+                                  "contour was checked); your contour was not stored")  # fmt: skip
+        audit.record(session, actor=reader, action="case.contour_submitted", entity_type="case", entity_id=case_id)
+        splits.assign(session, series=series)
+    except BaseException:
+        (storage_dir / relative).unlink(missing_ok=True)
+        raise
+    return session.get(Case, case_id)  # type: ignore[return-value]
 
 
 NIFTI_TYPES = ("application/gzip", "application/x-gzip", "application/octet-stream")

@@ -6,15 +6,21 @@ Every test runs on PostgreSQL and on the embedded SQLite default that `make run`
 from __future__ import annotations
 
 import gzip
+import io
+import threading
 import time
 
+import httpx
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
+from sqlalchemy import create_engine, text
 
 from app.client import stow
 from tests.conftest import Stack
 from tests.dicom_factory import SeriesSpec, make_series
+from workers.pipelines.seg_export import write_seg
 
 pytestmark = pytest.mark.integration
 
@@ -124,3 +130,56 @@ def test_claim_and_submit_on_either_database(q: Stack) -> None:
 
 # the RAS affine of make_series' grid: 0.8 mm pixels, slices 2.5 mm apart from z = -7.5 (LPS) upwards
 GRID_AFFINE = np.array([[-0.8, 0, 0, 0], [0, -0.8, 0, 0], [0, 0, 2.5, -7.5], [0, 0, 0, 1.0]])
+
+
+def _seg_of(spec: SeriesSpec, blobs: list[bytes], mask: np.ndarray) -> bytes:
+    """A DICOM SEG of ``mask`` (Z ascending, as the series' grid) over the pushed instances."""
+    datasets = [pydicom.dcmread(io.BytesIO(b)) for b in blobs][::-1]  # make_series' positions descend
+    seg = write_seg(mask, datasets, algorithm_name="reader", algorithm_version="1", model_sha256="0" * 64)
+    buf = io.BytesIO()
+    seg.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def test_a_late_contour_never_replaces_the_one_the_case_names(q: Stack) -> None:
+    """Reader A's submit passes the lease check and is held (PostgreSQL: the test locks the instances table,
+    which a SEG's validation reads); A's lease lapses, B claims and submits; then A's request goes on. A gets
+    409 and the stored contour is B's, the one the case names."""
+    if q.database_url.startswith("sqlite"):
+        pytest.skip("holding a request between its lease check and its write needs PostgreSQL's table lock")
+    spec, blobs = make_series(4)
+    _, _, case_id = _manual_case_of(q, spec, blobs)
+    mask_a = np.zeros((4, 32, 32), np.uint8)
+    mask_a[0, :8, :8] = 1
+    seg_a = _seg_of(spec, blobs, mask_a)
+    engine = create_engine(q.database_url)
+    a_reply: list[httpx.Response] = []
+    with q.client("radiologist") as a, q.client("admin") as b, engine.connect() as lock:
+        assert a.post(f"/queue/{case_id}/claim").status_code == 200
+        tx = lock.begin()
+        lock.execute(text("LOCK TABLE instances IN ACCESS EXCLUSIVE MODE"))
+        thread = threading.Thread(
+            target=lambda: a_reply.append(
+                a.post(f"/queue/{case_id}/contour", content=seg_a, headers={"Content-Type": "application/dicom"})
+            )
+        )
+        thread.start()
+        deadline = time.monotonic() + 15
+        while not q.scalar("SELECT count(*) FROM pg_locks WHERE relation = 'instances'::regclass AND NOT granted"):
+            assert time.monotonic() < deadline and thread.is_alive(), "A's submit never reached the instances"
+            time.sleep(0.05)
+        while b.post(f"/queue/{case_id}/claim").status_code != 200:  # A's lease lapses (2 s)
+            assert time.monotonic() < deadline, "A's lease never lapsed"
+            time.sleep(0.2)
+        r = b.post(f"/queue/{case_id}/contour", content=_nifti((32, 32, 4), GRID_AFFINE),
+                   headers={"Content-Type": "application/gzip"})  # fmt: skip
+        assert r.status_code == 200, r.text
+        tx.rollback()  # A's request goes on
+        thread.join(30)
+    engine.dispose()
+    assert a_reply and a_reply[0].status_code == 409, a_reply and a_reply[0].text
+    status, path = q.rows("SELECT status, contour_path FROM cases WHERE id=:i", i=case_id)[0]
+    assert status == "submitted"
+    stored = np.asarray(nib.load(q.storage / path).dataobj)
+    assert stored.sum() == 32 * 32 * 4, "the stored contour is not B's"
+    assert len(list((q.storage / "labels").glob(f"case-{case_id}-*"))) == 1  # A's file is not left behind
