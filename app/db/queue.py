@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from app.db.rows import affected
 from app.db.tables import Case, Series, Study
 
-OPEN, CLAIMED, SUBMITTED, REJECTED = "open", "claimed", "submitted", "rejected"
+OPEN, CLAIMED, SUBMITTED, REJECTED, SUPERSEDED = "open", "claimed", "submitted", "rejected", "superseded"
 
 
 def _available(now: datetime):  # type: ignore[no-untyped-def]
@@ -87,6 +87,18 @@ def submit(session: Session, *, case_id: int, reader: str, claim_version: int, n
         .values(status=SUBMITTED, contour_path=path, updated_at=now)
     )
     return affected(session, stmt) == 1
+
+
+def supersede(session: Session, *, series_id: int, revision: int, now: datetime) -> list[int]:
+    """Close the open or claimed cases of the series' earlier revisions; their ids."""
+    stmt = (
+        update(Case)
+        .where(Case.series_id == series_id, Case.revision < revision, Case.status.in_((OPEN, CLAIMED)))
+        .values(status=SUPERSEDED, lease_until=None, updated_at=now,
+                reject_reason=f"superseded by revision {revision} of the series (a late instance re-opened it)")
+        .returning(Case.id)
+    )  # fmt: skip
+    return list(session.scalars(stmt))
 
 
 def move_own(session: Session, *, case_id: int, reader: str, now: datetime, status: str, **values: object) -> bool:

@@ -203,7 +203,8 @@ class Case(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
     revision: Mapped[int]
-    status: Mapped[str] = mapped_column(String(16), default="open", index=True)  # open|claimed|submitted|rejected
+    # open | claimed | submitted | rejected | superseded (a late instance re-opened the series: a new revision)
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)
     reason: Mapped[str] = mapped_column(String(64))  # anomalous | scorer_unavailable | failed
     priority: Mapped[float] = mapped_column(default=0.0)
     claimed_by: Mapped[str | None] = mapped_column(String(128))
@@ -211,7 +212,7 @@ class Case(Base):
     # +1 at every new claim; a contour is stored only if the claim it was checked under still holds
     claim_version: Mapped[int] = mapped_column(default=0, server_default="0")
     contour_path: Mapped[str | None] = mapped_column(String(255))
-    reject_reason: Mapped[str | None] = mapped_column(Text)
+    reject_reason: Mapped[str | None] = mapped_column(Text)  # why it closed without a contour (rejected, superseded)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from app.core.db import session_scope
 from app.db import ingest as q
 from app.db.tables import Instance
-from app.services import audit
+from app.services import audit, labeling
 from app.services.dicom_parse import InstanceHeader, ParseLimits, parse_instance
 from app.services.failures import FailureReason, InvalidInstance
 from app.services.storage import InstanceStore, ReceivedFile
@@ -138,6 +138,7 @@ def _insert_rows(session: Session, new: list[_Accepted], actor: str) -> None:
         audit.record(session, actor=actor, action="instances.stored", entity_type="series",
                      entity_id=series_id, count=len(items), revision=revision)  # fmt: skip
         if previous != "receiving":
+            labeling.supersede_cases(session=session, series_id=series_id, revision=revision, actor=actor)
             audit.record(session, actor=actor, action="series.reopened", entity_type="series",
                          entity_id=series_id, previous_status=previous, revision=revision)  # fmt: skip
 

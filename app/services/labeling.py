@@ -93,6 +93,16 @@ def reject_case(*, session: Session, case_id: int, reader: str, reason: str) -> 
     return _own(session, case_id, reader, q.REJECTED, "case.rejected", reject_reason=reason)
 
 
+def supersede_cases(*, session: Session, series_id: int, revision: int, actor: str) -> list[int]:
+    """A late instance re-opened the series as ``revision``: its earlier revisions' open or claimed cases
+    close (a reader's claim on one ends: its contour would describe another volume)."""
+    closed = q.supersede(session, series_id=series_id, revision=revision, now=datetime.now(UTC))
+    for case_id in closed:
+        audit.record(session, actor=actor, action="case.superseded", entity_type="case", entity_id=case_id,
+                     revision=revision)  # fmt: skip
+    return closed
+
+
 def submit_contour(
     *, session: Session, storage_dir: Path, case_id: int, reader: str, upload: Path, content_type: str
 ) -> Case:
@@ -188,7 +198,8 @@ def _source_headers(session: Session, series: Series) -> list[pydicom.Dataset]:
 
 
 def evidence_of(*, session: Session, case: Case) -> tuple[str | None, dict]:
-    decision = loop.latest_decision(session, case.series_id)
+    """The evidence of the case's own revision (none when that revision was never scored, e.g. it failed)."""
+    decision = loop.latest_decision(session, case.series_id, revision=case.revision)
     if decision is None:
         return None, {}
     summary = {"series_score": decision.series_score, "threshold": decision.threshold, "reason": decision.reason,

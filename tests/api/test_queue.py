@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, text
 
 from app.client import stow
 from tests.conftest import Stack
-from tests.dicom_factory import SeriesSpec, make_series
+from tests.dicom_factory import SeriesSpec, ct_dataset, make_series, to_bytes
 from workers.pipelines.seg_export import write_seg
 
 pytestmark = pytest.mark.integration
@@ -183,3 +183,30 @@ def test_a_late_contour_never_replaces_the_one_the_case_names(q: Stack) -> None:
     stored = np.asarray(nib.load(q.storage / path).dataobj)
     assert stored.sum() == 32 * 32 * 4, "the stored contour is not B's"
     assert len(list((q.storage / "labels").glob(f"case-{case_id}-*"))) == 1  # A's file is not left behind
+
+
+def test_a_reopened_series_supersedes_its_old_case(q: Stack) -> None:
+    """A late instance re-opens a series: the old revision's case closes (superseded, with a reason) and the
+    new revision's case shows only its own evidence (here none: the late slice breaks the grid, so it fails)."""
+    spec, blobs = make_series(4)
+    _, _, old = _manual_case_of(q, spec, blobs)
+    late = to_bytes(ct_dataset(spec, 1))  # a new SOP instance on slice 1's position
+    with q.client("pacs") as c:
+        assert stow(c, [late]).status_code == 200
+    status, reason, revision = q.rows("SELECT status, reject_reason, revision FROM cases WHERE id=:i", i=old)[0]
+    assert status == "superseded" and f"superseded by revision {revision + 1} " in reason, reason
+    with q.client("radiologist") as reader:
+        assert old not in [c["id"] for c in reader.get("/queue").json()]
+        assert reader.post(f"/queue/{old}/claim").status_code == 409
+        with q.client("pacs") as c:
+            c.post(f"/series/{spec.series_uid}/complete")
+        q.wait_status(spec.series_uid, {"failed"})
+        new = q.scalar("SELECT id FROM cases WHERE id <> :i AND series_id = (SELECT series_id FROM cases "
+                       "WHERE id=:i)", i=old)  # fmt: skip
+        assert new is not None
+        assert [c["id"] for c in reader.get("/queue").json() if c["series_uid"] == spec.series_uid] == [new]
+        detail = reader.get(f"/queue/{new}").json()
+        assert detail["reason"] == "failed"
+        assert detail["evidence"] == {} and detail["evidence_png"] is None  # not revision 1's
+    assert q.scalar("SELECT count(*) FROM audit_events WHERE action='case.superseded' AND entity_id=:i",
+                    i=str(old)) == 1  # fmt: skip
