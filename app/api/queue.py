@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -10,12 +11,14 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import MAX_ROW_ID, NO_NUL, RadiologistPrincipal, SessionDep, SettingsDep
+from app.api.deps import MAX_ROW_ID, NO_NUL, RadiologistPrincipal, SessionDep, SettingsDep, StoreDep
+from app.api.stow import check_declared_length
 from app.services import labeling
+from app.services.storage import InstanceStore
 
 router = APIRouter(prefix="/queue", tags=["queue"])
 CaseId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
-MAX_CONTOUR_BYTES = 512 * 1024**2
+MAX_CONTOUR_BYTES = 512 * 1024**2  # or the body limit (GATEKEEPER_MAX_BODY_BYTES) when lower
 
 
 class CaseOut(BaseModel):
@@ -130,17 +133,33 @@ def reject(case_id: CaseId, body: RejectIn, reader: RadiologistPrincipal, db: Se
     "/{case_id}/contour", summary="Submit a contour: DICOM SEG (application/dicom) or NIfTI (application/gzip)"
 )
 async def submit(case_id: CaseId, request: Request, reader: RadiologistPrincipal, db: SessionDep,
-                 settings: SettingsDep) -> dict[str, str]:  # fmt: skip
-    declared = request.headers.get("content-length", "0")
-    if not declared.isdigit() or int(declared) > MAX_CONTOUR_BYTES:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "contour exceeds 512 MiB or has no Content-Length")
-    body = await request.body()
+                 settings: SettingsDep, store: StoreDep) -> dict[str, str]:  # fmt: skip
+    limit = min(MAX_CONTOUR_BYTES, settings.max_body_bytes)
+    check_declared_length(request, limit)
+    upload = await _receive(request, store, limit)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
         case = await run_in_threadpool(
             lambda: labeling.submit_contour(session=db, storage_dir=settings.storage_dir, case_id=case_id,
-                                            reader=reader.name, body=body, content_type=content_type)
+                                            reader=reader.name, upload=upload, content_type=content_type)
         )  # fmt: skip
     except DOMAIN as exc:
         raise _errors(exc)
+    finally:
+        upload.unlink(missing_ok=True)
     return {"status": case.status}
+
+
+async def _receive(request: Request, store: InstanceStore, limit: int) -> pathlib.Path:
+    """The body streamed to a temporary file with a running count (a chunked body has no Content-Length)."""
+    writer = store.new_temp(limit)
+    try:
+        async for chunk in request.stream():
+            writer.write(chunk)
+    except OverflowError:
+        writer.abort()
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"contour exceeds the limit of {limit} bytes")
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.finish(False).path

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import case as case_when
 from sqlalchemy.orm import Session
 
 from app.db.rows import affected, insert_ignore
@@ -12,6 +13,7 @@ from app.db.states import CaseStatus
 from app.db.tables import Case, Series, Study
 
 OPEN, CLAIMED, SUBMITTED, REJECTED = CaseStatus.OPEN, CaseStatus.CLAIMED, CaseStatus.SUBMITTED, CaseStatus.REJECTED
+SUPERSEDED = CaseStatus.SUPERSEDED
 
 
 def open_case(session: Session, *, series_id: int, revision: int, reason: str, priority: float) -> bool:
@@ -62,21 +64,52 @@ def next_available_id(session: Session, now: datetime) -> int | None:
     return session.scalar(stmt)
 
 
+def _held_by(reader: str, now: datetime):  # type: ignore[no-untyped-def]
+    return and_(Case.status == CLAIMED, Case.claimed_by == reader, Case.lease_until >= now)
+
+
 def claim(session: Session, *, case_id: int, reader: str, now: datetime, lease_s: float) -> bool:
-    """Take a case that is available (or already ours: renews the lease)."""
+    """Take a case that is available (or already ours: renews the lease).
+
+    A new take (not a renewal of a live claim) increments claim_version, so a contour checked under an
+    earlier claim can no longer be stored (``submit``)."""
     stmt = (
         update(Case)
         .where(Case.id == case_id, or_(_available(now), and_(Case.status == CLAIMED, Case.claimed_by == reader)))
-        .values(status=CLAIMED, claimed_by=reader, lease_until=now + timedelta(seconds=lease_s), updated_at=now)
+        .values(
+            status=CLAIMED,
+            claimed_by=reader,
+            lease_until=now + timedelta(seconds=lease_s),
+            updated_at=now,
+            claim_version=Case.claim_version + case_when((_held_by(reader, now), 0), else_=1),
+        )
     )
     return affected(session, stmt) == 1
 
 
-def move_own(session: Session, *, case_id: int, reader: str, now: datetime, status: str, **values: object) -> bool:
-    """claimed-by-reader (lease still valid) -> status."""
+def submit(session: Session, *, case_id: int, reader: str, claim_version: int, now: datetime, path: str) -> bool:
+    """claimed-by-reader under ``claim_version`` (lease still valid) -> submitted, naming the stored contour."""
     stmt = (
         update(Case)
-        .where(Case.id == case_id, Case.status == CLAIMED, Case.claimed_by == reader, Case.lease_until >= now)
-        .values(status=status, updated_at=now, **values)
+        .where(Case.id == case_id, _held_by(reader, now), Case.claim_version == claim_version)
+        .values(status=SUBMITTED, contour_path=path, updated_at=now)
     )
+    return affected(session, stmt) == 1
+
+
+def supersede(session: Session, *, series_id: int, revision: int, now: datetime) -> list[int]:
+    """Close the open or claimed cases of the series' earlier revisions; their ids."""
+    stmt = (
+        update(Case)
+        .where(Case.series_id == series_id, Case.revision < revision, Case.status.in_((OPEN, CLAIMED)))
+        .values(status=SUPERSEDED, lease_until=None, updated_at=now,
+                reject_reason=f"superseded by revision {revision} of the series (a late instance re-opened it)")
+        .returning(Case.id)
+    )  # fmt: skip
+    return list(session.scalars(stmt))
+
+
+def move_own(session: Session, *, case_id: int, reader: str, now: datetime, status: str, **values: object) -> bool:
+    """claimed-by-reader (lease still valid) -> status."""
+    stmt = update(Case).where(Case.id == case_id, _held_by(reader, now)).values(status=status, updated_at=now, **values)
     return affected(session, stmt) == 1

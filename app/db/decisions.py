@@ -20,8 +20,11 @@ def record_segmentation(session: Session, **values: Any) -> bool:
     return insert_ignore(session, Segmentation.__table__, values, ["series_id", "revision", "segmenter_version_id"])
 
 
-def latest_decision(session: Session, series_id: int) -> SeriesDecision | None:
+def latest_decision(session: Session, series_id: int, revision: int | None = None) -> SeriesDecision | None:
+    """The series' latest decision, or its latest for one revision."""
     stmt = select(SeriesDecision).where(SeriesDecision.series_id == series_id).order_by(SeriesDecision.id.desc())
+    if revision is not None:
+        stmt = stmt.where(SeriesDecision.revision == revision)
     return session.scalar(stmt.limit(1))
 
 

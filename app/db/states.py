@@ -66,12 +66,13 @@ class DecisionReason(StrEnum):
 
 
 class CaseStatus(StrEnum):
-    """A radiologist's case: open -> claimed (leased) -> submitted | rejected."""
+    """A radiologist's case: open -> claimed (leased) -> submitted | rejected; superseded by a new revision."""
 
     OPEN = "open"
     CLAIMED = "claimed"  # a reader holds it until lease_until
     SUBMITTED = "submitted"  # a contour is stored
     REJECTED = "rejected"  # closed without a contour, with a reason (e.g. "normal: ...")
+    SUPERSEDED = "superseded"  # closed: a late instance re-opened the series; the new revision has its own case
 
 
 class ModelStatus(StrEnum):

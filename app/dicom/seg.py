@@ -8,14 +8,16 @@ patient coordinates are LPS: the affine negates the first two rows.
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
+from typing import BinaryIO, cast
 
 import highdicom as hd
 import nibabel as nib
 import numpy as np
 import pydicom
+from nibabel.arrayproxy import ArrayProxy
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
@@ -25,6 +27,9 @@ LIVER_LABEL = "Liver"
 # SNOMED CT "Liver" and its legacy SNOMED RT code, as written by older tools (dcmqi)
 LIVER_CODES = {("SCT", "10200004"), ("SRT", "T-62000")}
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+MAX_NIFTI_OFFSET = 1024**2  # header and extensions: a larger offset is not a mask file
+SLAB_BYTES = 16 * 1024**2  # a NIfTI mask is read this many (float64) bytes at a time
+MAX_SEGMENTS = 256  # more than any atlas SEG (TotalSegmentator writes 117)
 # Type 2 patient / study attributes highdicom copies from the first source image; PACS may leave them out
 TYPE2_FROM_SOURCE = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
                      "StudyDate", "StudyTime")  # fmt: skip
@@ -179,6 +184,12 @@ def check_seg_against_series(seg: pydicom.Dataset, source_datasets: Sequence[pyd
             f"SEG references {len(missing)} instance(s) not in the series, e.g. {missing[0]} "
             f"({len(referenced)} referenced, {len(known)} in the series)"
         )
+    segments = len(seg.get("SegmentSequence", []) or [])
+    if not 1 <= segments <= MAX_SEGMENTS:
+        raise ValueError(f"SEG has {segments} segments; 1 to {MAX_SEGMENTS} are accepted")
+    frames, most = int(seg.get("NumberOfFrames", 0) or 0), len(source_datasets) * segments
+    if not 1 <= frames <= most:  # checked before a frame is decoded: the frames' size follows from it
+        raise ValueError(f"SEG declares {frames} frames; 1 to {most} fit (one per source image and segment)")
 
 
 def read_seg_mask(seg_dataset: pydicom.Dataset, source_datasets: Sequence[pydicom.Dataset]) -> np.ndarray:
@@ -224,26 +235,75 @@ def write_nifti(mask: np.ndarray, geometry: SeriesGeometry, path: Path) -> None:
     nib.save(image, str(path))
 
 
-def read_nifti_mask(path: Path, geometry: SeriesGeometry, tolerance_voxel: float = 0.1) -> np.ndarray:
-    """A NIfTI mask on the series' grid as (Z, Y, X) uint8 (axis flips allowed); ValueError if off the grid."""
-    image = cast(nib.Nifti1Image, nib.load(str(path)))
-    if image.ndim != 3:
-        raise ValueError(f"{path.name}: NIfTI mask must be 3D, got shape {image.shape}")
+def _open_maybe_gzip(path: Path) -> BinaryIO:
+    """The file, inflated as it is read when it is gzip (by its magic, not its name: uploads have none)."""
+    with path.open("rb") as fp:
+        magic = fp.read(2)
+    return cast(BinaryIO, gzip.open(path, "rb")) if magic == b"\x1f\x8b" else path.open("rb")
+
+
+def _nifti_header(fp: BinaryIO, name: str) -> nib.Nifti1Header:
+    """The header alone (no extensions, no data), NIfTI-1 or NIfTI-2 in either byte order, its data in the
+    same file, with a bounded data offset and a real-valued voxel type of at most 8 bytes."""
+    raw = fp.read(540)
+    header = None
+    for klass in (nib.Nifti1Header, nib.Nifti2Header):
+        size = klass.template_dtype.itemsize  # sizeof_hdr: 348 or 540
+        for order in "<>":
+            if len(raw) >= size and int(np.frombuffer(raw[:4], f"{order}i4")[0]) == size:
+                header = klass(raw[:size], endianness=order, check=False)
+    if header is None:
+        raise ValueError(f"{name}: not a NIfTI-1 or NIfTI-2 file (sizeof_hdr is neither 348 nor 540)")
+    if bytes(header["magic"]).rstrip(b"\0") not in (b"n+1", b"n+2"):
+        raise ValueError(f"{name}: NIfTI data must be in the same file (magic n+1 or n+2)")
+    dtype = header.get_data_dtype()
+    if dtype.kind not in "biuf" or dtype.itemsize > 8:
+        raise ValueError(f"{name}: voxel type {dtype} not supported for a mask")
+    if not 0 <= int(header.get_data_offset()) <= MAX_NIFTI_OFFSET:
+        raise ValueError(f"{name}: data offset {int(header.get_data_offset())} exceeds {MAX_NIFTI_OFFSET} bytes")
+    return header
+
+
+def read_nifti_mask(
+    path: Path, geometry: SeriesGeometry, tolerance_voxel: float = 0.1, label: str | None = None
+) -> np.ndarray:
+    """A NIfTI mask on the series' grid as (Z, Y, X) uint8 (axis flips allowed); ValueError if off the grid.
+
+    The header is checked against the grid before any voxel is read, and the data is read a slab at a
+    time, so a small file declaring a huge grid is refused after inflating only its header."""
+    name = label or path.name
+    with _open_maybe_gzip(path) as fp:
+        header = _nifti_header(fp, name)
+        shape = tuple(int(n) for n in header.get_data_shape())
+        if len(shape) != 3:
+            raise ValueError(f"{name}: NIfTI mask must be 3D, got shape {shape}")
+        affine, expected = header.get_best_affine(), geometry_affine(geometry)
+        transform = nib.orientations.ornt_transform(
+            nib.orientations.io_orientation(affine), nib.orientations.io_orientation(expected)
+        )
+        reoriented = [0, 0, 0]
+        for axis, (target, _) in enumerate(transform):
+            reoriented[int(target)] = shape[axis]
+        grid = (geometry.columns, geometry.rows, geometry.n_slices)
+        if tuple(reoriented) != grid:
+            raise ValueError(f"{name}: grid {tuple(reoriented)} (X, Y, Z) differs from the series' {grid}")
+        _check_corners(affine @ nib.orientations.inv_ornt_aff(transform, shape), geometry, tolerance_voxel, name)
+        proxy = ArrayProxy(fp, header)  # the header's offset, type and scaling; reads only what is sliced
+        data = np.empty(shape, np.uint8)
+        step = max(1, SLAB_BYTES // (shape[0] * shape[1] * 8))
+        for k in range(0, shape[2], step):
+            data[:, :, k : k + step] = np.asarray(proxy[:, :, k : k + step]) > 0
+    return np.ascontiguousarray(nib.orientations.apply_orientation(data, transform).transpose(2, 1, 0))
+
+
+def _check_corners(affine: np.ndarray, geometry: SeriesGeometry, tolerance_voxel: float, name: str) -> None:
     expected = geometry_affine(geometry)
-    transform = nib.orientations.ornt_transform(
-        nib.orientations.io_orientation(image.affine), nib.orientations.io_orientation(expected)
-    )
-    image = image.as_reoriented(transform)
     grid = (geometry.columns, geometry.rows, geometry.n_slices)
-    if tuple(image.shape) != grid:
-        raise ValueError(f"{path.name}: grid {tuple(image.shape)} (X, Y, Z) differs from the series' {grid}")
     corners = np.array([[i, j, k, 1.0] for i in (0, grid[0] - 1) for j in (0, grid[1] - 1) for k in (0, grid[2] - 1)])
-    offset_mm = float(np.max(np.linalg.norm((corners @ image.affine.T - corners @ expected.T)[:, :3], axis=1)))
+    offset_mm = float(np.max(np.linalg.norm((corners @ affine.T - corners @ expected.T)[:, :3], axis=1)))
     limit_mm = tolerance_voxel * min(*geometry.pixel_spacing_mm, geometry.slice_spacing_mm)
     if offset_mm > limit_mm:
         raise ValueError(
-            f"{path.name}: affine places a grid corner {offset_mm:.2f} mm from the series' voxel "
+            f"{name}: affine places a grid corner {offset_mm:.2f} mm from the series' voxel "
             f"(tolerance {limit_mm:.2f} mm): wrong grid or frame of reference"
         )
-    data = np.asarray(image.dataobj)
-    return (data.transpose(2, 1, 0) > 0).astype(np.uint8)

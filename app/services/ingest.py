@@ -23,7 +23,7 @@ from app.core.db import session_scope
 from app.db import ingest as q
 from app.db.tables import Instance
 from app.dicom.parse import InstanceHeader, ParseLimits, parse_instance
-from app.services import audit, identity
+from app.services import audit, identity, labeling
 from app.services.failures import FailureReason, InvalidInstance
 from app.services.storage import InstanceStore, ReceivedFile
 
@@ -186,6 +186,7 @@ def _insert_rows(session: Session, new: list[_Accepted], actor: str) -> None:
         audit.record(session, actor=actor, action="instances.stored", entity_type="series",
                      entity_id=series_id, count=len(items), revision=revision)  # fmt: skip
         if previous != "receiving":
+            labeling.supersede_cases(session=session, series_id=series_id, revision=revision, actor=actor)
             audit.record(session, actor=actor, action="series.reopened", entity_type="series",
                          entity_id=series_id, previous_status=previous, revision=revision)  # fmt: skip
 

@@ -6,12 +6,12 @@ claimed by one reader cannot be taken by another until the lease lapses.
 
 from __future__ import annotations
 
-import io
-import tempfile
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pydicom
 from sqlalchemy.orm import Session
 
@@ -32,6 +32,10 @@ class CaseUnavailable(Conflict):
 
 class InvalidContour(Invalid):
     """The submitted contour does not lie on the series' grid (422)."""
+
+
+SEG_DEFER_BYTES = 1024**2  # header read: larger elements stay on disk until asked for
+SEG_HEADER_BYTES = 16 * 1024**2  # what a SEG may hold besides its frames and their functional groups
 
 
 @dataclass
@@ -90,29 +94,56 @@ def reject_case(*, session: Session, case_id: int, reader: str, reason: str) -> 
     return _own(session, case_id, reader, q.REJECTED, "case.rejected", reject_reason=reason)
 
 
+def supersede_cases(*, session: Session, series_id: int, revision: int, actor: str) -> list[int]:
+    """A late instance re-opened the series as ``revision``: its earlier revisions' open or claimed cases
+    close (a reader's claim on one ends: its contour would describe another volume)."""
+    closed = q.supersede(session, series_id=series_id, revision=revision, now=datetime.now(UTC))
+    for case_id in closed:
+        audit.record(session, actor=actor, action="case.superseded", entity_type="case", entity_id=case_id,
+                     revision=revision)  # fmt: skip
+    return closed
+
+
 def submit_contour(
-    *, session: Session, storage_dir: Path, case_id: int, reader: str, body: bytes, content_type: str
+    *, session: Session, storage_dir: Path, case_id: int, reader: str, upload: Path, content_type: str
 ) -> Case:
-    """Validate a SEG or NIfTI mask against the series' grid, store it as NIfTI, close the case."""
+    """Validate a SEG or NIfTI mask (``upload``, on disk) against the series' grid, store it as NIfTI, close
+    the case, all under the claim it was checked with: if the lease lapsed and another reader claimed the
+    case meanwhile, nothing is stored and the case keeps naming the other reader's contour."""
     case = session.get(Case, case_id)
-    if case is None or case.status != q.CLAIMED or case.claimed_by != reader:
-        raise CaseUnavailable(f"case {case_id} is not claimed by you")
+    now = datetime.now(UTC)
+    if case is None or case.status != q.CLAIMED or case.claimed_by != reader or case.lease_until < now:  # type: ignore[operator]
+        raise CaseUnavailable(f"case {case_id} is not claimed by you (or your lease lapsed)")
+    claim_version, revision = case.claim_version, case.revision
     series = session.get(Series, case.series_id)
     assert series is not None
-    mask, geometry = _read_contour(session, series, body, content_type)
-    relative = f"labels/case-{case.id}-r{case.revision}.nii.gz"
+    mask, geometry = _read_contour(session, series, upload, content_type)
+    # A name of its own per attempt: a submit that loses the race below deletes its file and no other.
+    relative = f"labels/case-{case_id}-r{revision}-c{claim_version}-{secrets.token_hex(4)}.nii.gz"
     (storage_dir / "labels").mkdir(parents=True, exist_ok=True)
     from app.dicom.seg import write_nifti
 
     write_nifti(mask, geometry, storage_dir / relative)
-    case = _own(session, case_id, reader, q.SUBMITTED, "case.contour_submitted", contour_path=relative)
-    splits.assign(session, series=series)
-    return case
+    try:
+        if not q.submit(session, case_id=case_id, reader=reader, claim_version=claim_version,
+                        now=datetime.now(UTC), path=relative):  # fmt: skip
+            raise CaseUnavailable(f"case {case_id} is no longer claimed by you (your lease lapsed while the "
+                                  "contour was checked); your contour was not stored")  # fmt: skip
+        audit.record(session, actor=reader, action="case.contour_submitted", entity_type="case", entity_id=case_id)
+        splits.assign(session, series=series)
+    except BaseException:
+        (storage_dir / relative).unlink(missing_ok=True)
+        raise
+    return session.get(Case, case_id)  # type: ignore[return-value]
 
 
-def _read_contour(session: Session, series: Series, body: bytes, content_type: str):  # type: ignore[no-untyped-def]
-    from app.dicom.seg import read_nifti_mask, read_seg_mask
-    from app.dicom.volume import SeriesGeometry, order_and_check
+NIFTI_TYPES = ("application/gzip", "application/x-gzip", "application/octet-stream")
+
+
+def _read_contour(session: Session, series: Series, upload: Path, content_type: str):  # type: ignore[no-untyped-def]
+    """Headers are checked against the series' grid before any pixel data is decoded or inflated."""
+    from app.dicom.seg import read_nifti_mask
+    from app.dicom.volume import SeriesGeometry
 
     if not series.geometry:
         raise InvalidContour("the series has no recorded geometry yet")
@@ -120,15 +151,9 @@ def _read_contour(session: Session, series: Series, body: bytes, content_type: s
     geometry = SeriesGeometry(**{**g, "pixel_spacing_mm": tuple(g["pixel_spacing_mm"])})
     try:
         if content_type.startswith("application/dicom"):
-            seg = pydicom.dcmread(io.BytesIO(body))
-            sources = _source_headers(session, series)
-            order, _ = order_and_check(sources)
-            mask = read_seg_mask(seg, [sources[i] for i in order])
-        elif content_type in ("application/gzip", "application/x-gzip", "application/octet-stream"):
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "contour.nii.gz"
-                path.write_bytes(body)
-                mask = read_nifti_mask(path, geometry)
+            mask = _read_seg(session, series, upload)
+        elif content_type in NIFTI_TYPES:
+            mask = read_nifti_mask(upload, geometry, label="contour")
         else:
             raise InvalidContour(f"unsupported contour media type {content_type[:40]}: use application/dicom (SEG)"
                                  " or application/gzip (NIfTI)")  # fmt: skip
@@ -141,6 +166,30 @@ def _read_contour(session: Session, series: Series, body: bytes, content_type: s
     return mask, geometry
 
 
+def _read_seg(session: Session, series: Series, upload: Path) -> np.ndarray:
+    """Transfer syntax from the file meta first (a deflated data set would be inflated whole, unbounded), then
+    the header without pixel data against the series, then the file's size against what that header allows."""
+    from app.dicom.parse import ENCAPSULATED_SYNTAXES, NATIVE_SYNTAXES
+    from app.dicom.seg import check_seg_against_series, read_seg_mask
+    from app.dicom.volume import order_and_check
+
+    syntax = str(pydicom.filereader.read_file_meta_info(upload).get("TransferSyntaxUID", "")).strip("\x00 ")
+    if syntax not in NATIVE_SYNTAXES | ENCAPSULATED_SYNTAXES:
+        raise InvalidContour(f"SEG transfer syntax {syntax[:64]!r} not supported (deflated SEGs are refused): "
+                             "send it as Explicit VR Little Endian")  # fmt: skip
+    sources = _source_headers(session, series)
+    order, _ = order_and_check(sources)
+    ordered = [sources[i] for i in order]
+    header = pydicom.dcmread(upload, stop_before_pixels=True, defer_size=SEG_DEFER_BYTES)
+    check_seg_against_series(header, ordered)
+    frames, bits = int(header.NumberOfFrames), int(header.get("BitsAllocated", 1) or 1)
+    allowed = frames * int(header.Rows) * int(header.Columns) * bits // 8 + SEG_HEADER_BYTES + frames * 4096
+    if upload.stat().st_size > allowed:
+        raise InvalidContour(f"SEG file is {upload.stat().st_size} bytes, more than its {frames} frames of "
+                             f"{int(header.Rows)} x {int(header.Columns)} can hold ({allowed} bytes)")  # fmt: skip
+    return read_seg_mask(pydicom.dcmread(upload), ordered)
+
+
 def _source_headers(session: Session, series: Series) -> list[pydicom.Dataset]:
     from app.core.config import get_settings
     from app.db import reads
@@ -150,7 +199,8 @@ def _source_headers(session: Session, series: Series) -> list[pydicom.Dataset]:
 
 
 def evidence_of(*, session: Session, case: Case) -> tuple[str | None, dict]:
-    decision = decisions.latest_decision(session, case.series_id)
+    """The evidence of the case's own revision (none when that revision was never scored, e.g. it failed)."""
+    decision = decisions.latest_decision(session, case.series_id, revision=case.revision)
     if decision is None:
         return None, {}
     summary = {"series_score": decision.series_score, "threshold": decision.threshold, "reason": decision.reason,

@@ -59,8 +59,13 @@ class Decision:
 
     @property
     def priority(self) -> float:
-        """Queue priority: the higher the anomaly, the sooner; no score at all goes first."""
-        return FIRST if self.series_score is None else float(self.series_score)
+        """Queue priority: the higher the anomaly, the sooner; a case without a usable score goes first.
+
+        Only an anomalous decision's score ranks it: the score of an uncalibrated scorer, or of a liver
+        the segmenter did not find (no_liver_found scores 0), says nothing about the series."""
+        if self.reason != DecisionReason.ANOMALOUS or self.series_score is None:
+            return FIRST
+        return float(self.series_score)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The whole loop through HTTP, PostgreSQL, Redis and Celery workers, with tiny models.
+"""The whole loop through HTTP, the database (PostgreSQL, and the embedded SQLite default), Redis and Celery
+workers, with tiny models.
 
 PACS pushes -> scored -> manual queue -> a radiologist contours -> an ML engineer
 retrains the segmenter -> promotes it -> the next series is auto-segmented by it,
@@ -75,10 +76,10 @@ def model_metadata(stack: Stack, model_id: int) -> dict:
     return torch.load(Path(stack.service.env["GATEKEEPER_MODELS_DIR"]) / str(name), weights_only=False)["metadata"]
 
 
-@pytest.fixture(scope="module")
-def loop(stack_factory, tmp_path_factory) -> Stack:  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
+def loop(stack_factory, tmp_path_factory, request) -> Stack:  # type: ignore[no-untyped-def]
     tmp = tmp_path_factory.mktemp("models")
-    return stack_factory(GATEKEEPER_MODELS_DIR=str(tmp / "registry")), tmp
+    return stack_factory(database=request.param, GATEKEEPER_MODELS_DIR=str(tmp / "registry")), tmp
 
 
 def push_and_route(stack: Stack, statuses: set[str], patient_id: str = TRAIN_PATIENT) -> tuple[str, str, dict]:
@@ -286,6 +287,12 @@ def test_liver_restricted_scorer_scores_in_the_pinned_segmenters_liver(loop) -> 
     ckpt["metadata"]["roi"] = LiverRoi(0.0, file_sha256(tmp / "segmenter-c.pt")).as_json()
     torch.save(ckpt, tmp / "s-roi-c.pt")
     register(stack, "scorer", tmp / "s-roi-c.pt")
-    _, _, state = push_and_route(stack, {"auto", "manual"})
+    _, series, state = push_and_route(stack, {"auto", "manual"})
     assert state["status"] == "manual"
     assert stack.scalar("SELECT reason FROM series_decisions WHERE series_id=:i", i=state["id"]) == "no_liver_found"
+    # its score of 0 means nothing (no liver to score in): the case has no score and goes first
+    with stack.client("radiologist") as reader:
+        queue = reader.get("/queue").json()
+    case = next(c for c in queue if c["series_uid"] == series)
+    assert case["priority"] is None, case
+    assert all(case["position"] < c["position"] for c in queue if c["priority"] is not None), queue
