@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.db.rows import insert_ignore
+from app.db.states import DecisionReason, Route
 from app.db.tables import Segmentation, SeriesDecision
 
 
@@ -42,3 +43,12 @@ def decision_for(session: Session, *, series_id: int, revision: int) -> SeriesDe
 def segmentation_for(session: Session, *, series_id: int, revision: int) -> Segmentation | None:
     stmt = select(Segmentation).where(Segmentation.series_id == series_id, Segmentation.revision == revision)
     return session.scalar(stmt.order_by(Segmentation.id.desc()).limit(1))
+
+
+def mark_failed(session: Session, *, series_id: int, revision: int) -> None:
+    """The revision's decisions become manual/failed (the series failed after it was decided)."""
+    session.execute(
+        update(SeriesDecision)
+        .where(SeriesDecision.series_id == series_id, SeriesDecision.revision == revision)
+        .values(decision=Route.MANUAL, reason=DecisionReason.FAILED)
+    )

@@ -63,6 +63,10 @@ class DecisionReason(StrEnum):
     NO_SEGMENTER = "no_segmenter"  # accepted, but no segmenter was pinned to segment it
     NO_LIVER_FOUND = "no_liver_found"  # a liver-restricted scorer found no liver to look at
     FAILED = "failed"  # the pipeline could not handle the series (FAILED): still a radiologist's case
+    # The gate cannot judge the volume (app.dicom.volume.geometry_doubt), decided before any score:
+    SLICE_GAP = "slice_gap"  # a slice is missing: no regular grid
+    DUPLICATE_POSITIONS = "duplicate_positions"  # two images at one position along the normal
+    MIXED_ORIENTATION = "mixed_orientation"  # no clear primary stack
 
 
 class CaseStatus(StrEnum):

@@ -221,12 +221,16 @@ def geometry_affine(geometry: SeriesGeometry) -> np.ndarray:
     return LPS_TO_RAS @ lps
 
 
-def write_nifti(mask: np.ndarray, geometry: SeriesGeometry, path: Path) -> None:
-    """Save a (Z, Y, X) mask as NIfTI (X, Y, Z) with the series' RAS affine; refuses series with gaps."""
+def write_nifti(mask: np.ndarray, geometry: SeriesGeometry, path: Path, allow_gaps: bool = False) -> None:
+    """Save a (Z, Y, X) mask as NIfTI (X, Y, Z) with the series' RAS affine; refuses series with gaps.
+
+    ``allow_gaps``: a radiologist's contour of a series with a missing slice is stored all the same, one
+    NIfTI slice per stored slice (the affine's slice step is their mean; the true positions are the series'
+    recorded geometry, which is what reads it back)."""
     expected = (geometry.n_slices, geometry.rows, geometry.columns)
     if mask.shape != expected:
         raise ValueError(f"mask shape {mask.shape} does not match the series grid (Z, Y, X) = {expected}")
-    if geometry.gaps:
+    if geometry.gaps and not allow_gaps:
         raise ValueError(f"series has gaps after slices {geometry.gaps}: no regular NIfTI grid")
     image = nib.Nifti1Image(np.ascontiguousarray(mask.transpose(2, 1, 0)).astype(np.uint8), geometry_affine(geometry))
     image.header.set_xyzt_units("mm")

@@ -21,7 +21,7 @@ ORIENTATION_TOLERANCE = 1e-3
 
 
 class SeriesGeometryError(ValueError):
-    """The slices cannot form one volume (mixed orientation or size, duplicates)."""
+    """No volume can be formed at all (no instances, no image with geometry, pixel data of the wrong shape)."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class SeriesGeometry:
     origin_mm: list[float]  # ImagePositionPatient of the first slice
     gaps: list[int] = field(default_factory=list)  # index i: gap between i and i+1
     frame_of_reference_uid: str | None = None
+    set_aside: dict[str, int] = field(default_factory=dict)  # images left out of the primary stack, by cause
 
     def as_json(self) -> dict:
         return asdict(self)
@@ -55,31 +56,69 @@ def _slice_normal(orientation: Sequence[float]) -> np.ndarray:
     return np.cross(row, col)
 
 
+def _primary_stack(headers: Sequence[pydicom.Dataset]) -> tuple[list[int], dict[str, int]]:
+    """Indices of the series' primary image stack, and what was set aside, by cause.
+
+    A localizer (ImageType LOCALIZER), an image without geometry, or a secondary image in another
+    orientation or size (a coronal reformat inside an axial series) is set aside, not fatal: the primary
+    stack is the largest group of images sharing orientation and Rows x Columns.
+    """
+    aside: dict[str, int] = {}
+    groups: dict[tuple, list[int]] = {}
+    for i, ds in enumerate(headers):
+        kinds = [str(v).upper() for v in (ds.get("ImageType") or [])]
+        if "LOCALIZER" in kinds:
+            aside["localizer"] = aside.get("localizer", 0) + 1
+            continue
+        try:
+            orientation = tuple(round(float(v) / ORIENTATION_TOLERANCE) for v in ds.ImageOrientationPatient)
+            key = (orientation, int(ds.Rows), int(ds.Columns))
+            position, spacing = [float(v) for v in ds.ImagePositionPatient], [float(v) for v in ds.PixelSpacing]
+            if len(orientation) != 6 or len(position) != 3 or len(spacing) != 2:
+                raise ValueError("malformed geometry")
+        except (AttributeError, TypeError, ValueError):
+            aside["no_geometry"] = aside.get("no_geometry", 0) + 1
+            continue
+        groups.setdefault(key, []).append(i)
+    if not groups:
+        raise SeriesGeometryError("series has no image stack with geometry (only localizers or images without "
+                                  "ImagePositionPatient / ImageOrientationPatient / PixelSpacing)")  # fmt: skip
+    ranked = sorted(groups.values(), key=len, reverse=True)
+    others = sum(len(g) for g in ranked[1:])
+    if others:
+        aside["other_orientation_or_size"] = others
+    return ranked[0], aside
+
+
 def order_and_check(headers: Sequence[pydicom.Dataset]) -> tuple[list[int], SeriesGeometry]:
-    """Order slices along the normal and check that they form one regular volume."""
+    """The primary stack's slices ordered along the normal (indices into ``headers``) and its geometry.
+
+    Images outside the primary stack, and all but the first image at one position along the normal, are
+    set aside and counted in ``SeriesGeometry.set_aside``; ``geometry_doubt`` says whether the gate may
+    judge what is left.
+    """
     if not headers:
         raise SeriesGeometryError("series has no instances")
-    first = headers[0]
+    primary, aside = _primary_stack(headers)
+    first = headers[primary[0]]
     orientation = [float(v) for v in first.ImageOrientationPatient]
     rows, cols = int(first.Rows), int(first.Columns)
-    for ds in headers:
-        other = [float(v) for v in ds.ImageOrientationPatient]
-        if not np.allclose(other, orientation, atol=ORIENTATION_TOLERANCE):
-            raise SeriesGeometryError("slices have different ImageOrientationPatient")
-        if (int(ds.Rows), int(ds.Columns)) != (rows, cols):
-            raise SeriesGeometryError("slices have different Rows x Columns")
     normal = _slice_normal(orientation)
-    positions = np.array([np.dot(normal, [float(v) for v in ds.ImagePositionPatient]) for ds in headers])
-    order = [int(i) for i in np.argsort(positions, kind="stable")]
-    sorted_pos = positions[order]
+    positions = {i: float(np.dot(normal, [float(v) for v in headers[i].ImagePositionPatient])) for i in primary}
+    order = sorted(primary, key=lambda i: positions[i])  # stable: the first received wins a shared position
+    kept = [order[0]]
+    for i in order[1:]:
+        if positions[i] - positions[kept[-1]] < 1e-3:
+            aside["duplicate_position"] = aside.get("duplicate_position", 0) + 1
+        else:
+            kept.append(i)
+    sorted_pos = np.array([positions[i] for i in kept])
     steps = np.diff(sorted_pos)
-    if len(steps) and np.min(steps) < 1e-3:
-        raise SeriesGeometryError("two slices share one position along the normal")
     spacing = float(np.median(steps)) if len(steps) else float(getattr(first, "SliceThickness", 1.0) or 1.0)
     gaps = [i for i, s in enumerate(steps) if s > spacing * (1 + GAP_TOLERANCE)]
-    ref = headers[order[0]]
+    ref = headers[kept[0]]
     geometry = SeriesGeometry(
-        n_slices=len(headers),
+        n_slices=len(kept),
         rows=rows,
         columns=cols,
         pixel_spacing_mm=tuple(float(v) for v in first.PixelSpacing),  # type: ignore[arg-type]
@@ -89,8 +128,37 @@ def order_and_check(headers: Sequence[pydicom.Dataset]) -> tuple[list[int], Seri
         origin_mm=[float(v) for v in ref.ImagePositionPatient],
         gaps=gaps,
         frame_of_reference_uid=str(getattr(first, "FrameOfReferenceUID", "")) or None,
+        set_aside=aside,
     )
-    return order, geometry
+    return kept, geometry
+
+
+def geometry_doubt(geometry: SeriesGeometry) -> tuple[str, str] | None:
+    """(reason, detail) when the gate cannot judge the volume and a radiologist must see it; None when it can.
+
+    A gap (a missing slice) leaves no regular grid to segment; two images at one position leave the gate
+    unable to say which one is the series; a primary stack no larger than the images set aside for another
+    orientation or size is no clear primary stack.
+    """
+    if geometry.gaps:
+        return (
+            "slice_gap",
+            f"slices missing after slice index {geometry.gaps[:10]} (median spacing "
+            f"{geometry.slice_spacing_mm:.2f} mm)",
+        )
+    if geometry.set_aside.get("duplicate_position"):
+        return (
+            "duplicate_positions",
+            f"two slices share one position along the normal ({geometry.set_aside['duplicate_position']} set aside)",
+        )
+    if geometry.set_aside.get("other_orientation_or_size", 0) >= geometry.n_slices:
+        return "mixed_orientation", "no clear primary stack: as many images in another orientation or size"
+    return None
+
+
+def read_geometry(paths: Sequence[Path]) -> SeriesGeometry:
+    """The primary stack's geometry from the headers alone (no pixel data)."""
+    return order_and_check([pydicom.dcmread(p, stop_before_pixels=True) for p in paths])[1]
 
 
 # Uncompressed little-endian transfer syntaxes (Implicit, Explicit, Deflated Explicit VR):

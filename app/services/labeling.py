@@ -123,7 +123,7 @@ def submit_contour(
     (storage_dir / "labels").mkdir(parents=True, exist_ok=True)
     from app.dicom.seg import write_nifti
 
-    write_nifti(mask, geometry, storage_dir / relative)
+    write_nifti(mask, geometry, storage_dir / relative, allow_gaps=True)
     try:
         if not q.submit(session, case_id=case_id, reader=reader, claim_version=claim_version,
                         now=datetime.now(UTC), path=relative):  # fmt: skip

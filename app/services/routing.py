@@ -116,10 +116,15 @@ def claim(settings: Settings, *, series_id: int, revision: int, task_id: str) ->
                    study_id, {uid: settings.storage_dir / path for uid, path in rows})  # fmt: skip
 
 
-def fail(attempt: Attempt, reason: str) -> None:
-    """FAILED, and a manual case: a series the pipeline cannot handle still reaches a radiologist."""
+def fail(attempt: Attempt, reason: str, geometry: dict | None = None) -> None:
+    """FAILED, and a manual case: a series the pipeline cannot handle still reaches a radiologist, with the
+    primary stack's ``geometry`` when it is known, so the case can be contoured. A decision already recorded
+    for this revision (auto, say, before writing the mask failed) is turned into manual/failed: no record may
+    say a failed series was accepted."""
     with session_scope() as session:
-        if q.finish_series(session, attempt, status=SeriesStatus.FAILED, now=_now(), last_error=reason):
+        values = {"geometry": geometry} if geometry is not None else {}
+        if q.finish_series(session, attempt, status=SeriesStatus.FAILED, now=_now(), last_error=reason, **values):
+            decisions.mark_failed(session, series_id=attempt.series_id, revision=attempt.revision)
             cases.open_case(session, series_id=attempt.series_id, revision=attempt.revision,
                             reason=DecisionReason.FAILED, priority=FIRST)  # fmt: skip
             audit.record(session, actor=ACTOR, action="series.failed", entity_type="series",
@@ -154,11 +159,14 @@ def record_decision(attempt: Attempt, d: Decision, segmenter_id: int | None) -> 
         return True
 
 
-def to_manual(attempt: Attempt, *, reason: str, priority: float, geometry: dict | None) -> bool:
-    """SCORING -> MANUAL and a case for a radiologist; False when fenced off."""
+def to_manual(
+    attempt: Attempt, *, reason: str, priority: float, geometry: dict | None, detail: str | None = None
+) -> bool:
+    """SCORING -> MANUAL and a case for a radiologist (``detail``: the reason in words, kept as last_error);
+    False when fenced off."""
     with session_scope() as session:
         if not q.finish_series(session, attempt, status=SeriesStatus.MANUAL, now=_now(), geometry=geometry,
-                               last_error=None):  # fmt: skip
+                               last_error=detail):  # fmt: skip
             return False
         cases.open_case(session, series_id=attempt.series_id, revision=attempt.revision, reason=reason,
                         priority=priority)  # fmt: skip

@@ -15,11 +15,14 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pydicom
 import pytest
 import torch
 
 from app.client import read_files, stow
+from app.dicom.seg import write_nifti
+from app.dicom.volume import SeriesGeometry
 from app.services.storage import file_sha256
 from testkit.tiny_models import SAMPLE_DIR, SAMPLE_MASK, train_tiny_scorer, train_tiny_segmenter, with_series_threshold
 from tests.conftest import ROOT, Stack
@@ -162,7 +165,8 @@ def test_auto_promotion_never_promotes_an_unmeasured_or_failing_candidate(loop) 
     it is registered, never promoted (issue #12, item 11: such a job once promoted a Dice-0 model)."""
     stack, tmp = loop
     current = register(stack, "segmenter", train_tiny_segmenter(tmp / "segmenter-hand"))
-    assert "unmeasured" in json.loads(str(stack.scalar("SELECT metrics FROM model_versions WHERE id=:i", i=current)))
+    metrics = stack.scalar("SELECT metrics FROM model_versions WHERE id=:i", i=current)
+    assert "unmeasured" in (json.loads(metrics) if isinstance(metrics, str) else metrics)  # type: ignore[arg-type]
     with stack.client("ml_engineer") as eng:
         job = eng.post(
             "/training-jobs",
@@ -175,6 +179,36 @@ def test_auto_promotion_never_promotes_an_unmeasured_or_failing_candidate(loop) 
     assert j["status"] == "succeeded", j["error"]
     assert stack.scalar("SELECT status FROM model_versions WHERE id=:i", i=j["model_version_id"]) == "candidate"
     assert stack.scalar("SELECT status FROM model_versions WHERE id=:i", i=current) == "promoted"
+
+
+def test_a_series_with_a_missing_slice_goes_to_a_radiologist_before_scoring(loop) -> None:  # type: ignore[no-untyped-def]
+    """One slice missing, with a scorer that accepts everything (issue #12, item 10: such a series was decided
+    auto, its mask failed "series has gaps", was retried three times and ended failed while its decision said
+    auto): manual with the reason slice_gap, one attempt, the decision says so, and the case can be contoured."""
+    stack, tmp = loop
+    register(stack, "scorer", with_series_threshold(train_tiny_scorer(tmp / "scorer-gap"), ALL_AUTO,
+                                                    tmp / "s-gap.pt"))  # fmt: skip
+    register(stack, "segmenter", train_tiny_segmenter(tmp / "segmenter-gap"))
+    study, series, blobs = fresh_sample()
+    positions = [float(pydicom.dcmread(io.BytesIO(b), stop_before_pixels=True).ImagePositionPatient[2]) for b in blobs]
+    middle = sorted(range(len(blobs)), key=lambda i: positions[i])[len(blobs) // 2]
+    with stack.client("pacs") as c:
+        assert stow(c, [b for i, b in enumerate(blobs) if i != middle]).status_code == 200
+        c.post(f"/series/{series}/complete")
+    state = stack.wait_status(series, {"auto", "manual", "failed"}, timeout_s=120)
+    assert (state["status"], state["attempts"]) == ("manual", 1), state["last_error"]
+    assert "missing" in state["last_error"] and state["geometry"]["gaps"]
+    assert state["decision"]["decision"] == "manual" and state["decision"]["reason"] == "slice_gap"
+    case_id = stack.scalar("SELECT id FROM cases WHERE series_id=:i", i=state["id"])
+    g = state["geometry"]
+    with stack.client("radiologist") as reader:
+        assert reader.post(f"/queue/{case_id}/claim").status_code == 200
+        geometry = SeriesGeometry(**{**g, "pixel_spacing_mm": tuple(g["pixel_spacing_mm"])})
+        write_nifti(np.ones((g["n_slices"], g["rows"], g["columns"]), np.uint8), geometry, tmp / "gap.nii.gz",
+                    allow_gaps=True)  # fmt: skip
+        r = reader.post(f"/queue/{case_id}/contour", content=(tmp / "gap.nii.gz").read_bytes(),
+                        headers={"Content-Type": "application/gzip"})  # fmt: skip
+        assert r.status_code == 200, r.text
 
 
 def test_series_api_shows_the_auto_decision_and_its_seg(loop) -> None:  # type: ignore[no-untyped-def]

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import httpx
+import numpy as np
 import pytest
 import redis
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless
 
 from app.client import stow
+from app.dicom.seg import write_nifti
+from app.dicom.volume import SeriesGeometry
 from testkit.dicom_factory import ct_dataset, make_series, to_bytes
 from tests.conftest import Stack
 
@@ -52,17 +58,39 @@ def test_unknown_series_is_404(pacs: httpx.Client) -> None:
     assert pacs.post("/series/1.2.3.4.404/complete").status_code == 404
 
 
-def test_duplicate_positions_fail_without_retry(stack: Stack, pacs: httpx.Client) -> None:
+def test_duplicate_positions_go_to_a_radiologist_without_retry(stack: Stack, pacs: httpx.Client) -> None:
+    """Two images at one position: the gate cannot say which is the series (issue #12, item 10): manual before
+    any score, the reason in words, one attempt, and the geometry of what is kept, so it can be contoured."""
     spec, _ = make_series(2)
     same = [to_bytes(ct_dataset(spec, 0)), to_bytes(ct_dataset(spec, 0))]  # two SOPs at one position
     assert stow(pacs, same).status_code == 200
     pacs.post(f"/series/{spec.series_uid}/complete")
-    state = stack.wait_status(spec.series_uid, {"failed"})
+    state = stack.wait_status(spec.series_uid, {"manual"})
     assert state["attempts"] == 1 and "share one position" in state["last_error"]
+    assert state["geometry"]["n_slices"] == 1 and state["geometry"]["set_aside"] == {"duplicate_position": 1}
+    assert stack.scalar("SELECT reason FROM cases WHERE series_id=:i", i=state["id"]) == "duplicate_positions"
 
 
-def test_poison_series_ends_failed_after_attempt_cap(stack: Stack, pacs: httpx.Client) -> None:
-    """Pixel data that parses but cannot be decoded fails every attempt; capped at 3."""
+def test_a_secondary_image_is_set_aside_not_fatal(stack: Stack, pacs: httpx.Client) -> None:
+    """A coronal reformat and a localizer inside an axial series (issue #12, item 10: one coronal image failed
+    a whole 52-slice series): both are set aside and the axial stack is routed."""
+    spec, blobs = make_series(5)
+    coronal = ct_dataset(spec, 9)
+    coronal.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+    localizer = ct_dataset(spec, 10)
+    localizer.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    assert stow(pacs, [*blobs, to_bytes(coronal), to_bytes(localizer)]).status_code == 200
+    pacs.post(f"/series/{spec.series_uid}/complete")
+    state = stack.wait_status(spec.series_uid, {"manual", "auto", "failed"})
+    assert state["status"] == "manual" and state["attempts"] == 1, state["last_error"]
+    assert state["geometry"]["n_slices"] == 5
+    assert state["geometry"]["set_aside"] == {"other_orientation_or_size": 1, "localizer": 1}
+
+
+def test_undecodable_pixels_fail_at_once_into_a_case_that_can_be_contoured(stack: Stack, pacs: httpx.Client) -> None:
+    """Pixel data that parses but cannot be decoded fails the same way every time: one attempt, no retry
+    (issue #12, item 10: deterministic errors were retried three times), and the manual case carries the
+    primary stack's geometry, so a radiologist can contour it (it answered 422 "no recorded geometry")."""
     spec, _ = make_series(2)
     blobs = []
     for i in range(2):
@@ -73,10 +101,19 @@ def test_poison_series_ends_failed_after_attempt_cap(stack: Stack, pacs: httpx.C
     assert stow(pacs, blobs).status_code == 200
     pacs.post(f"/series/{spec.series_uid}/complete")
     state = stack.wait_status(spec.series_uid, {"failed"}, timeout_s=90)
-    assert state["attempts"] == 4 and "3 attempts" in state["last_error"]  # the 4th claim gives up
-    assert _audits(stack, "series.retry", state["id"]) == 3
-    assert _audits(stack, "series.claimed", state["id"]) == 4
+    assert state["attempts"] == 1 and "not retried" in state["last_error"]
+    assert _audits(stack, "series.retry", state["id"]) == 0
     assert stack.scalar("SELECT reason FROM cases WHERE series_id=:i", i=state["id"]) == "failed"  # to a radiologist
+    g = state["geometry"]
+    assert g is not None and (g["n_slices"], g["rows"], g["columns"]) == (2, spec.rows, spec.cols)
+    case_id = stack.scalar("SELECT id FROM cases WHERE series_id=:i", i=state["id"])
+    with stack.client("radiologist") as reader, tempfile.TemporaryDirectory() as tmp:
+        assert reader.post(f"/queue/{case_id}/claim").status_code == 200
+        geometry = SeriesGeometry(**{**g, "pixel_spacing_mm": tuple(g["pixel_spacing_mm"])})
+        write_nifti(np.zeros((2, spec.rows, spec.cols), np.uint8), geometry, Path(tmp) / "c.nii.gz")
+        r = reader.post(f"/queue/{case_id}/contour", content=(Path(tmp) / "c.nii.gz").read_bytes(),
+                        headers={"Content-Type": "application/gzip"})  # fmt: skip
+        assert r.status_code == 200, r.text
 
 
 def test_lost_task_is_resent_by_the_reconciler(stack_factory) -> None:  # type: ignore[no-untyped-def]

@@ -4,6 +4,11 @@ Idempotent and fenced: the claim is a compare-and-set that increments the attemp
 the holder of that attempt may record results (``app.services.routing`` re-checks it under a row
 lock at every step). A series over the attempt cap ends FAILED and goes to the manual queue
 instead of looping.
+
+Only transient errors (the disk, the database, memory) are retried: the same data would fail the same
+way again, so any other error fails the series at once into a radiologist's case, with the primary
+stack's geometry so that it can be contoured. A volume the gate cannot judge (a missing slice, two
+images at one position, no clear primary stack) goes to a radiologist before anything is scored.
 """
 
 from __future__ import annotations
@@ -12,17 +17,40 @@ import logging
 import time
 
 import numpy as np
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.core.config import Settings, get_settings
 from app.db.states import DecisionReason, Route
-from app.dicom.volume import SeriesGeometryError, SeriesVolume, load_series_volume
+from app.dicom.volume import SeriesGeometryError, SeriesVolume, geometry_doubt, load_series_volume, read_geometry
 from app.services import routing
-from app.services.routing import Claimed
+from app.services.routing import Claimed, Decision
 from app.services.storage import InstanceStore
 from workers.serving.route import assess, decide
 from workers.serving.segment import segment_series, send_to_destination
 
 log = logging.getLogger(__name__)
+# Worth another attempt: the next one may find the disk, the database or the memory back.
+TRANSIENT = (OSError, MemoryError, OperationalError, InterfaceError)
+
+
+def _geometry_or_none(claimed: Claimed) -> dict | None:
+    """The primary stack's geometry from the headers, for the case of a series whose pixels failed."""
+    try:
+        return read_geometry([claimed.paths[uid] for uid in sorted(claimed.paths)]).as_json()
+    except Exception:  # noqa: BLE001 - without geometry the case still opens; it cannot be contoured
+        return None
+
+
+def _failed(claimed: Claimed, exc: Exception, where: str, geometry: dict | None) -> str:
+    """Retry a transient error (up to the attempt cap); fail any other at once (no PHI: the type only)."""
+    a = claimed.attempt
+    log.warning("series %d attempt %d failed %s: %s", a.series_id, a.number, where, type(exc).__name__)
+    if isinstance(exc, TRANSIENT):
+        routing.retry_later(a, f"error {where}: {type(exc).__name__}")
+        return "retry"
+    routing.fail(a, f"error {where}: {type(exc).__name__} (not retried: the same data fails the same way)",
+                 geometry=geometry if geometry is not None else _geometry_or_none(claimed))  # fmt: skip
+    return "failed"
 
 
 def _auto(settings: Settings, claimed: Claimed, volume: SeriesVolume, mask: np.ndarray | None) -> str:
@@ -60,20 +88,22 @@ def score_series_impl(*, series_id: int, revision: int, task_id: str) -> str:
         return "skipped"  # stale revision, already done, or held by a live worker
     a = claimed.attempt
     if claimed.exhausted:
-        routing.fail(a, f"gave up after {settings.max_attempts} attempts")
+        routing.fail(a, f"gave up after {settings.max_attempts} attempts", geometry=_geometry_or_none(claimed))
         return "failed"
     log.info("series %d revision %d attempt %d", series_id, revision, a.number)
     t0 = time.perf_counter()
     try:
         volume = load_series_volume([claimed.paths[uid] for uid in sorted(claimed.paths)])
     except SeriesGeometryError as exc:
-        routing.fail(a, f"volume: {exc}")  # the data will not change: no retry
+        routing.fail(a, f"volume: {exc}", geometry=_geometry_or_none(claimed))  # the data will not change
         return "failed"
-    except Exception as exc:  # noqa: BLE001 - recorded as a type name only (no PHI), then retried
-        log.warning("series %d attempt %d failed: %s", series_id, a.number, type(exc).__name__)
-        routing.retry_later(a, f"error: {type(exc).__name__}")
-        return "retry"
+    except Exception as exc:  # noqa: BLE001 - transient: retried; any other: failed at once
+        return _failed(claimed, exc, "loading the volume", None)
+    geometry = volume.geometry.as_json()
     try:
+        doubt = geometry_doubt(volume.geometry)
+        if doubt is not None:  # before any score: the gate cannot judge this volume
+            return _cannot_judge(claimed, DecisionReason(doubt[0]), doubt[1], geometry)
         t1 = time.perf_counter()
         d = decide(assess(settings, claimed, volume))
         segmenter_id = claimed.segmenter.id if claimed.segmenter else None
@@ -82,10 +112,18 @@ def score_series_impl(*, series_id: int, revision: int, task_id: str) -> str:
         log.info("series %d decided %s: volume %.2f s, scoring %.2f s", series_id, d.route, t1 - t0,
                  time.perf_counter() - t1)  # fmt: skip
         if d.route == Route.MANUAL:
-            done = routing.to_manual(a, reason=d.reason, priority=d.priority, geometry=volume.geometry.as_json())
+            done = routing.to_manual(a, reason=d.reason, priority=d.priority, geometry=geometry)
             return "manual" if done else "fenced"
         return _auto(settings, claimed, volume, d.liver_mask)
-    except Exception as exc:  # noqa: BLE001 - as above: retried up to the attempt cap
-        log.warning("series %d attempt %d failed in routing: %s", series_id, a.number, type(exc).__name__)
-        routing.retry_later(a, f"error: {type(exc).__name__}")
-        return "retry"
+    except Exception as exc:  # noqa: BLE001 - transient: retried; any other: failed at once
+        return _failed(claimed, exc, "in routing", geometry)
+
+
+def _cannot_judge(claimed: Claimed, reason: DecisionReason, detail: str, geometry: dict) -> str:
+    a = claimed.attempt
+    d = Decision(Route.MANUAL, reason)
+    if not routing.record_decision(a, d, claimed.segmenter.id if claimed.segmenter else None):
+        return "fenced"
+    log.info("series %d revision %d: not judged (%s)", a.series_id, a.revision, reason)
+    done = routing.to_manual(a, reason=reason, priority=d.priority, geometry=geometry, detail=detail)
+    return "manual" if done else "fenced"
