@@ -56,6 +56,8 @@ def register(
     tmp = models_dir / f".{name}.tmp"
     shutil.copyfile(source, tmp)
     os.replace(tmp, models_dir / name)
+    # JSON has no NaN (PostgreSQL refuses it): a metric that is not a number is not a measurement.
+    metrics = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()}
     metric = GATE[kind][0]
     if _number(metrics.get(metric)) is None:  # never compared as if it had been measured
         metrics = {**metrics, UNMEASURED: f"no {metric} on the frozen test split"}

@@ -51,9 +51,23 @@ def test_gate_verdict_needs_a_measured_candidate_above_the_floor(db: Session) ->
     verdict = registry.gate_verdict
     assert not verdict(_version(db, "segmenter", 2), unmeasured_current, FLOORS)[0]  # no metric
     assert not verdict(_version(db, "segmenter", 3, test_dice_per_slice=0.0), unmeasured_current, FLOORS)[0]
-    assert not verdict(_version(db, "segmenter", 4, test_dice_per_slice=float("nan")), None, FLOORS)[0]
+    nan = ModelVersion(kind="segmenter", version=4, metrics={"test_dice_per_slice": float("nan")})  # not stored
+    assert not verdict(nan, None, FLOORS)[0]
     assert verdict(_version(db, "segmenter", 5, test_dice_per_slice=0.9), unmeasured_current, FLOORS)[0]
     measured = _version(db, "segmenter", 6, test_dice_per_slice=0.95)
     assert not verdict(_version(db, "segmenter", 7, test_dice_per_slice=0.9), measured, FLOORS)[0]  # worse
     assert verdict(_version(db, "scorer", 1, test_fpr_at_threshold=0.05), None, FLOORS)[0]
     assert not verdict(_version(db, "scorer", 2, test_fpr_at_threshold=0.5), None, FLOORS)[0]
+
+
+def test_a_nan_metric_is_stored_as_unmeasured(db: Session, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A held-out Dice of NaN (no liver on the held-out slices) made PostgreSQL refuse the row (JSON has no
+    NaN), so the training job failed after training; it is stored as no measurement."""
+    source = tmp_path / "segmenter.pt"
+    source.write_bytes(b"weights")
+    row = registry.register(session=db, models_dir=tmp_path / "registry", kind="segmenter", source=source,
+                            metrics={"test_dice_per_slice": float("nan"), "steps": 2}, card={"kind": "segmenter"},
+                            actor="t")  # fmt: skip
+    db.flush()
+    db.refresh(row)
+    assert row.metrics["test_dice_per_slice"] is None and registry.UNMEASURED in row.metrics
