@@ -17,6 +17,7 @@ import logging
 import time
 
 import numpy as np
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.core.config import Settings, get_settings
@@ -29,8 +30,8 @@ from workers.serving.route import assess, decide
 from workers.serving.segment import segment_series, send_to_destination
 
 log = logging.getLogger(__name__)
-# Worth another attempt: the next one may find the disk, the database or the memory back.
-TRANSIENT = (OSError, MemoryError, OperationalError, InterfaceError)
+# Worth another attempt: the next one may find the disk, the database, the memory or the time back.
+TRANSIENT = (OSError, MemoryError, OperationalError, InterfaceError, SoftTimeLimitExceeded)
 
 
 def _geometry_or_none(claimed: Claimed) -> dict | None:
