@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Request, status
+from fastapi import APIRouter, Path, Request, status
 from fastapi.responses import JSONResponse, Response
 
 from app.api.deps import ReaderPrincipal, SessionDep, SettingsDep
 from app.api.stow import DICOM_JSON, UID_PATTERN, base_url
 from app.services import qido
-from app.services.qido_query import KEYS, BadQuery, Resource
+from app.services.qido_query import KEYS, Resource
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 UidPath = Annotated[str, Path(pattern=UID_PATTERN, max_length=64)]
@@ -25,11 +25,9 @@ MATCHING = (
 
 def _search(request: Request, db: SessionDep, settings: SettingsDep, resource: Resource,
             study_uid: str | None = None, series_uid: str | None = None) -> Response:  # fmt: skip
-    try:
-        result = qido.search(session=db, resource=resource, params=list(request.query_params.multi_items()),
-                             base=base_url(request, settings), study_uid=study_uid, series_uid=series_uid)  # fmt: skip
-    except BadQuery as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc))
+    # a BadQuery is a DomainError: app.main answers it 400 with its message
+    result = qido.search(session=db, resource=resource, params=list(request.query_params.multi_items()),
+                         base=base_url(request, settings), study_uid=study_uid, series_uid=series_uid)  # fmt: skip
     headers = {"Warning": ", ".join(f'299 gatekeeper "{w}"' for w in result.warnings)} if result.warnings else None
     if not result.items:  # PS3.18: an empty match is 204 No Content, not an empty array
         return Response(status_code=status.HTTP_204_NO_CONTENT, headers=headers)

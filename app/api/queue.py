@@ -52,17 +52,6 @@ def _out(view: labeling.CaseView, reader: str) -> CaseOut:
                    lease_until=c.lease_until, created_at=c.created_at)  # fmt: skip
 
 
-def _errors(exc: Exception) -> HTTPException:
-    if isinstance(exc, labeling.CaseNotFound):
-        return HTTPException(status.HTTP_404_NOT_FOUND, str(exc))
-    if isinstance(exc, labeling.InvalidContour):
-        return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
-    return HTTPException(status.HTTP_409_CONFLICT, str(exc))
-
-
-DOMAIN = (labeling.CaseNotFound, labeling.CaseUnavailable, labeling.InvalidContour)
-
-
 @router.get("", summary="Cases available to me (by priority, then age) and the ones I hold")
 def list_cases(reader: RadiologistPrincipal, db: SessionDep) -> list[CaseOut]:
     return [_out(v, reader.name) for v in labeling.list_queue(session=db, reader=reader.name)]
@@ -70,10 +59,7 @@ def list_cases(reader: RadiologistPrincipal, db: SessionDep) -> list[CaseOut]:
 
 @router.get("/{case_id}", summary="One case with its evidence (score profile, top slices)")
 def read_case(case_id: CaseId, reader: RadiologistPrincipal, db: SessionDep) -> CaseDetail:
-    try:
-        view = labeling.get_case(session=db, case_id=case_id, reader=reader.name)
-    except DOMAIN as exc:
-        raise _errors(exc)
+    view = labeling.get_case(session=db, case_id=case_id, reader=reader.name)
     path, summary = labeling.evidence_of(session=db, case=view.case)
     png = f"/queue/{case_id}/evidence.png" if path else None
     return CaseDetail(**_out(view, reader.name).model_dump(), evidence=summary, evidence_png=png)
@@ -81,10 +67,7 @@ def read_case(case_id: CaseId, reader: RadiologistPrincipal, db: SessionDep) -> 
 
 @router.get("/{case_id}/evidence.png", summary="Score profile and residual heat-maps of the top slices")
 def evidence_png(case_id: CaseId, reader: RadiologistPrincipal, db: SessionDep, settings: SettingsDep) -> Response:
-    try:
-        view = labeling.get_case(session=db, case_id=case_id, reader=reader.name)
-    except DOMAIN as exc:
-        raise _errors(exc)
+    view = labeling.get_case(session=db, case_id=case_id, reader=reader.name)
     path, _ = labeling.evidence_of(session=db, case=view.case)
     if path is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "this case has no anomaly evidence (no working scorer)")
@@ -95,37 +78,25 @@ def evidence_png(case_id: CaseId, reader: RadiologistPrincipal, db: SessionDep, 
 
 @router.post("/next", summary="Claim the highest-priority available case")
 def claim_next(reader: RadiologistPrincipal, db: SessionDep, settings: SettingsDep) -> CaseOut:
-    try:
-        case = labeling.claim_next_case(session=db, reader=reader.name, lease_s=settings.claim_lease_s)
-        return _out(labeling.get_case(session=db, case_id=case.id, reader=reader.name), reader.name)
-    except DOMAIN as exc:
-        raise _errors(exc)
+    case = labeling.claim_next_case(session=db, reader=reader.name, lease_s=settings.claim_lease_s)
+    return _out(labeling.get_case(session=db, case_id=case.id, reader=reader.name), reader.name)
 
 
 @router.post("/{case_id}/claim", summary="Claim a case (or renew my lease on it)")
 def claim(case_id: CaseId, reader: RadiologistPrincipal, db: SessionDep, settings: SettingsDep) -> CaseOut:
-    try:
-        labeling.claim_case(session=db, case_id=case_id, reader=reader.name, lease_s=settings.claim_lease_s)
-        return _out(labeling.get_case(session=db, case_id=case_id, reader=reader.name), reader.name)
-    except DOMAIN as exc:
-        raise _errors(exc)
+    labeling.claim_case(session=db, case_id=case_id, reader=reader.name, lease_s=settings.claim_lease_s)
+    return _out(labeling.get_case(session=db, case_id=case_id, reader=reader.name), reader.name)
 
 
 @router.post("/{case_id}/release", summary="Give a claimed case back to the queue")
 def release(case_id: CaseId, reader: RadiologistPrincipal, db: SessionDep) -> dict[str, str]:
-    try:
-        case = labeling.release_case(session=db, case_id=case_id, reader=reader.name)
-    except DOMAIN as exc:
-        raise _errors(exc)
+    case = labeling.release_case(session=db, case_id=case_id, reader=reader.name)
     return {"status": case.status}
 
 
 @router.post("/{case_id}/reject", summary="Close a claimed case without a contour, with a reason")
 def reject(case_id: CaseId, body: RejectIn, reader: RadiologistPrincipal, db: SessionDep) -> dict[str, str]:
-    try:
-        case = labeling.reject_case(session=db, case_id=case_id, reader=reader.name, reason=body.reason)
-    except DOMAIN as exc:
-        raise _errors(exc)
+    case = labeling.reject_case(session=db, case_id=case_id, reader=reader.name, reason=body.reason)
     return {"status": case.status}
 
 
@@ -143,8 +114,6 @@ async def submit(case_id: CaseId, request: Request, reader: RadiologistPrincipal
             lambda: labeling.submit_contour(session=db, storage_dir=settings.storage_dir, case_id=case_id,
                                             reader=reader.name, upload=upload, content_type=content_type)
         )  # fmt: skip
-    except DOMAIN as exc:
-        raise _errors(exc)
     finally:
         upload.unlink(missing_ok=True)
     return {"status": case.status}

@@ -200,13 +200,15 @@ def test_a_reopened_series_supersedes_its_old_case(q: Stack) -> None:
         assert reader.post(f"/queue/{old}/claim").status_code == 409
         with q.client("pacs") as c:
             c.post(f"/series/{spec.series_uid}/complete")
-        q.wait_status(spec.series_uid, {"failed"})
+        # the late instance sits on an existing slice position: the new revision cannot be judged (item 10)
+        q.wait_status(spec.series_uid, {"manual"})
         new = q.scalar("SELECT id FROM cases WHERE id <> :i AND series_id = (SELECT series_id FROM cases "
                        "WHERE id=:i)", i=old)  # fmt: skip
         assert new is not None
         assert [c["id"] for c in reader.get("/queue").json() if c["series_uid"] == spec.series_uid] == [new]
         detail = reader.get(f"/queue/{new}").json()
-        assert detail["reason"] == "failed"
-        assert detail["evidence"] == {} and detail["evidence_png"] is None  # not revision 1's
+        assert detail["reason"] == "duplicate_positions"
+        # revision 1's own evidence (no score: it was never scored), not revision 0's
+        assert detail["evidence"]["reason"] == "duplicate_positions" and detail["evidence_png"] is None
     assert q.scalar("SELECT count(*) FROM audit_events WHERE action='case.superseded' AND entity_id=:i",
                     i=str(old)) == 1  # fmt: skip
