@@ -65,7 +65,7 @@ def require_roles(*roles: Role) -> Callable[..., Principal]:
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"role {principal.role} may not use this route")
         return principal
 
-    dependency.allowed_roles = allowed  # type: ignore[attr-defined]  # read by the role x route matrix test
+    dependency.allowed_roles = allowed  # type: ignore[attr-defined]  # tests/api/test_auth.py reads it
     return dependency
 
 

@@ -196,9 +196,10 @@ def _commit(store: InstanceStore, accepted: list[_Accepted], actor: str) -> None
         new = _classify(session, accepted, actor)
         # Only new files need to reach the disk; duplicates and refusals are deleted.
         store.sync_files(item.received.path for item in new)
-        for item in new:
-            item.relative = store.promote(item.received, group=item.header.series_uid)
         try:
+            # Inside the try: a rename that fails half-way through the batch puts the earlier ones back.
+            for item in new:
+                item.relative = store.promote(item.received, group=item.header.series_uid)
             store.sync_dirs(item.relative for item in new)
             _insert_rows(session, new, actor)
             session.commit()

@@ -91,6 +91,26 @@ def test_contour_on_the_wrong_grid_is_refused_precisely(q: Stack) -> None:
         assert q.scalar("SELECT status FROM cases WHERE id=:i", i=case_id) == "claimed"  # nothing changed
 
 
+def test_a_contour_on_a_same_shape_but_shifted_grid_is_refused(q: Stack) -> None:
+    """Same rows, columns and slices, origin moved: a mask of another grid (or off by one slice) is a 422
+    through HTTP and stores nothing; the right grid is then accepted."""
+    _, case_id = _manual_case(q, n=4)
+    shifts_mm = {"4 mm along x": (4.0, 0, 0), "half a pixel along y": (0, 0.4, 0), "one slice": (0, 0, 2.5)}
+    with q.client("radiologist") as reader:
+        assert reader.post(f"/queue/{case_id}/claim").status_code == 200
+        for what, shift in shifts_mm.items():
+            affine = GRID_AFFINE.copy()
+            affine[:3, 3] += shift
+            r = reader.post(f"/queue/{case_id}/contour", content=_nifti((32, 32, 4), affine),
+                            headers={"Content-Type": "application/gzip"})  # fmt: skip
+            assert r.status_code == 422, (what, r.status_code, r.text)
+            assert "mm from the series' voxel" in r.json()["detail"], (what, r.text)
+            assert q.rows("SELECT status, contour_path FROM cases WHERE id=:i", i=case_id) == [("claimed", None)]
+        right = reader.post(f"/queue/{case_id}/contour", content=_nifti((32, 32, 4), GRID_AFFINE),
+                            headers={"Content-Type": "application/gzip"})  # fmt: skip
+        assert right.status_code == 200, right.text
+
+
 def test_reject_needs_a_reason_and_closes_the_case(q: Stack) -> None:
     _, case_id = _manual_case(q)
     with q.client("radiologist") as reader:
