@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict
 
 from app.api.deps import MAX_ROW_ID, EngineerPrincipal, SessionDep
-from app.db import model_versions as q
+from app.db import model_versions
 from app.db.tables import ModelVersion
 from app.services import registry
 
@@ -42,7 +42,7 @@ def _out(row: ModelVersion) -> ModelOut:
 
 @router.get("", summary="Model versions, by kind and version")
 def list_models(_: EngineerPrincipal, db: SessionDep, kind: Annotated[Kind | None, Query()] = None) -> list[ModelOut]:
-    return [_out(m) for m in q.list_versions(db, kind)]
+    return [_out(m) for m in model_versions.list_versions(db, kind)]
 
 
 @router.post("/{model_id}/promote", summary="Promote a version: new series use it; series in flight keep theirs")

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from app.core.config import get_settings
 from app.core.db import session_scope
-from app.db import model_versions as q
+from app.db import model_versions
 from app.services import registry
 from workers.training.model_card import checked_card
 
@@ -62,7 +62,7 @@ def ensure_demo_models(console: Console) -> None:
     runs = settings.storage_dir.resolve().parent / "demo-runs"
     for kind, train in (("scorer", train_sample_scorer), ("segmenter", train_sample_segmenter)):
         with session_scope() as session:
-            if q.promoted(session, kind) is not None:
+            if model_versions.promoted(session, kind) is not None:
                 continue
         console.print(f"no promoted {kind}: training a demo {kind} on the sample study (first run only)...")
         checkpoint = train(runs / kind)

@@ -53,11 +53,11 @@ def register(
 def list_models(kind: str = typer.Option(None, help="scorer or segmenter.")) -> None:
     """Every version with its status and metrics."""
     from app.core.db import session_scope
-    from app.db import model_versions as q
+    from app.db import model_versions
 
     table = Table("id", "kind", "version", "status", "sha256", "metrics")
     with session_scope() as session:
-        for m in q.list_versions(session, kind):
+        for m in model_versions.list_versions(session, kind):
             table.add_row(str(m.id), m.kind, str(m.version), m.status, m.sha256[:12], json.dumps(m.metrics)[:80])
     console.print(table)
 

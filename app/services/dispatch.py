@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from app.core.config import Settings
 from app.core.db import session_scope
-from app.db import series as q
+from app.db import series as series_sql
 from app.db.ingest import stored_paths
 from app.db.tables import Instance, OutboxEvent
 from app.services import audit
@@ -32,8 +32,8 @@ def complete_stable(*, stable_age_s: float, now: datetime | None = None) -> list
     older_than = now - timedelta(seconds=stable_age_s)
     done: list[int] = []
     with session_scope() as session:
-        for series_id in q.stable_series_ids(session, older_than=older_than):
-            revision = q.complete_series(session, series_id=series_id, now=now, older_than=older_than)
+        for series_id in series_sql.stable_series_ids(session, older_than=older_than):
+            revision = series_sql.complete_series(session, series_id=series_id, now=now, older_than=older_than)
             if revision is not None:
                 audit.record(session, actor="dispatcher", action="series.completed", entity_type="series",
                              entity_id=series_id, revision=revision, trigger="stable_age")  # fmt: skip
@@ -45,7 +45,7 @@ def relay(publish: Publisher) -> int:
     """Publish unpublished outbox rows; a broker error leaves them for the next tick."""
     sent = 0
     with session_scope() as session:
-        for job in q.unpublished_jobs(session):
+        for job in series_sql.unpublished_jobs(session):
             try:
                 publish(job)
             except Exception as exc:  # noqa: BLE001 - broker down: keep the row, try next tick
@@ -62,8 +62,8 @@ def reconcile(*, reconcile_after_s: float, now: datetime | None = None) -> int:
     now = now or datetime.now(UTC)
     with session_scope() as session:
         before = now - timedelta(seconds=reconcile_after_s)
-        stale = q.stale_jobs(session, now=now, published_before=before)
-        stale += q.stale_training_jobs(session, published_before=before)
+        stale = series_sql.stale_jobs(session, now=now, published_before=before)
+        stale += series_sql.stale_training_jobs(session, published_before=before)
         for job in stale:
             job.published_at = None
             kind, entity = ("training_job", job.training_job_id) if job.series_id is None else ("series", job.series_id)

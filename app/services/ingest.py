@@ -20,7 +20,7 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from app.core.db import session_scope
-from app.db import ingest as q
+from app.db import ingest as ingest_sql
 from app.db.tables import Instance
 from app.dicom.parse import InstanceHeader, ParseLimits, parse_instance
 from app.services import audit, identity, labeling
@@ -93,7 +93,7 @@ def _parse_all(
 
 def _classify(session: Session, accepted: list[_Accepted], actor: str) -> list[_Accepted]:
     """Mark duplicates and conflicts; return the items that need a new row."""
-    digests = q.stored_digests(session, [a.header.sop_instance_uid for a in accepted])
+    digests = ingest_sql.stored_digests(session, [a.header.sop_instance_uid for a in accepted])
     new: list[_Accepted] = []
     for item in accepted:
         uid, sha = item.header.sop_instance_uid, item.received.sha256
@@ -116,8 +116,8 @@ def _classify(session: Session, accepted: list[_Accepted], actor: str) -> list[_
 def _known_identities(
     session: Session, headers: list[InstanceHeader]
 ) -> tuple[dict[str, identity.StudyIdentity], dict[str, identity.SeriesIdentity]]:
-    studies = q.study_identities(session, sorted({h.study_uid for h in headers}))
-    series = q.series_identities(session, sorted({h.series_uid for h in headers}))
+    studies = ingest_sql.study_identities(session, sorted({h.study_uid for h in headers}))
+    series = ingest_sql.series_identities(session, sorted({h.series_uid for h in headers}))
     return (
         {uid: identity.StudyIdentity(r.patient_id, r.issuer_of_patient_id, r.id) for uid, r in studies.items()},
         {uid: identity.SeriesIdentity(r.study_uid, r.modality, r.frame_of_reference_uid, r.id)
@@ -160,19 +160,19 @@ def _insert_rows(session: Session, new: list[_Accepted], actor: str) -> None:
         by_series[item.header.series_uid].append(item)
     for series_uid, items in by_series.items():
         h = items[0].header
-        study_id = q.ensure_study(
+        study_id = ingest_sql.ensure_study(
             session, study_uid=h.study_uid,
             values={"patient_id": h.patient_id, "issuer_of_patient_id": h.issuer_of_patient_id,
                     "study_date": h.study_date, "accession_number": h.accession_number,
                     "attributes": h.study_attributes},
         )  # fmt: skip
-        series_id = q.ensure_series(
+        series_id = ingest_sql.ensure_series(
             session, series_uid=series_uid, study_id=study_id,
             values={"modality": h.modality, "frame_of_reference_uid": h.frame_of_reference_uid,
                     "attributes": h.series_attributes},
         )  # fmt: skip
         _recheck(session, h)
-        previous, revision = q.record_arrivals(session, series_id=series_id, count=len(items), now=now)
+        previous, revision = ingest_sql.record_arrivals(session, series_id=series_id, count=len(items), now=now)
         for item in items:
             session.add(
                 Instance(

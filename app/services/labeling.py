@@ -16,8 +16,7 @@ import pydicom
 from sqlalchemy.orm import Session
 
 from app.core.errors import Conflict, Invalid, NotFound
-from app.db import cases as q
-from app.db import decisions
+from app.db import cases, decisions
 from app.db.tables import Case, Series
 from app.services import audit, splits
 
@@ -49,9 +48,9 @@ class CaseView:
 def list_queue(*, session: Session, reader: str, limit: int = 100) -> list[CaseView]:
     now = datetime.now(UTC)
     out = []
-    for case, series_uid, study_uid in q.visible_cases(session, reader=reader, now=now, limit=limit):
-        mine = case.status == q.CLAIMED and case.claimed_by == reader and case.lease_until >= now  # type: ignore[operator]
-        out.append(CaseView(case, series_uid, study_uid, None if mine else q.position(session, case, now)))
+    for case, series_uid, study_uid in cases.visible_cases(session, reader=reader, now=now, limit=limit):
+        mine = case.status == cases.CLAIMED and case.claimed_by == reader and case.lease_until >= now  # type: ignore[operator]
+        out.append(CaseView(case, series_uid, study_uid, None if mine else cases.position(session, case, now)))
     return out
 
 
@@ -64,7 +63,7 @@ def get_case(*, session: Session, case_id: int, reader: str) -> CaseView:
 
 
 def claim_case(*, session: Session, case_id: int, reader: str, lease_s: float) -> Case:
-    if not q.claim(session, case_id=case_id, reader=reader, now=datetime.now(UTC), lease_s=lease_s):
+    if not cases.claim(session, case_id=case_id, reader=reader, now=datetime.now(UTC), lease_s=lease_s):
         if session.get(Case, case_id) is None:
             raise CaseNotFound(f"no case {case_id}")
         raise CaseUnavailable(f"case {case_id} is claimed by another reader or already closed")
@@ -73,31 +72,31 @@ def claim_case(*, session: Session, case_id: int, reader: str, lease_s: float) -
 
 
 def claim_next_case(*, session: Session, reader: str, lease_s: float) -> Case:
-    case_id = q.next_available_id(session, datetime.now(UTC))
+    case_id = cases.next_available_id(session, datetime.now(UTC))
     if case_id is None:
         raise CaseNotFound("the queue is empty")
     return claim_case(session=session, case_id=case_id, reader=reader, lease_s=lease_s)
 
 
 def _own(session: Session, case_id: int, reader: str, status: str, action: str, **values: object) -> Case:
-    if not q.move_own(session, case_id=case_id, reader=reader, now=datetime.now(UTC), status=status, **values):
+    if not cases.move_own(session, case_id=case_id, reader=reader, now=datetime.now(UTC), status=status, **values):
         raise CaseUnavailable(f"case {case_id} is not claimed by you (or your lease lapsed)")
     audit.record(session, actor=reader, action=action, entity_type="case", entity_id=case_id)
     return session.get(Case, case_id)  # type: ignore[return-value]
 
 
 def release_case(*, session: Session, case_id: int, reader: str) -> Case:
-    return _own(session, case_id, reader, q.OPEN, "case.released", claimed_by=None, lease_until=None)
+    return _own(session, case_id, reader, cases.OPEN, "case.released", claimed_by=None, lease_until=None)
 
 
 def reject_case(*, session: Session, case_id: int, reader: str, reason: str) -> Case:
-    return _own(session, case_id, reader, q.REJECTED, "case.rejected", reject_reason=reason)
+    return _own(session, case_id, reader, cases.REJECTED, "case.rejected", reject_reason=reason)
 
 
 def supersede_cases(*, session: Session, series_id: int, revision: int, actor: str) -> list[int]:
     """A late instance re-opened the series as ``revision``: its earlier revisions' open or claimed cases
     close (a reader's claim on one ends: its contour would describe another volume)."""
-    closed = q.supersede(session, series_id=series_id, revision=revision, now=datetime.now(UTC))
+    closed = cases.supersede(session, series_id=series_id, revision=revision, now=datetime.now(UTC))
     for case_id in closed:
         audit.record(session, actor=actor, action="case.superseded", entity_type="case", entity_id=case_id,
                      revision=revision)  # fmt: skip
@@ -112,7 +111,7 @@ def submit_contour(
     case meanwhile, nothing is stored and the case keeps naming the other reader's contour."""
     case = session.get(Case, case_id)
     now = datetime.now(UTC)
-    if case is None or case.status != q.CLAIMED or case.claimed_by != reader or case.lease_until < now:  # type: ignore[operator]
+    if case is None or case.status != cases.CLAIMED or case.claimed_by != reader or case.lease_until < now:  # type: ignore[operator]
         raise CaseUnavailable(f"case {case_id} is not claimed by you (or your lease lapsed)")
     claim_version, revision = case.claim_version, case.revision
     series = session.get(Series, case.series_id)
@@ -125,7 +124,7 @@ def submit_contour(
 
     write_nifti(mask, geometry, storage_dir / relative, allow_gaps=True)
     try:
-        if not q.submit(session, case_id=case_id, reader=reader, claim_version=claim_version,
+        if not cases.submit(session, case_id=case_id, reader=reader, claim_version=claim_version,
                         now=datetime.now(UTC), path=relative):  # fmt: skip
             raise CaseUnavailable(f"case {case_id} is no longer claimed by you (your lease lapsed while the "
                                   "contour was checked); your contour was not stored")  # fmt: skip

@@ -8,7 +8,7 @@ from typing import Any
 from pydicom.datadict import tag_for_keyword
 from sqlalchemy.orm import Session
 
-from app.db import qido as q
+from app.db import qido as qido_sql
 from app.services import dicomweb as dj
 from app.services.qido_query import Query, Resource, parse_query
 
@@ -38,14 +38,14 @@ def _rows(session: Session, query: Query, base: str, study_uid: str | None, seri
     page = {"matches": query.matches, "limit": query.limit + 1, "offset": query.offset}
     r = query.resource
     if r is Resource.STUDIES:
-        studies = q.find_studies(session, **page)  # type: ignore[arg-type]
+        studies = qido_sql.find_studies(session, **page)  # type: ignore[arg-type]
         return [dj.study_json(s, base, (ns, ni, mods)) for s, ns, ni, mods in studies]
     if r in (Resource.STUDY_SERIES, Resource.ALL_SERIES):
-        rows = q.find_series(session, study_uid=study_uid, **page)  # type: ignore[arg-type]
+        rows = qido_sql.find_series(session, study_uid=study_uid, **page)  # type: ignore[arg-type]
         study_level = r is Resource.ALL_SERIES
         return [{**(dj.study_json(st, base) if study_level else {}), **dj.series_json(s, st, base)} for s, st in rows]
     out = []
-    for inst, s, st in q.find_instances(session, study_uid=study_uid, series_uid=series_uid, **page):  # type: ignore[arg-type]
+    for inst, s, st in qido_sql.find_instances(session, study_uid=study_uid, series_uid=series_uid, **page):  # type: ignore[arg-type]
         upper = dj.study_json(st, base) if r is Resource.ALL_INSTANCES else {}
         if r is not Resource.SERIES_INSTANCES:
             upper = {**upper, **dj.series_json(s, st, base)}

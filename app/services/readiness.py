@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from app.db import model_versions as q
+from app.db import model_versions
 from app.db.tables import AuditEvent
 from app.services.storage import file_sha256
 
@@ -24,7 +24,7 @@ def _sha_of(path: str, mtime_ns: int, size: int) -> str:
 
 def scorer_problem(session: Session, models_dir: Path) -> str | None:
     """None when the promoted scorer is usable, else why not (no PHI, no paths)."""
-    row = q.promoted(session, "scorer")
+    row = model_versions.promoted(session, "scorer")
     if row is None:
         return "no promoted scorer"
     path = models_dir / row.path

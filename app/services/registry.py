@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.core.errors import Conflict, NotFound
-from app.db import model_versions as q
+from app.db import model_versions
 from app.db.states import ModelStatus
 from app.db.tables import ModelVersion
 from app.services import audit
@@ -50,7 +50,7 @@ def register(
     if card.get("kind") != kind:
         raise RegistryError(f"{source.name} is a {card.get('kind')} checkpoint, not a {kind}")
     sha = file_sha256(source)
-    version = q.next_version(session, kind)
+    version = model_versions.next_version(session, kind)
     models_dir.mkdir(parents=True, exist_ok=True)
     name = f"{kind}-v{version}-{sha[:12]}.pt"
     tmp = models_dir / f".{name}.tmp"
@@ -79,7 +79,7 @@ def _get(session: Session, model_id: int) -> ModelVersion:
 
 def promote(*, session: Session, model_id: int, actor: str, action: str = "model.promoted") -> ModelVersion:
     row = _get(session, model_id)
-    current = q.promoted(session, row.kind)
+    current = model_versions.promoted(session, row.kind)
     if current is not None and current.id != row.id:
         current.status = ModelStatus.RETIRED
     row.status, row.promoted_at = ModelStatus.PROMOTED, datetime.now(UTC)
@@ -90,10 +90,10 @@ def promote(*, session: Session, model_id: int, actor: str, action: str = "model
 
 def rollback(*, session: Session, kind: str, actor: str) -> ModelVersion:
     """Promote again the version that was promoted before the current one."""
-    current = q.promoted(session, kind)
+    current = model_versions.promoted(session, kind)
     if current is None:
         raise RegistryError(f"no promoted {kind} to roll back")
-    previous = q.previously_promoted(session, kind, current.id)
+    previous = model_versions.previously_promoted(session, kind, current.id)
     if previous is None:
         raise RegistryError(f"no earlier promoted {kind} to roll back to")
     promoted = promote(session=session, model_id=previous.id, actor=actor, action="model.rolled_back")

@@ -21,7 +21,7 @@ from app.core.config import Settings
 from app.core.db import session_scope
 from app.db import cases, decisions
 from app.db import model_versions as versions
-from app.db import series as q
+from app.db import series as series_sql
 from app.db.series import Attempt
 from app.db.states import DecisionReason, Route, SeriesStatus
 from app.db.tables import Instance, ModelVersion, Series
@@ -93,7 +93,7 @@ def claim(settings: Settings, *, series_id: int, revision: int, task_id: str) ->
     None when the series is not ours to take (stale revision, finished, held by a live worker)."""
     with session_scope() as session:
         scorer, segmenter = versions.promoted(session, "scorer"), versions.promoted(session, "segmenter")
-        got = q.claim_series(session, series_id=series_id, revision=revision, task_id=task_id, now=_now(),
+        got = series_sql.claim_series(session, series_id=series_id, revision=revision, task_id=task_id, now=_now(),
                              lease_s=settings.task_time_limit_s + 60, max_attempts=settings.max_attempts,
                              scorer_id=scorer.id if scorer else None,
                              segmenter_id=segmenter.id if segmenter else None)  # fmt: skip
@@ -123,7 +123,9 @@ def fail(attempt: Attempt, reason: str, geometry: dict | None = None) -> None:
     say a failed series was accepted."""
     with session_scope() as session:
         values = {"geometry": geometry} if geometry is not None else {}
-        if q.finish_series(session, attempt, status=SeriesStatus.FAILED, now=_now(), last_error=reason, **values):
+        if series_sql.finish_series(
+            session, attempt, status=SeriesStatus.FAILED, now=_now(), last_error=reason, **values
+        ):
             decisions.mark_failed(session, series_id=attempt.series_id, revision=attempt.revision)
             cases.open_case(session, series_id=attempt.series_id, revision=attempt.revision,
                             reason=DecisionReason.FAILED, priority=FIRST)  # fmt: skip
@@ -135,8 +137,8 @@ def fail(attempt: Attempt, reason: str, geometry: dict | None = None) -> None:
 def retry_later(attempt: Attempt, reason: str) -> None:
     """SCORING -> QUEUED and back into the outbox, so the relay sends it again."""
     with session_scope() as session:
-        if q.finish_series(session, attempt, status=SeriesStatus.QUEUED, now=_now(), last_error=reason):
-            q.republish(session, series_id=attempt.series_id, revision=attempt.revision)
+        if series_sql.finish_series(session, attempt, status=SeriesStatus.QUEUED, now=_now(), last_error=reason):
+            series_sql.republish(session, series_id=attempt.series_id, revision=attempt.revision)
             audit.record(session, actor=ACTOR, action="series.retry", entity_type="series",
                          entity_id=attempt.series_id, revision=attempt.revision, attempt=attempt.number,
                          reason=reason)  # fmt: skip
@@ -145,7 +147,7 @@ def retry_later(attempt: Attempt, reason: str) -> None:
 def record_decision(attempt: Attempt, d: Decision, segmenter_id: int | None) -> bool:
     """The decision with the model versions that made it; False when this attempt was fenced off."""
     with session_scope() as session:
-        if not q.holds(session, attempt):
+        if not series_sql.holds(session, attempt):
             return False
         decisions.record_decision(session, series_id=attempt.series_id, revision=attempt.revision,
                                   scorer_key=d.scorer_key, scorer_version_id=d.scorer_version_id,
@@ -165,7 +167,7 @@ def to_manual(
     """SCORING -> MANUAL and a case for a radiologist (``detail``: the reason in words, kept as last_error);
     False when fenced off."""
     with session_scope() as session:
-        if not q.finish_series(session, attempt, status=SeriesStatus.MANUAL, now=_now(), geometry=geometry,
+        if not series_sql.finish_series(session, attempt, status=SeriesStatus.MANUAL, now=_now(), geometry=geometry,
                                last_error=detail):  # fmt: skip
             return False
         cases.open_case(session, series_id=attempt.series_id, revision=attempt.revision, reason=reason,
@@ -179,7 +181,7 @@ def record_auto(attempt: Attempt, *, study_id: int, segmenter_id: int, seg: Segm
     """SCORING -> AUTO with the segmentation (and its SEG as a derived instance); False when fenced off,
     and the caller removes the files it wrote."""
     with session_scope() as session:
-        if not q.holds(session, attempt):
+        if not series_sql.holds(session, attempt):
             return False
         if seg.seg_path and seg.seg_series_uid and seg.seg_sop_uid:
             add_derived_instance(session, study_id=study_id, series_uid=seg.seg_series_uid, sop_uid=seg.seg_sop_uid,
@@ -190,7 +192,9 @@ def record_auto(attempt: Attempt, *, study_id: int, segmenter_id: int, seg: Segm
                                       segmenter_version_id=segmenter_id, source="model",
                                       seg_series_uid=seg.seg_series_uid, seg_sop_uid=seg.seg_sop_uid,
                                       seg_path=seg.seg_path, nifti_path=seg.nifti_path)  # fmt: skip
-        q.finish_series(session, attempt, status=SeriesStatus.AUTO, now=_now(), geometry=geometry, last_error=None)
+        series_sql.finish_series(
+            session, attempt, status=SeriesStatus.AUTO, now=_now(), geometry=geometry, last_error=None
+        )
         audit.record(session, actor=ACTOR, action="series.segmented", entity_type="series",
                      entity_id=attempt.series_id, revision=attempt.revision, segmenter_version_id=segmenter_id,
                      seg_refused=seg.seg_refused)  # fmt: skip

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.core.errors import Conflict, NotFound
 from app.db import decisions, reads
-from app.db import series as q
+from app.db import series as series_sql
 from app.db.tables import Segmentation, Series, SeriesDecision
 from app.services import audit
 
@@ -50,7 +50,7 @@ def view_series(*, session: Session, series: Series) -> SeriesView:
 def complete_now(*, session: Session, series_uid: str, actor: str) -> Series:
     """Complete a series at once instead of waiting for the stable age."""
     series = get_series(session=session, series_uid=series_uid)
-    revision = q.complete_series(session, series_id=series.id, now=datetime.now(UTC), older_than=None)
+    revision = series_sql.complete_series(session, series_id=series.id, now=datetime.now(UTC), older_than=None)
     if revision is None:
         raise SeriesNotReceiving(f"series is {series.status}, not receiving")
     audit.record(session, actor=actor, action="series.completed", entity_type="series",

@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from app.core.config import Settings, get_settings
 from app.core.db import session_scope
-from app.db import model_versions as registry_q
+from app.db import model_versions
 from app.db.states import CaseStatus, TrainingJobStatus
 from app.db.tables import Case, Instance, ModelVersion, PatientSplit, Series, Study, TrainingJob
 from app.services import audit, registry, splits, training
@@ -128,7 +128,7 @@ def train_segmenter_job(settings: Settings, job_dir: Path, params: dict[str, Any
 def _promoted_path(kind: str) -> Path | None:
     settings = get_settings()
     with session_scope() as session:
-        row = registry_q.promoted(session, kind)
+        row = model_versions.promoted(session, kind)
         path = None if row is None else settings.models_dir / row.path
     return path if path is not None and path.is_file() else None
 
@@ -206,7 +206,7 @@ def _finish(job_id: int, task_id: str, kind: str, auto: bool, checkpoint: Path, 
         promoted, verdict = False, "auto-promotion not asked for"
         if auto:
             floors = {"segmenter": settings.promote_min_test_dice, "scorer": settings.promote_max_test_fpr}
-            promoted, verdict = registry.gate_verdict(row, registry_q.promoted(session, kind), floors)
+            promoted, verdict = registry.gate_verdict(row, model_versions.promoted(session, kind), floors)
         if promoted:
             registry.promote(session=session, model_id=row.id, actor=f"training_job:{job_id}",
                              action="model.auto_promoted")  # fmt: skip
