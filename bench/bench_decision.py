@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.client import read_files, stow  # noqa: E402
 from bench.bench_ingest import drop_database, fresh_uids, start_service  # noqa: E402
+from testkit.servers import register_model  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("GATEKEEPER_DATA_DIR", ROOT.parent / "shared" / "data"))
 SAMPLE = ROOT / "samples" / "totalseg-example"
@@ -74,11 +74,6 @@ def production_sized_models(tmp: Path, region: str) -> tuple[Path, Path]:
         ckpt["metadata"][ROI_KEY] = LiverRoi(3.0, file_sha256(segmenter)).as_json()
     torch.save(ckpt, scorer)
     return scorer, segmenter
-
-
-def register(env: dict[str, str], kind: str, path: Path) -> None:
-    cmd = [str(ROOT / ".venv/bin/gatekeeper"), "models", "register", "--kind", kind, "--file", str(path), "--promote"]
-    subprocess.run(cmd, env={**os.environ, **env}, check=True, capture_output=True)
 
 
 def measure(engine, client: httpx.Client, blobs: list[bytes]) -> tuple[float, float]:  # type: ignore[no-untyped-def]
@@ -127,8 +122,8 @@ def main() -> None:
         scorer, segmenter = production_sized_models(tmp, args.region)
         service, url, token = start_service(tmp, fsync=True)
         try:
-            register(service.env, "scorer", scorer)
-            register(service.env, "segmenter", segmenter)
+            register_model(service.env, "scorer", scorer)
+            register_model(service.env, "segmenter", segmenter)
             service.start_worker()
             engine = create_engine(url)
             with httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {token}"}, timeout=120) as c:

@@ -115,6 +115,15 @@ def make_token(env: dict[str, str], role: str) -> str:
     return out.stdout.strip()
 
 
+def register_model(env: dict[str, str], kind: str, path: Path) -> int:
+    """Register and promote a checkpoint the way an operator does (``gatekeeper models register --promote``);
+    the new version's id."""
+    out = subprocess.run([str(ROOT / ".venv" / "bin" / "gatekeeper"), "models", "register", "--kind", kind, "--file",
+                          str(path), "--promote"], env={**os.environ, **env}, capture_output=True, text=True,
+                         check=True)  # fmt: skip
+    return int(out.stdout.split("(id ")[1].split(")")[0])
+
+
 class Stack:
     """A running service with its own database, Redis and storage, plus helpers."""
 

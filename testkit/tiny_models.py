@@ -9,7 +9,16 @@ import torch
 from app.cli.demo_models import SAMPLE_DIR, train_sample_scorer, train_sample_segmenter
 
 SAMPLE_MASK = "totalseg-example/masks/liver-on-ct-dicom.nii.gz"
-__all__ = ["SAMPLE_DIR", "SAMPLE_MASK", "train_tiny_scorer", "train_tiny_segmenter", "with_series_threshold"]
+ALL_MANUAL, ALL_AUTO = -1e9, 1e9  # series thresholds that send every series one way
+__all__ = [
+    "ALL_AUTO",
+    "ALL_MANUAL",
+    "SAMPLE_DIR",
+    "SAMPLE_MASK",
+    "train_tiny_scorer",
+    "train_tiny_segmenter",
+    "with_series_threshold",
+]
 
 
 def train_tiny_scorer(run_dir: Path) -> Path:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from pathlib import Path
 
-from testkit.servers import ROOT, Stack
+from testkit import servers
+from testkit.servers import Stack
 
 FINAL = ("auto", "manual", "failed")
 
@@ -37,8 +37,7 @@ def wait_final(stack: Stack, uids: list[str], timeout_s: float) -> float:
 
 
 def register_model(stack: Stack, kind: str, path: Path) -> None:
-    subprocess.run([str(ROOT / ".venv/bin/gatekeeper"), "models", "register", "--kind", kind, "--file", str(path),
-                    "--promote"], env={**os.environ, **stack.service.env}, check=True, capture_output=True)  # fmt: skip
+    servers.register_model(stack.service.env, kind, path)
 
 
 def files_on_disk(stack: Stack) -> set[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -24,12 +23,20 @@ from app.client import read_files, stow
 from app.dicom.seg import write_nifti
 from app.dicom.volume import SeriesGeometry
 from app.services.storage import file_sha256
-from testkit.tiny_models import SAMPLE_DIR, SAMPLE_MASK, train_tiny_scorer, train_tiny_segmenter, with_series_threshold
-from tests.conftest import ROOT, Stack
+from testkit.servers import register_model
+from testkit.tiny_models import (
+    ALL_AUTO,
+    ALL_MANUAL,
+    SAMPLE_DIR,
+    SAMPLE_MASK,
+    train_tiny_scorer,
+    train_tiny_segmenter,
+    with_series_threshold,
+)
+from tests.conftest import Stack
 from workers.inference.liver_roi import LiverRoi
 
 pytestmark = pytest.mark.integration
-ALL_MANUAL, ALL_AUTO = -1e9, 1e9
 
 
 # The sample has no PatientID, so its split would follow the (random) study UID: one run in seven would put the
@@ -53,10 +60,7 @@ def fresh_sample(patient_id: str = TRAIN_PATIENT) -> tuple[str, str, list[bytes]
 
 
 def register(stack: Stack, kind: str, path: Path) -> int:
-    out = subprocess.run([str(ROOT / ".venv/bin/gatekeeper"), "models", "register", "--kind", kind, "--file", str(path),
-                          "--promote"], env={**__import__("os").environ, **stack.service.env}, capture_output=True,
-                         text=True, check=True)  # fmt: skip
-    return int(out.stdout.split("(id ")[1].split(")")[0])
+    return register_model(stack.service.env, kind, path)
 
 
 TINY_SCORER_JOB = {"steps": 2, "encoder_steps": 2, "base_width": 4, "batch_size": 4, "include_base_data": False}

@@ -19,9 +19,8 @@ from app.client import read_files, stow
 from app.core.db import make_engine
 from app.core.logging import PhiSafeFormatter, configure_logging
 from app.db.tables import Study
-from testkit.servers import Stack
-from testkit.tiny_models import SAMPLE_DIR, train_tiny_scorer, train_tiny_segmenter, with_series_threshold
-from tests.integration.test_loop_e2e import ALL_AUTO, register
+from testkit.servers import Stack, register_model
+from testkit.tiny_models import ALL_AUTO, SAMPLE_DIR, train_tiny_scorer, train_tiny_segmenter, with_series_threshold
 
 pytestmark = pytest.mark.integration
 # A name without a caret: highdicom's person-name check quotes it in a warning.
@@ -54,8 +53,12 @@ def decoded_messages(stack: Stack, queue: str) -> str:
 
 def test_canary_never_leaks_on_the_auto_path(stack_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
     stack = stack_factory(worker=False, GATEKEEPER_MODELS_DIR=str(tmp_path / "registry"))
-    register(stack, "scorer", with_series_threshold(train_tiny_scorer(tmp_path / "s"), ALL_AUTO, tmp_path / "a.pt"))
-    register(stack, "segmenter", train_tiny_segmenter(tmp_path / "g"))
+    register_model(
+        stack.service.env,
+        "scorer",
+        with_series_threshold(train_tiny_scorer(tmp_path / "s"), ALL_AUTO, tmp_path / "a.pt"),
+    )
+    register_model(stack.service.env, "segmenter", train_tiny_segmenter(tmp_path / "g"))
     series, blobs = _canary_sample()
     with stack.client() as c:
         body = stow(c, blobs).text
