@@ -16,7 +16,9 @@ __all__ = [
     "SAMPLE_DIR",
     "SAMPLE_MASK",
     "train_tiny_scorer",
+    "train_tiny_patch_scorer",
     "train_tiny_segmenter",
+    "with_patch_calibration",
     "with_series_threshold",
 ]
 
@@ -27,6 +29,28 @@ def train_tiny_scorer(run_dir: Path) -> Path:
 
 def train_tiny_segmenter(run_dir: Path) -> Path:
     return train_sample_segmenter(run_dir, width=4, steps=2, batch=2, resume=False)
+
+
+def train_tiny_patch_scorer(run_dir: Path) -> Path:
+    """A patch f-AnoGAN of a few steps on the sample, calibrated to nothing yet (see ``with_patch_calibration``)."""
+    from models.patch_gan import PatchGANConfig
+    from workers.training.patch_training import PatchTrainConfig, train
+
+    model = PatchGANConfig(width=4, latent_dim=8, embed_dim=8, n_fourier=2)
+    config = PatchTrainConfig(model=model, train=("sample",), data_dir=str(SAMPLE_DIR), gan_steps=2, encoder_steps=2,
+                              batch_size=8, log_every=1, checkpoint_every=2)  # fmt: skip
+    return train(config, run_dir)
+
+
+def with_patch_calibration(checkpoint: Path, series_threshold: float, out: Path) -> Path:
+    """A patch scorer whose calibration routes every series one way, valid with any segmenter (reference masks)."""
+    from workers.inference.liver_roi import ROI_KEY, LiverRoi
+
+    ckpt = torch.load(checkpoint, weights_only=False)
+    ckpt["metadata"]["calibration"] = {"threshold": series_threshold, "series_threshold": series_threshold}
+    ckpt["metadata"][ROI_KEY] = LiverRoi(erosion_mm=2.0, reference_masks=True).as_json()
+    torch.save(ckpt, out)
+    return out
 
 
 def with_series_threshold(checkpoint: Path, threshold: float, out: Path) -> Path:

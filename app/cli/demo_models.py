@@ -22,6 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository (app/cli/ is two be
 SAMPLE_DIR = ROOT / "samples"
 CT, MASK = "totalseg-example/ct-dicom", "totalseg-example/masks/liver-on-ct-dicom.nii.gz"
 CARD = {"data": "samples/totalseg-example (Apache-2.0, 20 slices)", "purpose": "demo only, not clinical"}
+SHIPPED_SCORER = ROOT / "models" / "weights" / "patch-fanogan.pt"
+SHIPPED_CARD = {"purpose": "default scorer; trained on one CC BY 4.0 patient, so a site should retrain and recalibrate "
+                "on its own normal series (gatekeeper train-patch-scorer)"}  # fmt: skip
 
 
 def train_sample_scorer(run_dir: Path, *, width: int = 8, latent: int = 32, steps: int = 40, batch: int = 8,
@@ -56,17 +59,25 @@ def train_sample_segmenter(run_dir: Path, *, width: int = 8, steps: int = 40, ba
     return train_segmenter(config, run_dir, resume=resume)
 
 
+def shipped_scorer(run_dir: Path) -> Path:
+    """The committed patch f-AnoGAN (``models/weights``; trained on CC BY 4.0 data, see its model card)."""
+    if not SHIPPED_SCORER.exists():
+        raise FileNotFoundError(f"{SHIPPED_SCORER} is missing: the checkout is incomplete")
+    return SHIPPED_SCORER
+
+
 def ensure_demo_models(console: Console) -> None:
-    """Train, register and promote a scorer and a segmenter if none is promoted yet."""
+    """Register and promote the shipped scorer and a demo segmenter (trained here) if none is promoted yet."""
     settings = get_settings()
     runs = settings.storage_dir.resolve().parent / "demo-runs"
-    for kind, train in (("scorer", train_sample_scorer), ("segmenter", train_sample_segmenter)):
+    for kind, train in (("scorer", shipped_scorer), ("segmenter", train_sample_segmenter)):
         with session_scope() as session:
             if model_versions.promoted(session, kind) is not None:
                 continue
-        console.print(f"no promoted {kind}: training a demo {kind} on the sample study (first run only)...")
+        if kind == "segmenter":
+            console.print("no promoted segmenter: training a demo segmenter on the sample study (first run only)...")
         checkpoint = train(runs / kind)
-        card = checked_card(checkpoint, kind, **CARD)
+        card = checked_card(checkpoint, kind, **(CARD if kind == "segmenter" else SHIPPED_CARD))
         with session_scope() as session:
             row = registry.register(session=session, models_dir=settings.models_dir, kind=kind, source=checkpoint,
                                     metrics={}, card=card, actor="demo")  # fmt: skip

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from app.cli.models import models_cli
+from app.cli.patch import calibrate_patch_scorer_cmd, evaluate_patch_scorer_cmd, train_patch_scorer_cmd
 from app.cli.train import (
     calibrate_scorer_cmd,
     evaluate_gate_cmd,
@@ -30,6 +31,9 @@ cli.command("train-segmenter")(train_segmenter_cmd)
 cli.command("calibrate-scorer")(calibrate_scorer_cmd)
 cli.command("evaluate-scorer")(evaluate_scorer_cmd)
 cli.command("evaluate-gate")(evaluate_gate_cmd)
+cli.command("train-patch-scorer")(train_patch_scorer_cmd)
+cli.command("calibrate-patch-scorer")(calibrate_patch_scorer_cmd)
+cli.command("evaluate-patch-scorer")(evaluate_patch_scorer_cmd)
 console = Console(stderr=True)
 ROOT = Path(__file__).resolve().parents[2]  # the repository (app/cli/ is two below it)
 

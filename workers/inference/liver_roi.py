@@ -31,9 +31,16 @@ ROI_KEY = "roi"  # checkpoint metadata key; absent: the score looks at the whole
 class LiverRoi:
     erosion_mm: float = 3.0
     segmenter_sha256: str = ""  # the segmenter the threshold was calibrated with
+    # calibrated inside reference (ground-truth) livers, not one segmenter's: valid with any segmenter
+    # (the patch scorers; a segmenter's bad mask moves scores up, towards a radiologist)
+    reference_masks: bool = False
 
     def as_json(self) -> dict[str, Any]:
-        return {"kind": "liver", "erosion_mm": self.erosion_mm, "segmenter_sha256": self.segmenter_sha256}
+        return {"kind": "liver", "erosion_mm": self.erosion_mm, "segmenter_sha256": self.segmenter_sha256,
+                "reference_masks": self.reference_masks}  # fmt: skip
+
+    def calibrated_for(self, segmenter_sha256: str) -> bool:
+        return self.reference_masks or segmenter_sha256 == self.segmenter_sha256
 
 
 def roi_of(metadata: dict[str, Any]) -> LiverRoi | None:
@@ -42,7 +49,7 @@ def roi_of(metadata: dict[str, Any]) -> LiverRoi | None:
         return None
     if spec.get("kind") != "liver":
         raise ValueError(f"unknown scoring region {spec.get('kind')!r}")
-    return LiverRoi(float(spec["erosion_mm"]), str(spec.get("segmenter_sha256", "")))
+    return LiverRoi(float(spec["erosion_mm"]), str(spec.get("segmenter_sha256", "")), bool(spec.get("reference_masks")))
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:

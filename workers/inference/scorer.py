@@ -22,14 +22,19 @@ from models.scorer import ConvAutoencoder, FAnoGAN, ScorerConfig, ScorerPredicti
 from models.transforms import PreprocessConfig, preprocess_series
 from workers.inference.checkpoint import read_checkpoint
 from workers.inference.liver_roi import roi_of, roi_valid
+from workers.inference.patch_scorer import PATCH_KIND, load_patch_scorer, score_series
 
 
-def load_scorer(
-    checkpoint_path: Path, device: str | torch.device = "cpu"
-) -> tuple[FAnoGAN | ConvAutoencoder, dict[str, Any]]:
-    """(model in eval mode, metadata: config, steps, data description, calibration if calibrated)."""
+def load_scorer(checkpoint_path: Path, device: str | torch.device = "cpu") -> tuple[Any, dict[str, Any]]:
+    """(model in eval mode, metadata: config, steps, data description, calibration if calibrated).
+
+    A patch scorer (``metadata["kind"] == "patch-scorer"``) loads as its patch model
+    (``workers.inference.patch_scorer``); older whole-view checkpoints as ``FAnoGAN`` / ``ConvAutoencoder``.
+    """
     ckpt = read_checkpoint(checkpoint_path, device)
     metadata = ckpt["metadata"]
+    if is_patch_scorer(metadata):
+        return load_patch_scorer(checkpoint_path, device)
     config = ScorerConfig(**metadata["config"]["model"])
     detector = metadata["config"].get("detector", "fanogan")
     model = ConvAutoencoder(config) if detector == "autoencoder" else FAnoGAN(config)
@@ -89,6 +94,36 @@ class VolumeScores:
     region_pixels: int | None = None  # view pixels a liver-restricted scorer looked at; None: whole view
 
 
+def is_patch_scorer(metadata: dict[str, Any]) -> bool:
+    return metadata.get("kind") == PATCH_KIND
+
+
+def score_volume_patches(
+    model: Any,
+    hu: np.ndarray,
+    pixel_spacing_mm: tuple[float, float],
+    slice_positions_mm: list[float] | np.ndarray,
+    metadata: dict[str, Any],
+    liver: np.ndarray | None,
+) -> VolumeScores:
+    """A patch scorer over the segmenter's liver; no liver at all gives ``region_pixels == 0`` (a radiologist)."""
+    if liver is None:
+        raise ValueError("a patch scorer scores inside the liver: it needs the segmenter's mask of the series")
+    body = find_body_position(hu, pixel_spacing_mm, slice_positions_mm, BodyPositionConfig())
+    calibration = metadata.get("calibration") or {}
+    threshold = calibration.get("threshold")
+    n = hu.shape[0]
+    if not np.asarray(liver).any():
+        empty = np.zeros(n, dtype=np.float32)
+        return VolumeScores(empty, np.zeros((n, 1, 1), np.float16), body.normalised, body.landmark, 0.0, threshold,
+                            np.zeros(n, dtype=bool), region_pixels=0)  # fmt: skip
+    out = score_series(model, metadata, hu, pixel_spacing_mm, slice_positions_mm, liver, body.normalised)
+    scores = out.slice_scores.astype(np.float32)
+    flagged = scores > threshold if threshold is not None else np.zeros(n, dtype=bool)
+    return VolumeScores(scores, out.heatmaps.numpy().astype(np.float16), body.normalised, body.landmark,
+                        out.series_score, threshold, flagged, region_pixels=int(out.region.sum()))  # fmt: skip
+
+
 def configs_from_metadata(metadata: dict[str, Any]) -> tuple[PreprocessConfig, BodyPositionConfig]:
     data = metadata["config"]["data"]
     return PreprocessConfig.from_json(data["preprocess"]), BodyPositionConfig(**data["body_position"])
@@ -115,6 +150,8 @@ def score_volume(
     ``predictor`` (images, positions, valid) replaces ``predict_slices``: the benchmark runs other
     engines (a given ``FastScorer`` plan, ONNX Runtime) through this same code.
     """
+    if is_patch_scorer(metadata):
+        return score_volume_patches(model, hu, pixel_spacing_mm, slice_positions_mm, metadata, liver)
     preprocess, body = configs_from_metadata(metadata)
     position = find_body_position(hu, pixel_spacing_mm, slice_positions_mm, body)
     pre = preprocess_series(hu, pixel_spacing_mm, slice_positions_mm, preprocess)

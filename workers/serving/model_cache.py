@@ -29,7 +29,7 @@ def _load_scorer(path: Path) -> tuple[Any, dict[str, Any]]:
 
     model, metadata = load_scorer(path)
     engine = get_settings().scorer_engine
-    if engine != "fp32":
+    if engine != "fp32" and metadata.get("kind") != "patch-scorer":  # patch scorers run eager (bench_scorer)
         fast_scorer(model, engine)
     return model, metadata
 

@@ -69,7 +69,7 @@ def assess(settings: Settings, claimed: Claimed, volume: SeriesVolume) -> Assess
     roi = roi_of(metadata)
     if roi is not None:
         seg_row = claimed.segmenter
-        if seg_row is None or seg_row.sha256 != roi.segmenter_sha256:
+        if seg_row is None or not roi.calibrated_for(seg_row.sha256):
             # its threshold was calibrated inside another segmenter's liver: not calibrated for this one
             return Assessment(key, row.id, refused=DecisionReason.SCORER_UNCALIBRATED_FOR_SEGMENTER)
         seg_loaded = _load(settings, seg_row, a.series_id)

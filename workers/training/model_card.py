@@ -21,6 +21,7 @@ from app.services.storage import file_sha256
 DATA_LICENCES: tuple[tuple[str, str, bool], ...] = (
     ("ircadb", "3D-IRCADb-01, CC BY-NC-ND 4.0 (non-commercial, no derivatives)", False),
     ("totalseg-example", "TotalSegmentator test fixtures, Apache-2.0", True),
+    ("totalseg-s0009", "TotalSegmentator dataset subject s0009, CC BY 4.0 (Wasserthal et al. 2023; attribution)", True),
     ("sample", "samples/totalseg-example, Apache-2.0", True),
     ("dcmqi", "QIICR dcmqi test data, BSD-3-Clause", True),
     ("cptac", "TCIA CPTAC C3N-00247, CC BY 3.0 as TCIA lists it (not verified)", False),
@@ -64,6 +65,29 @@ def _scorer_part(md: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _patch_scorer_part(md: dict[str, Any]) -> dict[str, Any]:
+    config = md["config"]
+    calibration = md.get("calibration", {})
+    model = config["model"]
+    return {
+        "kind": "scorer",
+        "architecture": f"patch {model['detector']} {model['patch_size']} px at {config['grid']['pixel_mm']} mm, "
+        f"{'position-conditioned' if model.get('conditional') else 'unconditioned'}",
+        "steps": md.get("steps"),
+        "planned_steps": {"gan": config.get("gan_steps"), "encoder": config.get("encoder_steps")},
+        "config": {
+            "model": model,
+            "grid": config["grid"],
+            "scoring": config["scoring"],
+            "scoring_region": md.get("roi") or "liver",
+        },  # fmt: skip
+        "train_cases": sorted(config.get("train", [])),
+        "heldout_cases": sorted(calibration.get("patients", {})),
+        "metrics": {k: calibration[k] for k in ("threshold", "series_threshold", "target_fpr") if k in calibration},
+        "train_minutes": md.get("train_minutes"),
+    }
+
+
 def _segmenter_part(md: dict[str, Any]) -> dict[str, Any]:
     config = md["config"]
     heldout = config["data"].get("heldout") or {}
@@ -85,7 +109,14 @@ def _segmenter_part(md: dict[str, Any]) -> dict[str, Any]:
 def build_card(checkpoint: Path) -> dict[str, Any]:
     """The card of one checkpoint written by train-scorer or train-segmenter."""
     md = torch.load(checkpoint, map_location="cpu", weights_only=False)["metadata"]
-    part = _segmenter_part(md) if md.get("kind") == "liver-segmenter" else _scorer_part(md)
+    kind = md.get("kind")
+    part = (
+        _segmenter_part(md)
+        if kind == "liver-segmenter"
+        else _patch_scorer_part(md)
+        if kind == "patch-scorer"
+        else _scorer_part(md)
+    )
     licences = {case: licence_of(case) for case in part["train_cases"] + part["heldout_cases"]}
     redistributable = all(ok for _, ok in licences.values())
     return {

@@ -1,0 +1,99 @@
+"""Slice heat-maps from patch maps (sliding window), slice scores, and the training-free baseline.
+
+- ``window_corners``: the top-left corners of windows at ``stride`` whose centre lies in the (dilated)
+  liver of a slice;
+- ``extract_patches``: (Z, C, H, W) and corners -> (N, C, P, P), padding with -1 (air-like) outside;
+- ``assemble``: weighted average of overlapping patch maps into (Z, H, W) heat-maps;
+- ``slice_scores``: mean of the ``top_k`` highest heat values inside the liver (a lesion is a few
+  hundred mm², the liver tens of thousands: a mean over the whole liver would drown it);
+- ``deviation_map``: the trivial rule of issue #13, |HU - liver median| / MAD, smoothed.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+
+def window_corners(liver: torch.Tensor, patch: int, stride: int) -> torch.Tensor:
+    """(Z, H, W) bool -> (N, 3) int64 rows (slice, top, left) of windows centred in the liver, on a stride grid."""
+    z, h, w = liver.shape
+    half = patch // 2
+    cy = torch.arange(stride // 2, h + stride // 2, stride).clamp(max=h - 1)  # window centres
+    cx = torch.arange(stride // 2, w + stride // 2, stride).clamp(max=w - 1)
+    ys, xs = cy - half, cx - half
+    # a window counts when any liver pixel lies within its central stride x stride cell
+    pooled = F.max_pool2d(liver[:, None].float(), stride, stride, ceil_mode=True)[:, 0] > 0  # (Z, h/s, w/s)
+    cell_y = (cy // stride).clamp(max=pooled.shape[1] - 1)
+    cell_x = (cx // stride).clamp(max=pooled.shape[2] - 1)
+    hit = pooled[:, cell_y][:, :, cell_x]  # (Z, ny, nx)
+    k, iy, ix = torch.nonzero(hit, as_tuple=True)
+    return torch.stack([k, ys[iy], xs[ix]], 1)
+
+
+def pad_for_patches(images: torch.Tensor, patch: int) -> torch.Tensor:
+    """(Z, C, H, W) -> (Z, C, H + 2P, W + 2P) padded with -1 (air-like): pad once, extract many times."""
+    return F.pad(images, (patch, patch, patch, patch), value=-1.0)
+
+
+def extract_patches(padded: torch.Tensor, corners: torch.Tensor, patch: int) -> torch.Tensor:
+    """Padded (Z, C, H + 2P, W + 2P) from ``pad_for_patches``, (N, 3) corners on the unpadded grid -> (N, C, P, P)."""
+    pad = patch
+    ar = torch.arange(patch)
+    rows = (corners[:, 1:2] + pad + ar)[:, :, None]  # (N, P, 1)
+    cols = (corners[:, 2:3] + pad + ar)[:, None, :]  # (N, 1, P)
+    out = padded[corners[:, 0, None, None], :, rows, cols]  # (N, P, P, C)
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def assemble(
+    maps: torch.Tensor, weights: torch.Tensor, corners: torch.Tensor, shape: tuple[int, int, int]
+) -> torch.Tensor:
+    """Average (N, P, P) patch maps with (N, P, P) weights into (Z, H, W); pixels no window covers get 0."""
+    z, h, w = shape
+    p = maps.shape[-1]
+    total = torch.zeros(z, h + 2 * p, w + 2 * p)
+    count = torch.zeros_like(total)
+    ar = torch.arange(p)
+    rows = (corners[:, 1:2] + p + ar)[:, :, None].expand(-1, p, p)
+    cols = (corners[:, 2:3] + p + ar)[:, None, :].expand(-1, p, p)
+    ks = corners[:, 0, None, None].expand(-1, p, p)
+    flat = (ks * (h + 2 * p) + rows) * (w + 2 * p) + cols
+    total.view(-1).index_add_(0, flat.reshape(-1), (maps * weights).reshape(-1).float())
+    count.view(-1).index_add_(0, flat.reshape(-1), weights.reshape(-1).float())
+    heat = total / count.clamp(min=1e-6)
+    return heat[:, p : p + h, p : p + w]
+
+
+def slice_scores(heat: torch.Tensor, region: torch.Tensor, top_k: int) -> torch.Tensor:
+    """(Z, H, W) heat, (Z, H, W) bool region -> (Z,) mean of the top_k values inside; 0 without region."""
+    flat = torch.where(region, heat, torch.full_like(heat, float("-inf"))).flatten(1)
+    k = min(top_k, flat.shape[1])
+    top = flat.topk(k, dim=1).values
+    finite = torch.isfinite(top)
+    return torch.where(finite, top, torch.zeros_like(top)).sum(1) / finite.sum(1).clamp(min=1)
+
+
+def scoring_region(liver: torch.Tensor, erosion_px: int) -> torch.Tensor:
+    """The filled liver eroded by ``erosion_px`` (its own edge, where any map is large, is left out)."""
+    if erosion_px <= 0:
+        return liver
+    k = 2 * erosion_px + 1
+    return -F.max_pool2d(-liver[:, None].float(), k, 1, erosion_px)[:, 0] > 0.5
+
+
+def deviation_map(images: torch.Tensor, liver: torch.Tensor, sigma_px: float = 2.0) -> torch.Tensor:
+    """Training-free map: |x - median| / (1.4826 MAD) over the series' liver, Gaussian-smoothed; (Z, H, W).
+
+    ``images`` (Z, C, H, W) from ``liver_grid`` are already centred on the liver median; the centre channel is used.
+    """
+    centre = images[:, images.shape[1] // 2]
+    inside = centre[liver]
+    if inside.numel() == 0:
+        return torch.zeros_like(centre)
+    med = inside.median()
+    mad = (inside - med).abs().median().clamp(min=1e-3) * 1.4826
+    dev = ((centre - med).abs() / mad).numpy()
+    smooth = ndimage.gaussian_filter(dev, sigma=(0, sigma_px, sigma_px))
+    return torch.as_tensor(smooth, dtype=torch.float32)

@@ -1,0 +1,180 @@
+"""Leave-one-normal-patient-out evaluation of the patch scorers against the baselines, on real CT.
+
+For each fold, one normal-liver patient is held out of training (``runs/patch/<fold>-<detector>``):
+- **position-matched lesions**: real tumours of other patients (``ircadb-01``, ``ircadb-17``) cut
+  along their masks and transplanted into the held-out patient's normal liver at the same distance
+  from the lung base (``workers.evaluation.cases.make_lesion_edits``), each scored against the same
+  slice without the lesion (pair AUROC), and per pixel inside the liver (pixel AUROC);
+- **synthetic anomalies** in the same liver: Gaussian blobs (+-100 HU), local elastic deformations,
+  metal discs (``make_synthetic_edits``);
+- **normal slices** of the held-out patient, for the false-positive rate at a threshold calibrated on
+  *other* patients (``calibration``).
+The scorer looks inside the ground-truth liver here (the scorer's quality, apart from the segmenter's;
+the gate evaluation pairs it with the segmenter's own mask).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.body_position import find_body_position
+from models.patch_gan.grid import GridConfig, LiverGrid, grid_images, mask_to_grid
+from models.patch_gan.score import scoring_region, slice_scores
+from workers.evaluation.cases import Case, Edit, EvalConfig, make_lesion_edits, make_synthetic_edits
+from workers.inference.patch_scorer import ScoringConfig, heat_of_grid, load_patch_scorer
+from workers.training.patch_data import NORMAL_CASES, prepare_case
+from workers.training.scorer_data import load_nifti_volume
+
+log = logging.getLogger(__name__)
+
+# donor -> its tumour slice range (MANIFEST): lesions to transplant
+DONORS = {"ircadb-01": (48, 123), "ircadb-17": (78, 113)}
+
+
+@dataclass
+class Detector:
+    name: str
+    model: torch.nn.Module | None  # None: the training-free deviation rule
+    scoring: ScoringConfig
+    patch: int = 32
+
+
+@dataclass
+class Host:
+    """A held-out normal patient: the case (for edits), its grid and its normal slices."""
+
+    case: Case
+    grid: LiverGrid
+    normal: np.ndarray  # (Z,) bool
+
+
+def load_eval_case(data_dir: Path, name: str) -> Case:
+    """Any case of ``patch_data.NORMAL_CASES`` or a donor, with tumour masks where the data has them."""
+    spec = NORMAL_CASES[name]
+    root = data_dir / "ct" / name / "masks"
+    prepared = prepare_case(spec, data_dir, GridConfig())
+    tumour_path = root / "tumor.nii.gz"
+    tumour = load_nifti_volume(tumour_path).hu > 0.5 if tumour_path.exists() else np.zeros_like(prepared.liver_mask)
+    labels_path = root / "labels.nii.gz"
+    liver_only = (
+        np.rint(load_nifti_volume(labels_path).hu) == 1 if labels_path.exists() else prepared.liver_mask & ~tumour
+    )
+    body = find_body_position(prepared.hu, prepared.spacing, prepared.positions_mm)
+    return Case(
+        name, prepared.hu, prepared.spacing, prepared.positions_mm, body, prepared.liver_mask, tumour, liver_only
+    )
+
+
+def load_host(data_dir: Path, name: str, grid_config: GridConfig) -> Host:
+    prepared = prepare_case(NORMAL_CASES[name], data_dir, grid_config)
+    return Host(load_eval_case(data_dir, name), prepared.grid, prepared.normal)
+
+
+def edited_grid(host: Host, edits: list[Edit], config: GridConfig) -> tuple[LiverGrid, torch.Tensor]:
+    """A pseudo-series of the edited centre slices (one per edit) on the host's grid, and their regions."""
+    case, g = host.case, host.grid
+    images, regions = [], []
+    for e in edits:
+        slab = e.slices(case)
+        ks = sorted(slab)
+        hu = np.stack([slab[k] for k in ks])
+        images.append(
+            grid_images(hu, case.positions_mm[ks], g.box, g.liver_median_hu, config, case.positions_mm[[e.index]])
+        )
+        regions.append(mask_to_grid(e.full_region(case), g.box) >= 0.5)
+    idx = [e.index for e in edits]
+    pseudo = LiverGrid(
+        images=torch.cat(images),
+        liver=g.liver[idx],
+        conditions=g.conditions[idx],
+        liver_median_hu=g.liver_median_hu,
+        box=g.box,
+        liver_slices=g.liver_slices[idx],
+    )
+    return pseudo, torch.stack(regions)
+
+
+def slice_heat(detector: Detector, grid: LiverGrid) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    heat = heat_of_grid(detector.model, grid, detector.scoring, detector.patch)  # type: ignore[arg-type]
+    region = scoring_region(grid.liver, int(round(detector.scoring.erosion_mm)))
+    return heat, region, slice_scores(heat, region, detector.scoring.top_k).numpy()
+
+
+def make_tests(
+    host: Host, data_dir: Path, cfg: EvalConfig, max_pairs: int, synthetic_slices: int
+) -> dict[str, list[Edit]]:
+    """Lesion edits from every donor that is not the host, and synthetic edits, on the host's normal slices."""
+    normal_idx = [int(k) for k in np.flatnonzero(host.normal)]
+    tests: dict[str, list[Edit]] = {"lesion": []}
+    for donor_name, tumour_range in DONORS.items():
+        if donor_name == host.case.name:
+            continue
+        donor = load_eval_case(data_dir, donor_name)
+        try:
+            made = make_lesion_edits(
+                donor, host.case, tumour_range, normal_idx, cfg.position_tolerance_mm, max_pairs, cfg, "lesion"
+            )
+            for e in made:
+                e.info["donor"] = donor_name
+            tests["lesion"] += made
+        except ValueError as exc:  # slice spacings differ: the slab transplant cannot map slices
+            log.warning("%s -> %s: no lesion transplant: %s", donor_name, host.case.name, exc)
+    rng = np.random.default_rng(cfg.seed)
+    chosen = sorted(rng.choice(normal_idx, size=min(synthetic_slices, len(normal_idx)), replace=False).tolist())
+    for e in make_synthetic_edits(host.case, chosen, 1, cfg):
+        tests.setdefault(e.test, []).append(e)
+    return tests
+
+
+def detectors_for(fold: str, runs: Path, detectors: list[str], scoring: ScoringConfig) -> list[Detector]:
+    out = [Detector("deviation", None, scoring)]
+    for name in detectors:
+        path = runs / f"{fold}-{name}" / "scorer.pt"
+        if not path.exists():
+            log.warning("fold %s: %s not trained (%s missing): left out", fold, name, path)
+            continue
+        model, meta = load_patch_scorer(path)
+        out.append(
+            Detector(name, model, ScoringConfig(**meta["config"]["scoring"]), meta["config"]["model"]["patch_size"])
+        )
+    return out
+
+
+def evaluate_fold(host: Host, tests: dict[str, list[Edit]], detectors: list[Detector], grid_config: GridConfig) -> dict:
+    """Per detector: base slice scores of every liver slice, and per test the scores and pixel maps."""
+    out: dict = {
+        "host": host.case.name,
+        "normal_slices": [int(k) for k in np.flatnonzero(host.normal)],
+        "detectors": {},
+    }
+    pseudo = {t: edited_grid(host, edits, grid_config) for t, edits in tests.items() if edits}
+    for det in detectors:
+        heat, region, base = slice_heat(det, host.grid)
+        rec: dict = {"base_scores": base.tolist(), "tests": {}}
+        for t, (grid, lesion) in pseudo.items():
+            edits = tests[t]
+            h, r, mod = slice_heat(det, grid)
+            idx = [e.index for e in edits]
+            inside = r.numpy()
+            rec["tests"][t] = {
+                "modified": mod.tolist(),
+                "base": base[idx].tolist(),
+                "bins": [e.info.get("bin", "") for e in edits],
+                # bootstrap groups: one donor tumour (lesions) or one host slice (synthetic)
+                "groups": [
+                    f"{e.info['donor']}:{e.info['component']}" if "donor" in e.info else f"slice:{e.index}"
+                    for e in edits
+                ],
+                # pixel AUROC inputs: heat inside the scoring region, lesion pixels positive
+                "pixel_heat": h.numpy()[inside].astype(np.float32),
+                "pixel_positive": lesion.numpy()[inside],
+                "pixel_base_heat": heat.numpy()[idx][inside].astype(np.float32),
+            }
+        out["detectors"][det.name] = rec
+        log.info("%s on %s: done", det.name, host.case.name)
+    return out

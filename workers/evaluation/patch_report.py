@@ -1,0 +1,224 @@
+"""Figures of the patch-scorer evaluation: ``reports/scorer/summary.json``, ``REPORT.md`` and plots.
+
+    .venv/bin/python -m workers.evaluation.patch_report --runs runs/patch --out reports/scorer
+
+Folds are ``<fold>:<held-out patient>`` (default ``A:ircadb-07 B:ircadb-17``); each fold's detectors are
+read from ``runs/patch/<fold>-<detector>/scorer.pt`` (``workers.training.patch_training``). Every
+figure comes from the held-out patient of its fold; pooled figures pool the pairs of all folds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.metrics import auroc, auroc_of, bootstrap_ci
+from models.patch_gan.grid import GridConfig
+from workers.evaluation.cases import EvalConfig
+from workers.evaluation.patch_eval import detectors_for, evaluate_fold, load_host, make_tests
+from workers.evaluation.patch_summary import write_report
+from workers.inference.patch_scorer import ScoringConfig
+from workers.training.patch_calibration import conformal_threshold
+
+log = logging.getLogger(__name__)
+ANOMALY_TYPES = ("lesion", "blob", "warp", "metal")
+FUSION = "fanogan+deviation"
+
+
+def add_fusion(folds: dict[str, dict]) -> None:
+    """f-AnoGAN + deviation rule: each slice score (and heat) divided by the median normal slice score of
+    the *other* folds' held-out patients (no look at this fold's patient), then summed."""
+    for name, fold in folds.items():
+        dets = fold["detectors"]
+        if "fanogan" not in dets:
+            continue
+        scale = {}
+        for d in ("fanogan", "deviation"):
+            other = [
+                np.asarray(f["detectors"][d]["base_scores"])[f["normal_slices"]]
+                for n, f in folds.items()
+                if n != name and d in f["detectors"]
+            ]
+            pool = np.concatenate(other) if other else np.asarray(dets[d]["base_scores"])[fold["normal_slices"]]
+            scale[d] = float(np.median(pool)) or 1.0
+        g, v = dets["fanogan"], dets["deviation"]
+        base = np.asarray(g["base_scores"]) / scale["fanogan"] + np.asarray(v["base_scores"]) / scale["deviation"]
+        fused: dict[str, Any] = {"base_scores": base.tolist(), "tests": {}}
+        for t in g["tests"]:
+            a, b = g["tests"][t], v["tests"][t]
+            fused["tests"][t] = {**a}
+            for key in ("modified", "base", "pixel_heat", "pixel_base_heat"):
+                fused["tests"][t][key] = np.asarray(a[key]) / scale["fanogan"] + np.asarray(b[key]) / scale["deviation"]
+        dets[FUSION] = fused
+
+
+def pair_auroc(test: dict, subset: np.ndarray | None = None) -> float | None:
+    mod, base = np.asarray(test["modified"]), np.asarray(test["base"])
+    if subset is not None:
+        mod, base = mod[subset], base[subset]
+    return auroc_of(base, mod)
+
+
+def _pair_auroc_at(p: dict[str, np.ndarray], i: np.ndarray) -> float | None:
+    return auroc_of(p["base"][i], p["modified"][i])
+
+
+def pooled(folds: dict[str, dict], det: str, test: str) -> dict[str, np.ndarray] | None:
+    parts = [
+        f["detectors"][det]["tests"][test]
+        for f in folds.values()
+        if det in f["detectors"] and test in f["detectors"][det]["tests"]
+    ]
+    if not parts:
+        return None
+    keys = ("modified", "base", "bins", "groups")
+    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in keys}
+
+
+def pixel_auroc(folds: dict[str, dict], det: str) -> float | None:
+    heats, pos = [], []
+    for f in folds.values():
+        t = f["detectors"].get(det, {}).get("tests", {}).get("lesion")
+        if t is not None:
+            heats.append(np.asarray(t["pixel_heat"]))
+            pos.append(np.asarray(t["pixel_positive"]))
+    return auroc(np.concatenate(heats), np.concatenate(pos)) if heats else None
+
+
+def detector_metrics(folds: dict[str, dict], det: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"pair_auroc": {}, "pair_auroc_ci95": {}, "per_fold": {}}
+    for t in ANOMALY_TYPES:
+        p = pooled(folds, det, t)
+        if p is None:
+            continue
+        out["pair_auroc"][t] = pair_auroc(p)
+        n = len(p["modified"])
+        out["pair_auroc_ci95"][t] = bootstrap_ci(functools.partial(_pair_auroc_at, p), p["groups"], 500)
+        if t == "lesion":
+            big = p["bins"] == ">=15"
+            out["lesion_pairs_ge15mm"] = int(big.sum())
+            out["lesion_pair_auroc_ge15mm"] = pair_auroc(p, big) if big.any() else None
+            out["lesion_pairs"] = n
+    for name, f in folds.items():
+        rec = f["detectors"].get(det)
+        if rec:
+            out["per_fold"][name] = {"host": f["host"], **{t: pair_auroc(rec["tests"][t]) for t in rec["tests"]}}
+    values = [out["pair_auroc"].get(t) for t in ANOMALY_TYPES]
+    out["mean_auroc_all_anomaly_types"] = float(np.mean(values)) if all(v is not None for v in values) else None
+    out["pixel_auroc_liver"] = pixel_auroc(folds, det)
+    return out
+
+
+def unseen_fpr(folds: dict[str, dict], det: str, alpha: float) -> dict[str, Any]:
+    """Per fold: threshold from the other folds' held-out normal slices (each under its own fold's model)."""
+    per = {}
+    for name, f in folds.items():
+        if det not in f["detectors"]:
+            continue
+        calib = [
+            np.asarray(g["detectors"][det]["base_scores"])[g["normal_slices"]]
+            for n, g in folds.items()
+            if n != name and det in g["detectors"]
+        ]
+        if not calib:
+            continue
+        t = conformal_threshold(np.concatenate(calib), alpha)
+        own = np.asarray(f["detectors"][det]["base_scores"])[f["normal_slices"]]
+        per[f["host"]] = {
+            "threshold": t,
+            "fpr": float(np.mean(own > t)),
+            "n_normal": int(len(own)),
+            "n_calibration": int(sum(map(len, calib))),
+        }
+    fprs = [v["fpr"] for v in per.values()]
+    return {"target": alpha, "per_patient": per, "mean": float(np.mean(fprs)) if fprs else None}
+
+
+def paired_difference_ci(folds: dict[str, dict], a: str, b: str, n_boot: int = 1000) -> dict[str, Any] | None:
+    """AUROC(a) - AUROC(b) on the same lesion pairs, resampling whole donor tumours."""
+    pa, pb = pooled(folds, a, "lesion"), pooled(folds, b, "lesion")
+    if pa is None or pb is None or len(pa["modified"]) != len(pb["modified"]):
+        return None
+
+    def diff(i: np.ndarray) -> float | None:
+        x, y = auroc_of(pa["base"][i], pa["modified"][i]), auroc_of(pb["base"][i], pb["modified"][i])
+        return None if x is None or y is None else x - y
+
+    point = diff(np.arange(len(pa["modified"])))
+    ci = bootstrap_ci(diff, pa["groups"], n_boot)
+    return {
+        "difference": point,
+        "ci95": ci,
+        "tumours": int(len(np.unique(pa["groups"]))),
+        "pairs": int(len(pa["modified"])),
+    }
+
+
+def run(args: argparse.Namespace) -> dict:
+    t0 = time.perf_counter()
+    data_dir, grid_config, cfg = Path(args.data_dir), GridConfig(), EvalConfig()
+    folds: dict[str, dict] = {}
+    for spec in args.folds:
+        fold, host_name = spec.split(":")
+        host = load_host(data_dir, host_name, grid_config)
+        tests = make_tests(host, data_dir, cfg, args.max_pairs, args.synthetic_slices)
+        dets = detectors_for(fold, args.runs, args.detectors, ScoringConfig())
+        folds[fold] = evaluate_fold(host, tests, dets, grid_config)
+    add_fusion(folds)
+    names = sorted({d for f in folds.values() for d in f["detectors"]})
+    metrics = {
+        d: {**detector_metrics(folds, d), "unseen_normal_fpr": unseen_fpr(folds, d, args.target_fpr)} for d in names
+    }
+    comparison = paired_difference_ci(folds, "fanogan", "fanogan-uncond")
+    counts = {}
+    for k, v in folds.items():
+        any_detector = next(iter(v["detectors"].values()))
+        counts[k] = {"host": v["host"], "tests": {t: len(x["modified"]) for t, x in any_detector["tests"].items()}}
+    return {"folds": counts, "detectors": metrics, "conditioned_minus_unconditioned": comparison,
+            "eval_minutes": (time.perf_counter() - t0) / 60}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=Path, default=Path("runs/patch"))
+    p.add_argument("--out", type=Path, default=Path("reports/scorer"))
+    p.add_argument("--folds", nargs="+", default=["A:ircadb-07", "B:ircadb-17"])
+    p.add_argument("--detectors", nargs="+", default=["fanogan", "fanogan-uncond", "ae", "inpaint"])
+    p.add_argument("--max-pairs", type=int, default=60)
+    p.add_argument("--synthetic-slices", type=int, default=30)
+    p.add_argument("--target-fpr", type=float, default=0.05)
+    p.add_argument("--data-dir", default="../shared/data")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    result = run(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "metrics.json").write_text(json.dumps(result, indent=2, default=float))
+    training = training_record(args.runs, args.folds[0].split(":")[0], args.detectors)
+    command = "python -m workers.evaluation.patch_report " + " ".join(argv if argv is not None else sys.argv[1:])
+    print(json.dumps(write_report(result, training, args.out, command.strip()), indent=1, default=float))
+
+
+def training_record(runs: Path, fold: str, detectors: list[str]) -> dict[str, dict[str, Any]]:
+    """Steps and minutes of the first fold's models, from their checkpoints' metadata."""
+    from workers.inference.checkpoint import read_checkpoint
+
+    out = {}
+    for name in detectors:
+        path = runs / f"{fold}-{name}" / "scorer.pt"
+        if path.exists():
+            meta = read_checkpoint(path)["metadata"]
+            first = next(iter(meta["steps"].values()))
+            out[name] = {"steps": first, "all_steps": meta["steps"], "train_minutes": meta["train_minutes"]}
+    return out
+
+
+if __name__ == "__main__":
+    main()
