@@ -17,7 +17,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
 from pynetdicom import AE
 
 from testkit.dicom_factory import make_series
@@ -66,8 +66,10 @@ def test_echo_and_allow_list(dimse_stack: tuple[Stack, Receiver]) -> None:
     _, receiver = dimse_stack
     ok = echoscu(receiver.port, aet="ECHOSCU")
     assert ok.returncode == 0, ok.stderr
-    for aet, reason in [("INTRUDER", "Calling AE Title Not Recognized"),  # not on the list
-                        ("FARAWAY", "Calling AE Title Not Recognized")]:  # on it, but only from another host
+    for aet, reason in [
+        ("INTRUDER", "Calling AE Title Not Recognized"),  # not on the list
+        ("FARAWAY", "Calling AE Title Not Recognized"),
+    ]:  # on it, but only from another host
         refused = echoscu(receiver.port, aet=aet)
         assert refused.returncode != 0 and "Association Rejected" in refused.stderr + refused.stdout
         assert reason in refused.stderr + refused.stdout
@@ -173,7 +175,8 @@ def test_release_completes_series_when_configured(dimse_stack: tuple[Stack, Rece
     spec, blobs = make_series(4)
     assert storescu(receiver.port, write_files(tmp_path / "a", blobs)).returncode == 0
     assert _completion_trigger(stack, spec.series_uid) == "stable_age"  # the default: like STOW-RS
-    early = start_receiver(stack.service.env, stack.service.log_dir, ALLOWED, GATEKEEPER_DIMSE_COMPLETE_ON_RELEASE="true")
+    env, logs = stack.service.env, stack.service.log_dir
+    early = start_receiver(env, logs, ALLOWED, GATEKEEPER_DIMSE_COMPLETE_ON_RELEASE="true")
     try:
         spec, blobs = make_series(4)
         assert storescu(early.port, write_files(tmp_path / "b", blobs)).returncode == 0
