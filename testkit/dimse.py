@@ -5,6 +5,7 @@ Shared by tests/integration/test_dimse*.py and bench/bench_dimse.py.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -80,3 +81,57 @@ def write_files(folder: Path, blobs: list[bytes]) -> list[Path]:
         path.write_bytes(blob)
         paths.append(path)
     return paths
+
+
+@dataclass
+class Orthanc:
+    """A real Orthanc on free loopback ports, with a generated configuration in its own folder."""
+
+    url: str
+    dicom_port: int
+    proc: subprocess.Popen
+    log: Path
+
+    def stop(self) -> None:
+        stop_group(self.proc)
+
+
+def start_orthanc(root: Path, *, modalities: dict[str, dict[str, object]], allow_store_from_anyone: bool) -> Orthanc:
+    """Orthanc 1.10 (Debian ``orthanc``; ``scripts/install-orthanc.sh``), AE title ORTHANC, no plugins."""
+    import httpx
+
+    binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+    http_port, dicom_port = free_port(), free_port()
+    config = {
+        "Name": "gk-dimse", "StorageDirectory": str(root / "storage"), "IndexDirectory": str(root / "storage"),
+        "HttpPort": http_port, "DicomPort": dicom_port, "DicomAet": "ORTHANC", "Plugins": [],
+        # Orthanc 1.10 cannot bind to loopback only: refuse remote HTTP clients; DICOM as asked.
+        "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "DicomCheckCalledAet": False,
+        "DicomAlwaysAllowEcho": allow_store_from_anyone, "DicomAlwaysAllowStore": allow_store_from_anyone,
+        "SyncStorageArea": True, "SaveJobs": False, "JobsHistorySize": 100, "DicomScuTimeout": 30,
+        "DicomModalities": modalities,
+    }  # fmt: skip
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "orthanc.json").write_text(json.dumps(config, indent=2))
+    log = root / "orthanc.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen([binary, str(root / "orthanc.json")], cwd=root, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+    url = f"http://127.0.0.1:{http_port}"
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"Orthanc exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/system", timeout=1).status_code == 200:
+                return Orthanc(url, dicom_port, proc, log)
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            stop_group(proc)
+            raise TimeoutError("Orthanc did not answer within 30 s")
+        time.sleep(0.1)
+
+
+def orthanc_available() -> bool:
+    return shutil.which("Orthanc") is not None or Path("/usr/sbin/Orthanc").exists()
