@@ -193,3 +193,35 @@ def test_receiver_log_has_no_phi(dimse_stack: tuple[Stack, Receiver], tmp_path: 
     assert "DIMSE association from dimse:STORESCU closed" in text
     for secret in ("Canary", "CANARY-DIMSE-42", spec.study_uid, spec.series_uid):
         assert secret not in text
+
+
+def test_serve_starts_the_receiver_when_the_port_is_set(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    import httpx
+
+    from app.processes import free_port, migrate, stop_group
+    from testkit.servers import ROOT
+
+    url = f"sqlite:///{tmp_path}/gk.sqlite"
+    migrate(url)
+    http_port, dimse_port = free_port(), free_port()
+    env = {**os.environ, "GATEKEEPER_DATABASE_URL": url, "GATEKEEPER_STORAGE_DIR": str(tmp_path / "storage"),
+           "GATEKEEPER_RUN_DISPATCHER": "false", "GATEKEEPER_DIMSE_PORT": str(dimse_port),
+           "GATEKEEPER_DIMSE_ALLOWED_PEERS": "ECHOSCU@127.0.0.1"}  # fmt: skip
+    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "gatekeeper"), "serve", "--port", str(http_port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "gatekeeper serve did not start"
+            try:
+                if httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        done = echoscu(dimse_port)
+        assert done.returncode == 0, done.stderr
+    finally:
+        stop_group(proc)
