@@ -87,10 +87,56 @@ def token_create(
 def serve(
     host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8042), workers: int = typer.Option(1)
 ) -> None:
-    """Run the API (DICOMweb, peer push, queue) with uvicorn."""
+    """Run the API (DICOMweb, peer push, queue) with uvicorn, and the DIMSE receiver when its port is set."""
     import uvicorn
 
-    uvicorn.run("app.main:app", host=host, port=port, workers=workers, log_level="warning", access_log=False)
+    receiver = _start_receiver(None, None) if get_settings().dimse_port is not None else None
+    try:
+        uvicorn.run("app.main:app", host=host, port=port, workers=workers, log_level="warning", access_log=False)
+    finally:
+        if receiver is not None:
+            receiver.stop()
+
+
+def _start_receiver(host: str | None, port: int | None):  # type: ignore[no-untyped-def]
+    from app.api.deps import get_store
+    from app.core.logging import configure_logging
+    from app.dimse.server import Receiver
+    from app.services.dimse import AllowListError
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    try:
+        receiver = Receiver(settings, get_store(), host=host, port=port)
+        receiver.start()
+    except AllowListError as exc:
+        console.print(f"[red]DIMSE receiver: {exc}[/red]")
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        console.print(f"[red]DIMSE receiver cannot listen: {exc.strerror or type(exc).__name__}[/red]")
+        raise typer.Exit(2) from None
+    return receiver
+
+
+@cli.command()
+def dimse(
+    host: str = typer.Option(None, help="Address to listen on (default GATEKEEPER_DIMSE_HOST)."),
+    port: int = typer.Option(None, help="Port (default GATEKEEPER_DIMSE_PORT)."),
+) -> None:
+    """Run the DICOM C-ECHO / C-STORE receiver alone (AE title GATEKEEPER_DIMSE_AE_TITLE)."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    receiver = _start_receiver(host, port)
+    console.print(f"DIMSE receiver {receiver.ae_title} on {receiver.host}:{receiver.port}")
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        receiver.stop()
 
 
 @cli.command()

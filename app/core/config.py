@@ -73,6 +73,17 @@ class Settings(BaseSettings):
     seg_destination_url: str = ""
     seg_destination_token: str = Field(default="", repr=False)
 
+    # DICOM C-STORE receiver (app/dimse; README "DIMSE"): off unless the port is set. Only calling AE titles
+    # on the allow-list, each from its hosts, may associate: "AE@host" entries, comma-separated, host an
+    # address, a CIDR network or * (any host); empty refuses everyone.
+    dimse_port: int | None = None
+    dimse_host: str = "127.0.0.1"
+    dimse_ae_title: str = "GATEKEEPER"
+    dimse_allowed_peers: str = ""
+    dimse_complete_on_release: bool = False  # a released association completes the series it stored into
+    dimse_max_associations: int = 8  # each holds at most one instance in memory while it arrives
+    dimse_timeout_s: float = 60.0  # ACSE, DIMSE and network timeouts of an association
+
     log_level: str = "INFO"
 
 

@@ -180,6 +180,9 @@ def parse_instance(path: Path, limits: ParseLimits | None = None) -> InstanceHea
             raise InvalidInstance(
                 FailureReason.DATASET_MISMATCH, "MediaStorageSOPInstanceUID differs from SOPInstanceUID"
             )
+        meta_class = str(ds.file_meta.get("MediaStorageSOPClassUID", sop_class)).strip().rstrip("\x00")
+        if meta_class != sop_class:  # for a C-STORE: the request's Affected SOP Class UID
+            raise InvalidInstance(FailureReason.DATASET_MISMATCH, "MediaStorageSOPClassUID differs from SOPClassUID")
         study_uid, series_uid = _uid(ds, "StudyInstanceUID"), _uid(ds, "SeriesInstanceUID")
         if sop_class != CT_IMAGE_STORAGE:
             raise InvalidInstance(

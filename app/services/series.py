@@ -47,13 +47,13 @@ def view_series(*, session: Session, series: Series) -> SeriesView:
                       decisions.segmentation_for(session, **key))  # fmt: skip
 
 
-def complete_now(*, session: Session, series_uid: str, actor: str) -> Series:
-    """Complete a series at once instead of waiting for the stable age."""
+def complete_now(*, session: Session, series_uid: str, actor: str, trigger: str = "api") -> Series:
+    """Complete a series at once instead of waiting for the stable age (the API, or a DIMSE release)."""
     series = get_series(session=session, series_uid=series_uid)
     revision = series_sql.complete_series(session, series_id=series.id, now=datetime.now(UTC), older_than=None)
     if revision is None:
         raise SeriesNotReceiving(f"series is {series.status}, not receiving")
     audit.record(session, actor=actor, action="series.completed", entity_type="series",
-                 entity_id=series.id, revision=revision, trigger="api")  # fmt: skip
+                 entity_id=series.id, revision=revision, trigger=trigger)  # fmt: skip
     session.refresh(series)
     return series

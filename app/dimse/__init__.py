@@ -1,0 +1,1 @@
+"""The DICOM DIMSE receiver (C-ECHO, C-STORE): app/dimse/server.py."""
