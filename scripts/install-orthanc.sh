@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install Orthanc and its DICOMweb plugin from the Debian packages, if missing.
+# Install the test peers from the Debian packages, if missing: Orthanc, its DICOMweb plugin, and dcmtk
+# (storescu, echoscu: the DIMSE tests' senders).
 # Idempotent: exits at once when both are already installed. Never starts the
 # Orthanc system service (the tests and benchmarks run the binary themselves).
 # Exit codes: 0 installed (or already there); 3 apt unavailable / not permitted; other: install failed.
@@ -7,7 +8,7 @@ set -euo pipefail
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
-if installed orthanc && installed orthanc-dicomweb && command -v Orthanc >/dev/null; then
+if installed orthanc && installed orthanc-dicomweb && installed dcmtk && command -v Orthanc >/dev/null; then
     exit 0
 fi
 if ! command -v apt-get >/dev/null; then
@@ -32,9 +33,9 @@ fi
 cleanup() { if [ "$created_policy" = 1 ]; then $SUDO rm -f "$policy"; fi; }
 trap cleanup EXIT
 export DEBIAN_FRONTEND=noninteractive
-if ! $SUDO apt-get install -y -q --no-install-recommends orthanc orthanc-dicomweb; then
+if ! $SUDO apt-get install -y -q --no-install-recommends orthanc orthanc-dicomweb dcmtk; then
     # The package lists may be stale or absent on a fresh machine: refresh once and retry.
     $SUDO apt-get update -q || { echo "install-orthanc: apt-get update failed" >&2; exit 3; }
-    $SUDO apt-get install -y -q --no-install-recommends orthanc orthanc-dicomweb
+    $SUDO apt-get install -y -q --no-install-recommends orthanc orthanc-dicomweb dcmtk
 fi
 command -v Orthanc >/dev/null
