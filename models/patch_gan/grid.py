@@ -108,8 +108,17 @@ def liver_grid(
     box = GridBox(y0, y1, x0, x1, height, width)
     median = float(torch.median(hu_t[torch.as_tensor(liver)]))
     pos = np.asarray(positions_mm, dtype=np.float64)
-    images = grid_images(hu_t, pos, box, median, config, pos)
-    filled = fill_holes_2d(liver[:, y0:y1, x0:x1])
+    # only the slices with liver (and the neighbours their +-d mm channels need) are resampled: in a
+    # 300-slice abdomen the liver spans about a third of them
+    present = np.flatnonzero(liver.reshape(liver.shape[0], -1).any(1))
+    lo, hi = int(present[0]), int(present[-1]) + 1
+    step = float(np.min(np.diff(pos))) if pos.size > 1 else config.neighbour_mm
+    extra = int(np.ceil(config.neighbour_mm / max(step, 1e-3))) + 1
+    a, b = max(0, lo - extra), min(len(pos), hi + extra)
+    images = torch.full((len(pos), 3, height, width), -1.0)
+    images[lo:hi] = grid_images(hu_t[a:b], pos[a:b], box, median, config, pos[lo:hi])
+    filled = np.zeros((len(pos), y1 - y0, x1 - x0), dtype=bool)
+    filled[lo:hi] = fill_holes_2d(liver[lo:hi, y0:y1, x0:x1])
     mask = F.interpolate(torch.as_tensor(filled, dtype=torch.float32)[:, None], size=(height, width), mode="bilinear")
     liver_g = mask[:, 0] >= 0.5
     conditions = torch.stack(
@@ -146,7 +155,7 @@ def grid_images(
     small = F.interpolate(
         crop[:, None], size=(box.height, box.width), mode="bilinear", antialias=True, align_corners=False
     )
-    small = small[:, 0].double()  # (Z, H, W)
+    small = small[:, 0]  # (Z, H, W)
     pos, query = torch.as_tensor(positions_mm, dtype=torch.float64), torch.as_tensor(query_mm, dtype=torch.float64)
     d = config.neighbour_mm
     planes = [interpolate_along_z(small, pos, query + off).float() for off in (-d, 0.0, d)]

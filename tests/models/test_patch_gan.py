@@ -198,3 +198,23 @@ def test_config_rejects_bad_values() -> None:
         PatchGANConfig(detector="vae")
     with pytest.raises(ValueError, match="hole"):
         PatchGANConfig(hole=30)
+
+
+def test_bf16_fast_path_matches_fp32() -> None:
+    """The worker's bf16 autocast path gives the same slice ranking and heat within bf16's precision."""
+    from workers.inference.patch_scorer import ScoringConfig, score_grid
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    hu = rng.normal(110, 15, (8, 96, 96)).astype(np.float32)
+    liver = np.zeros(hu.shape, dtype=bool)
+    liver[1:7, 10:86, 10:86] = True
+    hu[3, 40:50, 40:50] = 40.0  # a dark spot on one slice
+    grid = liver_grid(hu, (0.8, 0.8), np.arange(8) * 1.6, liver, np.linspace(-0.3, 0.3, 8), GridConfig())
+    model = build_patch_scorer(PatchGANConfig(width=8)).eval()
+    fp32 = score_grid(model, grid, ScoringConfig(stride=8), 32, 1.0, bf16=False)
+    bf16 = score_grid(model, grid, ScoringConfig(stride=8), 32, 1.0, bf16=True)
+    inside = fp32.region
+    rel = (bf16.heatmaps[inside] - fp32.heatmaps[inside]).abs().max() / fp32.heatmaps[inside].abs().max()
+    assert rel < 0.05
+    np.testing.assert_allclose(bf16.slice_scores, fp32.slice_scores, rtol=0.05, atol=1e-4)

@@ -70,11 +70,16 @@ def load_patch_scorer(path: Path, device: str | torch.device = "cpu") -> tuple[P
     return model.to(device).eval(), metadata
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def heat_of_grid(
-    model: PatchScorer | None, grid: LiverGrid, scoring: ScoringConfig, patch_size: int = 32
+    model: PatchScorer | None, grid: LiverGrid, scoring: ScoringConfig, patch_size: int = 32, bf16: bool = False
 ) -> torch.Tensor:
-    """(Z, H, W) heat-map on the liver grid; ``model`` None: the deviation rule."""
+    """(Z, H, W) heat-map on the liver grid; ``model`` None: the deviation rule.
+
+    ``bf16``: the networks under bf16 autocast (the worker, where the CPU has native bf16 or on CUDA:
+    ``workers.inference.engine.bf16_is_native``); the maps themselves are summed in fp32. Parity with
+    fp32 in tests/models/test_patch_gan.py; training and evaluation use fp32.
+    """
     if model is None:
         return deviation_map(grid.images, grid.liver)
     model.eval()
@@ -90,26 +95,32 @@ def heat_of_grid(
         x = extract_patches(padded, c, patch_size).to(device)
         centre = c[:, 1:] + patch_size // 2
         cond = patch_conditions(grid.conditions[c[:, 0]], centre, shape[1:]).to(device)
-        m, w = model.patch_maps(x, cond)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            m, w = model.patch_maps(x, cond)
         maps.append(m.float().cpu())
         weights.append(w.float().cpu())
     return assemble(torch.cat(maps), torch.cat(weights), corners, shape)
 
 
 def fused_heat(
-    model: PatchScorer | None, grid: LiverGrid, scoring: ScoringConfig, patch_size: int = 32
+    model: PatchScorer | None, grid: LiverGrid, scoring: ScoringConfig, patch_size: int = 32, bf16: bool = False
 ) -> torch.Tensor:
     """The network's heat, fused with the deviation rule's when the scoring config says so."""
-    heat = heat_of_grid(model, grid, scoring, patch_size)
+    heat = heat_of_grid(model, grid, scoring, patch_size, bf16)
     if model is None or scoring.deviation_scale is None:
         return heat
     return heat / scoring.network_scale + deviation_map(grid.images, grid.liver) / scoring.deviation_scale
 
 
 def score_grid(
-    model: PatchScorer | None, grid: LiverGrid, scoring: ScoringConfig, patch_size: int = 32, pixel_mm: float = 1.0
+    model: PatchScorer | None,
+    grid: LiverGrid,
+    scoring: ScoringConfig,
+    patch_size: int = 32,
+    pixel_mm: float = 1.0,
+    bf16: bool = False,
 ) -> PatchScores:
-    heat = fused_heat(model, grid, scoring, patch_size)
+    heat = fused_heat(model, grid, scoring, patch_size, bf16)
     region = scoring_region(grid.liver, int(round(scoring.erosion_mm / pixel_mm)))
     scores = slice_scores(heat, region, scoring.top_k)
     k = min(scoring.series_top_k, scores.numel())
@@ -124,10 +135,11 @@ def score_series(
     positions_mm: np.ndarray | list[float],
     liver: np.ndarray,
     body_position: np.ndarray,
+    bf16: bool = False,
 ) -> PatchScores:
     """One series from HU with the segmenter's mask and the body position (``models.body_position``)."""
     grid_cfg = GridConfig(**metadata["config"]["grid"]) if metadata else GridConfig()
     scoring = ScoringConfig(**metadata["config"]["scoring"]) if metadata else ScoringConfig()
     patch = metadata["config"]["model"]["patch_size"] if metadata else 32
     grid = liver_grid(hu, spacing_mm, positions_mm, liver, body_position, grid_cfg)
-    return score_grid(model, grid, scoring, patch, grid_cfg.pixel_mm)
+    return score_grid(model, grid, scoring, patch, grid_cfg.pixel_mm, bf16)

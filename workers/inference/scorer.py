@@ -117,7 +117,10 @@ def score_volume_patches(
         empty = np.zeros(n, dtype=np.float32)
         return VolumeScores(empty, np.zeros((n, 1, 1), np.float16), body.normalised, body.landmark, 0.0, threshold,
                             np.zeros(n, dtype=bool), region_pixels=0)  # fmt: skip
-    out = score_series(model, metadata, hu, pixel_spacing_mm, slice_positions_mm, liver, body.normalised)
+    from workers.inference.engine import bf16_is_native
+
+    bf16 = bf16_is_native(next(model.parameters()).device)  # the worker's fast path: bf16 where it is native
+    out = score_series(model, metadata, hu, pixel_spacing_mm, slice_positions_mm, liver, body.normalised, bf16)
     scores = out.slice_scores.astype(np.float32)
     flagged = scores > threshold if threshold is not None else np.zeros(n, dtype=bool)
     return VolumeScores(scores, out.heatmaps.numpy().astype(np.float16), body.normalised, body.landmark,
