@@ -153,12 +153,21 @@ def evaluate_fold(host: Host, tests: dict[str, list[Edit]], detectors: list[Dete
         "detectors": {},
     }
     pseudo = {t: edited_grid(host, edits, grid_config) for t, edits in tests.items() if edits}
+    examples: dict = {}  # a few edited slices with each detector's heat, for the report's figure
+    for t, (grid, lesion) in pseudo.items():
+        big = [i for i, e in enumerate(tests[t]) if e.info.get("bin", ">=15") == ">=15"][:1]
+        if big:
+            examples[t] = {"image": grid.images[big[0], 1].numpy(), "region": lesion[big[0]].numpy(),
+                           "liver": grid.liver[big[0]].numpy(), "heat": {}}  # fmt: skip
     for det in detectors:
         heat, region, base = slice_heat(det, host.grid)
         rec: dict = {"base_scores": base.tolist(), "tests": {}}
         for t, (grid, lesion) in pseudo.items():
             edits = tests[t]
             h, r, mod = slice_heat(det, grid)
+            if t in examples:
+                first = next(i for i, e in enumerate(edits) if e.info.get("bin", ">=15") == ">=15")
+                examples[t]["heat"][det.name] = h[first].numpy()
             idx = [e.index for e in edits]
             inside = r.numpy()
             rec["tests"][t] = {
@@ -177,4 +186,5 @@ def evaluate_fold(host: Host, tests: dict[str, list[Edit]], detectors: list[Dete
             }
         out["detectors"][det.name] = rec
         log.info("%s on %s: done", det.name, host.case.name)
+    out["examples"] = examples
     return out

@@ -182,8 +182,9 @@ def run(args: argparse.Namespace) -> dict:
     for k, v in folds.items():
         any_detector = next(iter(v["detectors"].values()))
         counts[k] = {"host": v["host"], "tests": {t: len(x["modified"]) for t, x in any_detector["tests"].items()}}
+    examples = {k: {"host": v["host"], "examples": v.get("examples", {})} for k, v in folds.items()}
     return {"folds": counts, "detectors": metrics, "conditioned_minus_unconditioned": comparison,
-            "eval_minutes": (time.perf_counter() - t0) / 60}  # fmt: skip
+            "examples": examples, "eval_minutes": (time.perf_counter() - t0) / 60}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -200,7 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     result = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "metrics.json").write_text(json.dumps(result, indent=2, default=float))
+    metrics = {k: v for k, v in result.items() if k != "examples"}  # the example images go into a figure only
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
     training = training_record(args.runs, args.folds[0].split(":")[0], args.detectors)
     command = "python -m workers.evaluation.patch_report " + " ".join(argv if argv is not None else sys.argv[1:])
     print(json.dumps(write_report(result, training, args.out, command.strip()), indent=1, default=float))

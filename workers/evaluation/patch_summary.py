@@ -76,12 +76,44 @@ def plot_aurocs(dets: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_examples(folds: dict[str, Any], path: Path) -> bool:
+    """One edited slice per anomaly type (first fold): CT, then each detector's heat with its colour bar."""
+    fold = next((f for f in folds.values() if f.get("examples")), None)
+    if fold is None:
+        return False
+    plt = pyplot()
+    types = [t for t in TYPES if t in fold["examples"]]
+    names = sorted(next(iter(fold["examples"].values()))["heat"])
+    fig, axes = plt.subplots(len(types), 1 + len(names), figsize=(2.6 * (1 + len(names)), 2.4 * len(types)), dpi=90,
+                             squeeze=False)  # fmt: skip
+    for row, t in zip(axes, types, strict=True):
+        ex = fold["examples"][t]
+        row[0].imshow(ex["image"], cmap="gray", vmin=-1, vmax=1)
+        row[0].contour(ex["region"], levels=[0.5], colors="c", linewidths=0.6)
+        row[0].set_title(f"{t} ({fold['host']})", fontsize=8)
+        for ax, name in zip(row[1:], names, strict=True):
+            ax.imshow(ex["image"], cmap="gray", vmin=-1, vmax=1)
+            heat = np.ma.masked_where(~ex["liver"], ex["heat"][name])  # the maps are read inside the liver only
+            im = ax.imshow(heat, cmap="inferno", alpha=0.7)
+            ax.contour(ex["region"], levels=[0.5], colors="c", linewidths=0.6)
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+            ax.set_title(name, fontsize=8)
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
 def write_report(result: dict[str, Any], training: dict[str, dict[str, Any]], out: Path, command: str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     s = summary(result, training)
     (out / "summary.json").write_text(json.dumps(s, indent=2, default=float))
     dets = result["detectors"]
     plot_aurocs(dets, out / "pair_auroc.png")
+    has_examples = plot_examples(result.get("examples", {}), out / "examples.png")
     lines = [
         "# Patch scorers on held-out patients (issue #13)",
         "",
@@ -111,10 +143,11 @@ def write_report(result: dict[str, Any], training: dict[str, dict[str, Any]], ou
             f"{_fmt(pa.get('warp'))} | {_fmt(pa.get('metal'))} | {_fmt(m.get('mean_auroc_all_anomaly_types'))} | "
             f"{_fmt(m.get('pixel_auroc_liver'))} | {_fmt(m['unseen_normal_fpr']['mean'])} |"
         )
+    lines += ["", "![pair AUROC](pair_auroc.png)", ""]
+    if has_examples:
+        lines += ["Heat-maps over the CT (1 mm liver grid, window +-200 HU around the liver median), the anomaly",
+                  "outlined in cyan, each with its own colour bar:", "", "![examples](examples.png)", ""]  # fmt: skip
     lines += [
-        "",
-        "![pair AUROC](pair_auroc.png)",
-        "",
         "## 95 % intervals (resampling whole donor tumours or host slices)",
         "",
     ]
