@@ -58,6 +58,7 @@ class PatchTrainConfig:
     augment: bool = True
     seed: int = 0
     threads: int = 2
+    device: str = "auto"  # auto: CUDA when present, else the CPU
     log_every: int = 100
     checkpoint_every: int = 500
 
@@ -78,7 +79,8 @@ class Trainer:
     def __init__(self, config: PatchTrainConfig) -> None:
         torch.manual_seed(config.seed)
         self.config = config
-        self.model = build_patch_scorer(config.model)
+        self.device = pick_device(config.device)
+        self.model = build_patch_scorer(config.model).to(self.device)
         self.ema = copy.deepcopy(getattr(self.model, "generator", self.model)).eval()
         for p in self.ema.parameters():
             p.requires_grad_(False)
@@ -118,20 +120,24 @@ class Trainer:
         self.model.generator.load_state_dict(self.ema.state_dict())  # type: ignore[union-attr]
         freeze_for_encoder(self.model)  # type: ignore[arg-type]
 
+    def _batch(self, sampler: PatchSampler) -> tuple[torch.Tensor, torch.Tensor]:
+        x, c = sampler.sample(self.config.batch_size)
+        return x.to(self.device, non_blocking=True), c.to(self.device, non_blocking=True)
+
     def step(self, phase: str, sampler: PatchSampler) -> dict[str, float]:
         cfg = self.config
         m = self.model
         if phase == "gan":
-            batches = [sampler.sample(cfg.batch_size) for _ in range(cfg.model.n_critic)]
+            batches = [self._batch(sampler) for _ in range(cfg.model.n_critic)]
             stats = gan_step(m, self.opt_g, self.opt_d, batches, cfg.augment)  # type: ignore[arg-type]
             ema_update(self.ema, m.generator, cfg.ema_decay)  # type: ignore[union-attr,arg-type]
         elif phase == "encoder":
-            stats = encoder_step(m, self.opt_e, *sampler.sample(cfg.batch_size))  # type: ignore[arg-type]
+            stats = encoder_step(m, self.opt_e, *self._batch(sampler))  # type: ignore[arg-type]
         elif phase == "inpaint":
-            stats = inpaint_step(m, self.opt_g, self.opt_d, *sampler.sample(cfg.batch_size))  # type: ignore[arg-type]
+            stats = inpaint_step(m, self.opt_g, self.opt_d, *self._batch(sampler))  # type: ignore[arg-type]
             ema_update(self.ema, m.generator, cfg.ema_decay)  # type: ignore[union-attr,arg-type]
         else:
-            stats = autoencoder_step(m, self.opt_g, sampler.sample(cfg.batch_size)[0])  # type: ignore[arg-type]
+            stats = autoencoder_step(m, self.opt_g, self._batch(sampler)[0])  # type: ignore[arg-type]
             ema_update(self.ema, m, cfg.ema_decay)
         self.steps[phase] += 1
         return stats
@@ -146,6 +152,15 @@ class Trainer:
         return out.eval()
 
 
+def pick_device(name: str) -> torch.device:
+    """``auto``: CUDA when present (the same command, larger settings: ``--width 32 --batch-size 256``), else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
 def _metadata(config: PatchTrainConfig, trainer: Trainer, data: dict, phase: str) -> dict[str, Any]:
     names = set(config.train)
     shippable = names <= {*SHIPPABLE, "sample"}
@@ -154,6 +169,7 @@ def _metadata(config: PatchTrainConfig, trainer: Trainer, data: dict, phase: str
         "config": config.as_json(),
         "steps": dict(trainer.steps),
         "train_minutes": trainer.seconds / 60,
+        "device": str(trainer.device),
         "phase": phase,
         "data": data,
         "licences": {n: NORMAL_CASES[n].licence for n in sorted(names)},
@@ -208,7 +224,8 @@ def config_from_args(args: argparse.Namespace) -> PatchTrainConfig:
     if args.wgan_gp:
         model = dataclasses.replace(model, adversarial_loss="wgan", spectral_norm=False, n_critic=5, gp_weight=10.0)
     return PatchTrainConfig(model=model, train=tuple(args.train), data_dir=args.data_dir, gan_steps=args.steps,
-                            encoder_steps=args.encoder_steps, seed=args.seed, threads=args.threads)  # fmt: skip
+                            encoder_steps=args.encoder_steps, seed=args.seed, threads=args.threads,
+                            batch_size=getattr(args, "batch_size", 64), device=getattr(args, "device", "auto"))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -223,6 +240,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--encoder-steps", type=int, default=4_000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--data-dir", default="../shared/data")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
