@@ -223,9 +223,10 @@ def config_from_args(args: argparse.Namespace) -> PatchTrainConfig:
     model = PatchGANConfig(detector=args.detector, conditional=not args.unconditioned, width=args.width)
     if args.wgan_gp:
         model = dataclasses.replace(model, adversarial_loss="wgan", spectral_norm=False, n_critic=5, gp_weight=10.0)
+    batch, device = getattr(args, "batch_size", 64), getattr(args, "device", "auto")
     return PatchTrainConfig(model=model, train=tuple(args.train), data_dir=args.data_dir, gan_steps=args.steps,
                             encoder_steps=args.encoder_steps, seed=args.seed, threads=args.threads,
-                            batch_size=getattr(args, "batch_size", 64), device=getattr(args, "device", "auto"))  # fmt: skip
+                            batch_size=batch, device=device)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
