@@ -15,6 +15,7 @@ the gate evaluation pairs it with the segmenter's own mask).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +106,32 @@ def slice_heat(detector: Detector, grid: LiverGrid) -> tuple[torch.Tensor, torch
     return heat, region, slice_scores(heat, region, detector.scoring.top_k).numpy()
 
 
+def from_liver_dome(case: Case) -> Case:
+    """The case with its position measured from its liver's dome (mm, cranial positive), for matching levels.
+
+    The lung-base landmark (``models.body_position``) puts ``ircadb-07``'s liver 57-212 mm *above* the lung
+    base (its large abdominal mass and bowel gas mislead it), so lesions cannot be matched by it there;
+    the distance below the dome of the reference liver is anatomical in every case with a whole liver.
+    """
+    present = np.flatnonzero(case.liver.reshape(case.liver.shape[0], -1).any(1))
+    dome_mm = float(case.positions_mm[present[-1]])
+    body = dataclasses.replace(case.body, position_mm=np.asarray(case.positions_mm, dtype=np.float64) - dome_mm)
+    return dataclasses.replace(case, body=body)
+
+
+def from_liver_dome(case: Case) -> Case:
+    """The case with its position measured from its liver's dome (mm, cranial positive), for matching levels.
+
+    The lung-base landmark (``models.body_position``) puts ``ircadb-07``'s liver 57-212 mm *above* the lung
+    base (its large abdominal mass and bowel gas mislead it), so lesions cannot be matched by it there;
+    the distance below the dome of the reference liver is anatomical in every case with a whole liver.
+    """
+    present = np.flatnonzero(case.liver.reshape(case.liver.shape[0], -1).any(1))
+    dome_mm = float(case.positions_mm[present[-1]])
+    body = dataclasses.replace(case.body, position_mm=np.asarray(case.positions_mm, dtype=np.float64) - dome_mm)
+    return dataclasses.replace(case, body=body)
+
+
 def make_tests(
     host: Host, data_dir: Path, cfg: EvalConfig, max_pairs: int, synthetic_slices: int
 ) -> dict[str, list[Edit]]:
@@ -114,10 +141,10 @@ def make_tests(
     for donor_name, tumour_range in DONORS.items():
         if donor_name == host.case.name:
             continue
-        donor = load_eval_case(data_dir, donor_name)
+        donor, recipient = from_liver_dome(load_eval_case(data_dir, donor_name)), from_liver_dome(host.case)
         try:
             made = make_lesion_edits(
-                donor, host.case, tumour_range, normal_idx, cfg.position_tolerance_mm, max_pairs, cfg, "lesion"
+                donor, recipient, tumour_range, normal_idx, cfg.position_tolerance_mm, max_pairs, cfg, "lesion"
             )
             for e in made:
                 e.info["donor"] = donor_name

@@ -25,6 +25,7 @@ from models.patch_gan.score import (
     pad_for_patches,
     scoring_region,
     slice_scores,
+    smooth,
     window_corners,
 )
 from workers.inference.checkpoint import read_checkpoint
@@ -43,9 +44,13 @@ class ScoringConfig:
     # (scales: median normal slice scores of each on the calibration patients); None: the network alone
     network_scale: float = 1.0
     deviation_scale: float | None = None
+    # Gaussian smoothing of the network's heat-map (pixels): a squared residual is noisy pixel by pixel, a
+    # lesion is not; the deviation rule smooths the same way (models.patch_gan.score.deviation_map)
+    smooth_px: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
-        keys = ("stride", "top_k", "erosion_mm", "series_top_k", "batch_size", "network_scale", "deviation_scale")
+        keys = ("stride", "top_k", "erosion_mm", "series_top_k", "batch_size", "network_scale", "deviation_scale",
+                "smooth_px")  # fmt: skip
         return {k: getattr(self, k) for k in keys}
 
 
@@ -99,7 +104,10 @@ def heat_of_grid(
             m, w = model.patch_maps(x, cond)
         maps.append(m.float().cpu())
         weights.append(w.float().cpu())
-    return assemble(torch.cat(maps), torch.cat(weights), corners, shape)
+    heat = assemble(torch.cat(maps), torch.cat(weights), corners, shape)
+    if scoring.smooth_px > 0:
+        heat = smooth(heat, scoring.smooth_px)
+    return heat
 
 
 def fused_heat(
