@@ -35,11 +35,13 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository (app/cli/ is two be
 
 
 def alembic_config():  # type: ignore[no-untyped-def]
+    """The migrations shipped inside the package (app/alembic.ini, app/migrations): found by import, so an
+    installed ``gatekeeper db upgrade`` works from any folder, not only from a checkout."""
+    from importlib.resources import files
+
     from alembic.config import Config
 
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
-    return cfg
+    return Config(str(files("app") / "alembic.ini"))  # script_location = app:migrations, resolved by import
 
 
 @db_cli.command("upgrade")
@@ -86,15 +88,22 @@ def serve(
     """Run the API (DICOMweb, peer push, queue) with uvicorn."""
     import uvicorn
 
-    uvicorn.run("app.main:app", host=host, port=port, workers=workers, log_level="warning", access_log=False)
+    # proxy_headers=False: X-Forwarded-* are applied by the app, from GATEKEEPER_TRUSTED_PROXIES only
+    # (uvicorn's default would believe any such header from 127.0.0.1).
+    uvicorn.run("app.main:app", host=host, port=port, workers=workers, log_level="warning", access_log=False,
+                proxy_headers=False)  # fmt: skip
 
 
 @cli.command()
 def worker(
     concurrency: int = typer.Option(1, help="Worker child processes."),
-    queues: str = typer.Option("scoring,training", help="Comma-separated queues: scoring, training."),
+    queues: str = typer.Option(
+        "scoring",
+        help="Comma-separated queues: scoring, training. Run training on a "
+        "worker of its own (--queues training), so that scoring never waits behind it.",
+    ),
 ) -> None:
-    """Run a Celery worker (prefork) for the scoring queue."""
+    """Run a Celery worker (prefork); by default for the scoring queue only."""
     args = ["celery", "-A", "workers.celery_app", "worker", "--pool=prefork", f"--concurrency={concurrency}",
             f"--queues={queues}", "--loglevel=INFO", "--without-gossip", "--without-mingle"]  # fmt: skip
     os.execvp(sys.executable, [sys.executable, "-m", *args])
