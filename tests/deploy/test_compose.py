@@ -4,48 +4,16 @@ then the deployment it describes: separate scoring and training workers, shared 
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import shutil
-import subprocess
 from pathlib import Path
-
-import pytest
-import yaml
 
 from app.core.broker import SCORE_SERIES_TASK, SCORING_QUEUE, TRAIN_MODEL_TASK, TRAINING_QUEUE, make_celery
 from app.core.config import Settings
 from tests.conftest import ROOT
+from tests.deploy.conftest import COMPOSE, WORKERS, compose_config
 
-COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-WORKERS = ("worker-scoring", "worker-training")
-
-
-@pytest.fixture(scope="module")
-def compose_bin() -> str:
-    script = ROOT / "scripts" / "install-compose.sh"
-    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=600)
-    if done.returncode == 3:
-        pytest.skip(f"docker-compose not installed and apt is unavailable: {done.stderr.strip()[-300:]}")
-    assert done.returncode == 0, (done.stdout + done.stderr)[-2000:]
-    binary = shutil.which("docker-compose")
-    assert binary is not None
-    return binary
-
-
-def compose_config(binary: str, path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "GATEKEEPER_"))}
-    return subprocess.run([binary, "-f", str(path), "--project-directory", str(ROOT), "config"], capture_output=True,
-                          text=True, timeout=120, env={**clean, **env})  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def config(compose_bin: str) -> dict:
-    done = compose_config(compose_bin, COMPOSE, POSTGRES_PASSWORD="s3cret")
-    assert done.returncode == 0, done.stderr
-    return yaml.safe_load(done.stdout)
 
 
 def _mount(entry: str | dict) -> tuple[str, str, str]:
