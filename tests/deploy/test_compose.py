@@ -109,3 +109,10 @@ def test_images_run_unprivileged_with_health_checks() -> None:
     assert not any("--index-url" in i for i in stages["worker-gpu"] if "torch" in i)
     assert any("whl/cpu" in i for i in stages["api"])
     assert "gatekeeper db upgrade" in stages["api"][-1] and "--queues" in stages["worker-gpu"][-1]
+
+
+def test_the_build_context_keeps_what_the_images_copy() -> None:
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    copied = [src for i in _stages(DOCKERFILE.read_text())["wheel"] if i.startswith("COPY ") for src in i.split()[1:-1]]
+    assert set(copied) == {"pyproject.toml", "README.md", "app", "workers", "models"}
+    assert all((ROOT / src).exists() and src not in ignored for src in copied), copied
