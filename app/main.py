@@ -12,11 +12,12 @@ from fastapi.routing import APIRoute
 from sqlalchemy.exc import OperationalError
 
 from app import __version__
-from app.api import health, models, orthanc, qido, queue, series, stow, training, wado
+from app.api import docs, health, models, orthanc, qido, queue, series, stow, training, wado
 from app.api.deps import get_store
 from app.core.config import get_settings
 from app.core.errors import DomainError
 from app.core.logging import configure_logging
+from app.core.proxy import ForwardedHeadersMiddleware, parse_trusted
 from app.services import dispatch
 from app.services.jobs import publish_job
 
@@ -39,9 +40,12 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
 
 
 ROUTERS = tuple(m.router for m in (health, stow, qido, wado, orthanc, series, queue, models, training))
-app = FastAPI(title="gatekeeper", version=__version__, lifespan=lifespan)
+app = FastAPI(title="gatekeeper", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
 for router in ROUTERS:
     app.include_router(router)
+docs.mount(app)  # /docs from local assets (a hospital network usually has no internet)
+# Forwarded headers only from GATEKEEPER_TRUSTED_PROXIES (uvicorn's own handling is off: app/cli/main.py serve).
+app.add_middleware(ForwardedHeadersMiddleware, trusted=parse_trusted(get_settings().trusted_proxies))
 
 
 def api_routes() -> list[APIRoute]:

@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -41,13 +42,21 @@ MAX_OFFSET = 2**63 - 1
 NO_NUL = r"^[^\x00]*$"
 
 
-def _principal(request: Request, settings: SettingsDep) -> Principal:
-    header = request.headers.get("authorization", "")
-    scheme, _, secret = header.partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
+# Declares the scheme in OpenAPI (components.securitySchemes, and security on every route that needs a token);
+# auto_error=False: the refusal below keeps its own message.
+BEARER = HTTPBearer(auto_error=False, scheme_name="bearer",
+                    description="A token from `gatekeeper token create --role ROLE` (pacs, radiologist, ml_engineer, "
+                                "admin): `Authorization: Bearer <token>`")  # fmt: skip
+
+
+def _principal(
+    settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+) -> Principal:
+    secret = credentials.credentials.strip() if credentials is not None else ""
+    if not secret:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token", headers=_UNAUTHORIZED)
     try:
-        principal = authenticate_cached(session_scope, secret.strip(), bootstrap_admin=settings.bootstrap_admin_token,
+        principal = authenticate_cached(session_scope, secret, bootstrap_admin=settings.bootstrap_admin_token,
                                         ttl_s=settings.token_cache_s)  # fmt: skip
     except OperationalError:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "database unavailable", headers={"Retry-After": "5"})

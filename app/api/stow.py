@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import PacsPrincipal, SettingsDep, StoreDep
 from app.core.config import Settings
+from app.core.proxy import request_base_url
 from app.dicom.parse import ParseLimits
 from app.services.ingest import StorageUnavailable, ingest_files
 from app.services.multipart import BodyTooLarge, Limits, MultipartError, parse_content_type, read_parts
@@ -22,7 +23,9 @@ DICOM_JSON = "application/dicom+json"
 
 
 def base_url(request: Request, settings: Settings) -> str:
-    return settings.public_base_url.rstrip("/") or str(request.base_url).rstrip("/")
+    """GATEKEEPER_PUBLIC_BASE_URL, else what a trusted proxy forwarded, else the address the connection reached
+    (never an untrusted client's Host header: app/core/proxy.py)."""
+    return request_base_url(request, settings.public_base_url)
 
 
 def check_declared_length(request: Request, limit: int) -> None:

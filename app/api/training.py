@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.deps import MAX_ROW_ID, EngineerPrincipal, SessionDep
+from app.api.deps import MAX_ROW_ID, EngineerPrincipal, SessionDep, SettingsDep
 from app.db.tables import TrainingJob
 from app.services import training
 
@@ -48,10 +48,23 @@ class JobOut(BaseModel):
     finished_at: datetime | None
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, summary="Start a training job on the training queue")
-def start_job(body: JobIn, engineer: EngineerPrincipal, db: SessionDep) -> JobOut:
+class Refusal(BaseModel):
+    detail: str | list[dict[str, Any]]  # a message, or pydantic's list of field errors
+
+
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    422: {"model": Refusal, "description": "invalid parameters, or a job over GATEKEEPER_TRAINING_MAX_STEPS"},
+    429: {"model": Refusal, "description": "GATEKEEPER_TRAINING_MAX_ACTIVE_JOBS jobs are already queued or running"},
+}
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, summary="Start a training job on the training queue",
+             responses=REFUSALS)  # fmt: skip
+def start_job(body: JobIn, engineer: EngineerPrincipal, db: SessionDep, settings: SettingsDep) -> JobOut:
+    limits = training.TrainingLimits(max_steps=settings.training_max_steps,
+                                     max_active_jobs=settings.training_max_active_jobs)  # fmt: skip
     job = training.request_job(session=db, kind=body.kind, params=body.params.model_dump(),
-                               auto_promote=body.auto_promote, actor=engineer.name)  # fmt: skip
+                               auto_promote=body.auto_promote, actor=engineer.name, limits=limits)  # fmt: skip
     db.flush()
     return JobOut.model_validate(job)
 

@@ -39,11 +39,16 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository (app/cli/ is two be
 
 
 def alembic_config():  # type: ignore[no-untyped-def]
+    """The ``migrations`` package (the repository's migrations/, shipped in the wheel as a top-level package),
+    found by import: an installed ``gatekeeper db upgrade`` works from any folder, not only from a checkout.
+    The checkout's alembic.ini points at the same folder for plain ``alembic``."""
+    from importlib.resources import files
+
     from alembic.config import Config
 
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
-    return cfg
+    config = Config()
+    config.set_main_option("script_location", str(files("migrations")))
+    return config
 
 
 @db_cli.command("upgrade")
@@ -92,7 +97,10 @@ def serve(
 
     receiver = _start_receiver(None, None) if get_settings().dimse_port is not None else None
     try:
-        uvicorn.run("app.main:app", host=host, port=port, workers=workers, log_level="warning", access_log=False)
+        # proxy_headers=False: X-Forwarded-* are applied by the app, from GATEKEEPER_TRUSTED_PROXIES only
+        # (uvicorn's default would believe any such header from 127.0.0.1).
+        uvicorn.run("app.main:app", host=host, port=port, workers=workers, log_level="warning", access_log=False,
+                    proxy_headers=False)  # fmt: skip
     finally:
         if receiver is not None:
             receiver.stop()
@@ -142,9 +150,13 @@ def dimse(
 @cli.command()
 def worker(
     concurrency: int = typer.Option(1, help="Worker child processes."),
-    queues: str = typer.Option("scoring,training", help="Comma-separated queues: scoring, training."),
+    queues: str = typer.Option(
+        "scoring",
+        help="Comma-separated queues: scoring, training. Run training on a "
+        "worker of its own (--queues training), so that scoring never waits behind it.",
+    ),
 ) -> None:
-    """Run a Celery worker (prefork) for the scoring queue."""
+    """Run a Celery worker (prefork); by default for the scoring queue only."""
     args = ["celery", "-A", "workers.celery_app", "worker", "--pool=prefork", f"--concurrency={concurrency}",
             f"--queues={queues}", "--loglevel=INFO", "--without-gossip", "--without-mingle"]  # fmt: skip
     os.execvp(sys.executable, [sys.executable, "-m", *args])

@@ -60,7 +60,10 @@ class Settings(BaseSettings):
     # hashed in the database (``gatekeeper token create``).
     bootstrap_admin_token: str | None = Field(default=None, repr=False)
     token_cache_s: float = 10.0  # a valid token is remembered this long per process (revocation delay)
-    public_base_url: str = ""  # used in RetrieveURL; empty: taken from the request
+    public_base_url: str = ""  # base of RetrieveURL and QIDO URLs; empty: see app/core/proxy.py
+    # Reverse proxies whose X-Forwarded-For/-Proto/-Host are believed (addresses or networks, comma-separated);
+    # from any other peer those headers are dropped. Empty: none.
+    trusted_proxies: str = ""
 
     # Automatic promotion of a retrained model (training jobs with auto_promote): never below these
     # absolute floors on the frozen test split, whatever the current version measured (or did not).
@@ -83,6 +86,10 @@ class Settings(BaseSettings):
     dimse_complete_on_release: bool = False  # a released association completes the series it stored into
     dimse_max_associations: int = 8  # each holds at most one instance in memory while it arrives
     dimse_timeout_s: float = 60.0  # ACSE, DIMSE and network timeouts of an association
+
+    # Training jobs (POST /training-jobs): a job's size and how many may wait or run at once.
+    training_max_steps: int = 20000  # steps (+ encoder_steps for a scorer) of one job
+    training_max_active_jobs: int = 2  # queued + running
 
     log_level: str = "INFO"
 

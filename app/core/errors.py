@@ -27,3 +27,9 @@ class Invalid(DomainError, ValueError):
     """The request's content is well-formed but unacceptable (wrong geometry, wrong kind)."""
 
     status_code = 422
+
+
+class TooMany(DomainError):
+    """A quota is full (too many jobs waiting or running): the same request may succeed later."""
+
+    status_code = 429
