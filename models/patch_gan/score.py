@@ -83,6 +83,11 @@ def scoring_region(liver: torch.Tensor, erosion_px: int) -> torch.Tensor:
     return -F.max_pool2d(-liver[:, None].float(), k, 1, erosion_px)[:, 0] > 0.5
 
 
+def smooth(heat: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """(Z, H, W) -> the same, Gaussian-smoothed in-plane (not across slices)."""
+    return torch.as_tensor(ndimage.gaussian_filter(heat.numpy(), sigma=(0, sigma_px, sigma_px)), dtype=torch.float32)
+
+
 def deviation_map(images: torch.Tensor, liver: torch.Tensor, sigma_px: float = 2.0) -> torch.Tensor:
     """Training-free map: |x - median| / (1.4826 MAD) over the series' liver, Gaussian-smoothed; (Z, H, W).
 
