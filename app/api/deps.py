@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 
 from app.core.config import Settings, get_settings
 from app.core.db import session_scope
-from app.core.security import Principal, Role, authenticate_cached
+from app.core.ratelimit import FailureLimiter
+from app.core.security import Principal, Role, authenticate
 from app.services.storage import InstanceStore
 
 
@@ -41,18 +42,32 @@ MAX_OFFSET = 2**63 - 1
 NO_NUL = r"^[^\x00]*$"
 
 
+@lru_cache
+def get_limiter() -> FailureLimiter:
+    settings = get_settings()
+    return FailureLimiter(settings.auth_max_failures, settings.auth_failure_window_s)
+
+
 def _principal(request: Request, settings: SettingsDep) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token", headers=_UNAUTHORIZED)
+    limiter, client = get_limiter(), request.client.host if request.client else "unknown"
+    wait = limiter.retry_after(client)
+    if wait is not None:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
+                            f"too many invalid tokens from this client; retry in {wait} s",
+                            headers={"Retry-After": str(wait)})  # fmt: skip
     try:
-        principal = authenticate_cached(session_scope, secret.strip(), bootstrap_admin=settings.bootstrap_admin_token,
-                                        ttl_s=settings.token_cache_s)  # fmt: skip
+        with session_scope() as session:
+            principal = authenticate(session, secret.strip(), settings)
     except OperationalError:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "database unavailable", headers={"Retry-After": "5"})
     if principal is None:
+        limiter.failed(client)
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid, revoked or expired token", headers=_UNAUTHORIZED)
+    request.state.principal = principal
     return principal
 
 
@@ -72,4 +87,6 @@ def require_roles(*roles: Role) -> Callable[..., Principal]:
 PacsPrincipal = Annotated[Principal, Depends(require_roles(Role.PACS))]
 RadiologistPrincipal = Annotated[Principal, Depends(require_roles(Role.RADIOLOGIST))]
 EngineerPrincipal = Annotated[Principal, Depends(require_roles(Role.ML_ENGINEER))]
+AdminPrincipal = Annotated[Principal, Depends(require_roles())]
+MonitoringPrincipal = Annotated[Principal, Depends(require_roles(Role.MONITORING))]
 ReaderPrincipal = Annotated[Principal, Depends(require_roles(Role.PACS, Role.RADIOLOGIST, Role.ML_ENGINEER))]

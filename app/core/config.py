@@ -6,6 +6,7 @@ Defaults give the embedded mode: SQLite and a filesystem broker under ``./var``.
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -59,7 +60,11 @@ class Settings(BaseSettings):
     # environment, for first set-up and the embedded demo; tokens otherwise live
     # hashed in the database (``gatekeeper token create``).
     bootstrap_admin_token: str | None = Field(default=None, repr=False)
-    token_cache_s: float = 10.0  # a valid token is remembered this long per process (revocation delay)
+    # Required with the bootstrap token (ISO 8601; UTC if naive): after it the token is refused.
+    bootstrap_admin_token_expires: datetime | None = None
+    # Failed attempts: a client address that sends this many invalid tokens within the window gets 429.
+    auth_max_failures: int = 20  # 0: no limit
+    auth_failure_window_s: float = 60.0
     public_base_url: str = ""  # used in RetrieveURL; empty: taken from the request
 
     # Automatic promotion of a retrained model (training jobs with auto_promote): never below these
@@ -74,6 +79,8 @@ class Settings(BaseSettings):
     seg_destination_token: str = Field(default="", repr=False)
 
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line (ts, level, logger, message, ...)
+    access_log: bool = True  # one line per request: method, route template, status, duration (never the path)
 
 
 @lru_cache
