@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -86,3 +88,45 @@ def test_metrics_need_the_monitoring_or_admin_role(stack: Stack) -> None:
     with stack.client("monitoring") as c:  # and Prometheus' token opens nothing else
         assert c.get("/dicomweb/studies").status_code == 403
         assert c.get("/queue").status_code == 403
+
+
+def test_several_api_processes_are_summed(stack: Stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``gatekeeper serve --workers 2``: whichever process answers a scrape, it counts both processes' ingest."""
+    import os
+    import subprocess
+
+    from app.processes import free_port, stop_group
+    from testkit.servers import ROOT
+
+    port = free_port()
+    env = {**os.environ, **stack.service.env, "GATEKEEPER_RUN_DISPATCHER": "false"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "gatekeeper"), "serve", "--port", str(port), "--workers",
+                             "2"], env=env, stdout=log, stderr=log, start_new_session=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "serve.log").read_text()
+            time.sleep(0.2)
+        headers = {"Authorization": f"Bearer {stack.tokens['pacs']}"}
+        for _ in range(8):  # new connections: the kernel hands them to either process
+            with httpx.Client(base_url=url, headers=headers) as pacs:
+                assert stow(pacs, make_series(1)[1]).status_code == 200
+        seen = set()
+        for _ in range(6):
+            with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {stack.tokens['monitoring']}"}) as c:
+                r = c.get("/metrics")
+            assert r.status_code == 200
+            stored = sum(s.value for f in text_string_to_metric_families(r.text) for s in f.samples
+                         if s.name == "gatekeeper_instances_total" and s.labels.get("outcome") == "stored")  # fmt: skip
+            seen.add(stored)
+        assert seen == {8.0}, seen
+    finally:
+        stop_group(proc)
