@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,20 +13,28 @@ from fastapi.routing import APIRoute
 from sqlalchemy.exc import OperationalError
 
 from app import __version__
-from app.api import docs, health, models, orthanc, qido, queue, series, stow, training, wado
+from app.api import docs, health, metrics, models, orthanc, qido, queue, series, stow, tokens, training, wado
+from app.api.access import AccessLog
 from app.api.deps import get_store
 from app.core.config import get_settings
 from app.core.errors import DomainError
 from app.core.logging import configure_logging
 from app.core.proxy import ForwardedHeadersMiddleware, parse_trusted
+from app.core.security import bootstrap_problem
 from app.services import dispatch
 from app.services.jobs import publish_job
+
+log = logging.getLogger(__name__)
 
 
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
+    problem = bootstrap_problem(settings)
+    if problem is not None:  # refuse to start rather than serve a guessable admin token
+        log.error("refusing to start: %s", problem)
+        raise RuntimeError(problem)
     stop = threading.Event()
     thread = None
     if settings.run_dispatcher:
@@ -39,8 +48,9 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         thread.join(timeout=10)
 
 
-ROUTERS = tuple(m.router for m in (health, stow, qido, wado, orthanc, series, queue, models, training))
+ROUTERS = tuple(m.router for m in (health, stow, qido, wado, orthanc, series, queue, models, training, tokens, metrics))
 app = FastAPI(title="gatekeeper", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+app.add_middleware(AccessLog, enabled=get_settings().access_log)
 for router in ROUTERS:
     app.include_router(router)
 docs.mount(app)  # /docs from local assets (a hospital network usually has no internet)

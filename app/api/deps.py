@@ -6,14 +6,15 @@ from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, status
+from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings, get_settings
 from app.core.db import session_scope
-from app.core.security import Principal, Role, authenticate_cached
+from app.core.ratelimit import FailureLimiter
+from app.core.security import Principal, Role, authenticate
 from app.services.storage import InstanceStore
 
 
@@ -46,22 +47,38 @@ NO_NUL = r"^[^\x00]*$"
 # auto_error=False: the refusal below keeps its own message.
 BEARER = HTTPBearer(auto_error=False, scheme_name="bearer",
                     description="A token from `gatekeeper token create --role ROLE` (pacs, radiologist, ml_engineer, "
-                                "admin): `Authorization: Bearer <token>`")  # fmt: skip
+                                "admin, monitoring): `Authorization: Bearer <token>`")  # fmt: skip
+
+
+@lru_cache
+def get_limiter() -> FailureLimiter:
+    settings = get_settings()
+    return FailureLimiter(settings.auth_max_failures, settings.auth_failure_window_s)
 
 
 def _principal(
-    settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+    request: Request,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
 ) -> Principal:
     secret = credentials.credentials.strip() if credentials is not None else ""
     if not secret:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token", headers=_UNAUTHORIZED)
+    limiter, client = get_limiter(), request.client.host if request.client else "unknown"
+    wait = limiter.retry_after(client)
+    if wait is not None:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
+                            f"too many invalid tokens from this client; retry in {wait} s",
+                            headers={"Retry-After": str(wait)})  # fmt: skip
     try:
-        principal = authenticate_cached(session_scope, secret, bootstrap_admin=settings.bootstrap_admin_token,
-                                        ttl_s=settings.token_cache_s)  # fmt: skip
+        with session_scope() as session:
+            principal = authenticate(session, secret, settings)
     except OperationalError:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "database unavailable", headers={"Retry-After": "5"})
     if principal is None:
+        limiter.failed(client)
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid, revoked or expired token", headers=_UNAUTHORIZED)
+    request.state.principal = principal
     return principal
 
 
@@ -81,4 +98,6 @@ def require_roles(*roles: Role) -> Callable[..., Principal]:
 PacsPrincipal = Annotated[Principal, Depends(require_roles(Role.PACS))]
 RadiologistPrincipal = Annotated[Principal, Depends(require_roles(Role.RADIOLOGIST))]
 EngineerPrincipal = Annotated[Principal, Depends(require_roles(Role.ML_ENGINEER))]
+AdminPrincipal = Annotated[Principal, Depends(require_roles())]
+MonitoringPrincipal = Annotated[Principal, Depends(require_roles(Role.MONITORING))]
 ReaderPrincipal = Annotated[Principal, Depends(require_roles(Role.PACS, Role.RADIOLOGIST, Role.ML_ENGINEER))]

@@ -12,6 +12,7 @@ from app import __version__
 from app.api.deps import PacsPrincipal, SettingsDep, StoreDep
 from app.api.stow import check_declared_length
 from app.dicom.parse import ParseLimits
+from app.services import metrics
 from app.services.ingest import StorageUnavailable, ingest_files
 
 router = APIRouter(tags=["orthanc-peer"])
@@ -64,6 +65,7 @@ async def push_instance(
             )
         except StorageUnavailable as exc:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"})
+    metrics.observe_ingest("peer", [outcome], [received.size])
     if not outcome.ok:
         assert outcome.reason is not None
         code = status.HTTP_409_CONFLICT if outcome.reason.is_conflict else status.HTTP_400_BAD_REQUEST

@@ -12,6 +12,7 @@ from app.api.deps import PacsPrincipal, SettingsDep, StoreDep
 from app.core.config import Settings
 from app.core.proxy import request_base_url
 from app.dicom.parse import ParseLimits
+from app.services import metrics
 from app.services.ingest import StorageUnavailable, ingest_files
 from app.services.multipart import BodyTooLarge, Limits, MultipartError, parse_content_type, read_parts
 from app.services.storage import TempWriter
@@ -82,6 +83,9 @@ async def _store(request: Request, settings: Settings, store, principal, study: 
             )
         except StorageUnavailable as exc:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"})
+    metrics.observe_ingest("stow", stored, [f.size for f in files])
+    if len(files) < len(parts):
+        metrics.refused("stow", "media_type", len(parts) - len(files))
     it = iter(stored)
     outcomes = [next(it) if p.received is not None else part_refused(p.content_type) for p in parts]
     return JSONResponse(stow_body(outcomes, base_url(request, settings)), stow_status(outcomes), media_type=DICOM_JSON)

@@ -68,33 +68,100 @@ def db_downgrade(revision: str = typer.Argument(..., help="Target revision, e.g.
     command.downgrade(alembic_config(), revision)
 
 
+def _role(role: str):  # type: ignore[no-untyped-def]
+    from app.core.security import Role
+
+    try:
+        return Role(role)
+    except ValueError:
+        console.print(f"[red]unknown role {role!r}; choose one of {', '.join(r.value for r in Role)}[/red]")
+        raise typer.Exit(2) from None
+
+
 @token_cli.command("create")
 def token_create(
-    role: str = typer.Option(..., help="pacs, radiologist, ml_engineer or admin."),
-    name: str = typer.Option("default", help="A label for audit events (no personal data)."),
+    role: str = typer.Option(..., help="pacs, radiologist, ml_engineer, admin or monitoring."),
+    name: str = typer.Option(None, help="Whose token (audit events show it; no personal data); generated if left out."),
     ttl_days: float = typer.Option(0, help="Days until the token expires; 0 for never."),
 ) -> None:
     """Print a new bearer token for a role (its hash is stored; the secret is shown once)."""
     from app.core.db import session_scope
-    from app.core.security import Role, create_token
+    from app.core.errors import DomainError
+    from app.services import tokens
+
+    parsed = _role(role)
+    try:
+        with session_scope() as session:
+            secret, row = tokens.issue(session, role=parsed, name=name, ttl_days=ttl_days or None, actor="cli")
+            token_id, token_name = row.id, row.name
+    except DomainError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"token {token_id} [bold]{token_name}[/bold] ({parsed.value})")
+    print(secret)
+
+
+@token_cli.command("list")
+def token_list(
+    all_: bool = typer.Option(True, "--all/--active", help="Include revoked tokens (default) or only unrevoked ones."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON array on stdout instead of a table."),
+) -> None:
+    """Every token: id, name, role, state (active, expired, revoked) and dates. Never a secret or a hash."""
+    import json
+
+    from rich.table import Table
+
+    from app.core.db import session_scope
+    from app.services import tokens
+
+    with session_scope() as session:
+        rows = [tokens.describe(t) for t in tokens.list_tokens(session, include_revoked=all_)]
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table("id", "name", "role", "state", "created", "expires", "revoked")
+    for r in rows:
+        table.add_row(str(r["id"]), r["name"], r["role"], r["state"], r["created_at"] or "", r["expires_at"] or "",
+                      r["revoked_at"] or "")  # fmt: skip
+    Console().print(table)
+
+
+@token_cli.command("revoke")
+def token_revoke(token_id: int = typer.Argument(..., help="The token's id (see `gatekeeper token list`).")) -> None:
+    """Revoke a token: every API process refuses it from its very next request."""
+    from app.core.db import session_scope
+    from app.core.errors import DomainError
+    from app.services import tokens
 
     try:
-        parsed = Role(role)
-    except ValueError:
-        console.print(f"[red]unknown role {role!r}; choose one of {', '.join(r.value for r in Role)}[/red]")
-        raise typer.Exit(2) from None
-    with session_scope() as session:
-        secret = create_token(session, role=parsed, name=name, ttl_days=ttl_days or None)
-    print(secret)
+        with session_scope() as session:
+            row = tokens.revoke(session, token_id=token_id, actor="cli")
+            name = row.name
+    except DomainError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"[green]token {token_id} ({name}) revoked[/green]")
 
 
 @cli.command()
 def serve(
     host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8042), workers: int = typer.Option(1)
 ) -> None:
-    """Run the API (DICOMweb, peer push, queue) with uvicorn, and the DIMSE receiver when its port is set."""
+    """Run the API (DICOMweb, peer push, queue) with uvicorn, and the DIMSE receiver when its port is set.
+
+    uvicorn's access log stays off (it writes the raw path and query, UIDs and PatientIDs among them); the
+    API's own (GATEKEEPER_ACCESS_LOG) logs route templates."""
+    import shutil
+    import tempfile
+
     import uvicorn
 
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Several API processes: each writes its counters to files there; a scrape of any one sums them all.
+        folder = Path(tempfile.gettempdir()) / f"gatekeeper-metrics-{port}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     receiver = _start_receiver(None, None) if get_settings().dimse_port is not None else None
     try:
         # proxy_headers=False: X-Forwarded-* are applied by the app, from GATEKEEPER_TRUSTED_PROXIES only
@@ -173,7 +240,7 @@ def dispatcher() -> None:
     from app.services.jobs import publish_job
 
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     dispatch.run_forever(settings, publish_job, get_store(), threading.Event())
 
 

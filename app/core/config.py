@@ -6,6 +6,7 @@ Defaults give the embedded mode: SQLite and a filesystem broker under ``./var``.
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -59,11 +60,15 @@ class Settings(BaseSettings):
     # environment, for first set-up and the embedded demo; tokens otherwise live
     # hashed in the database (``gatekeeper token create``).
     bootstrap_admin_token: str | None = Field(default=None, repr=False)
-    token_cache_s: float = 10.0  # a valid token is remembered this long per process (revocation delay)
     public_base_url: str = ""  # base of RetrieveURL and QIDO URLs; empty: see app/core/proxy.py
     # Reverse proxies whose X-Forwarded-For/-Proto/-Host are believed (addresses or networks, comma-separated);
     # from any other peer those headers are dropped. Empty: none.
     trusted_proxies: str = ""
+    # Required with the bootstrap token (ISO 8601; UTC if naive): after it the token is refused.
+    bootstrap_admin_token_expires: datetime | None = None
+    # Failed attempts: a client address that sends this many invalid tokens within the window gets 429.
+    auth_max_failures: int = 20  # 0: no limit
+    auth_failure_window_s: float = 60.0
 
     # Automatic promotion of a retrained model (training jobs with auto_promote): never below these
     # absolute floors on the frozen test split, whatever the current version measured (or did not).
@@ -92,6 +97,8 @@ class Settings(BaseSettings):
     training_max_active_jobs: int = 2  # queued + running
 
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line (ts, level, logger, message, ...)
+    access_log: bool = True  # one line per request: method, route template, status, duration (never the path)
 
 
 @lru_cache

@@ -10,6 +10,7 @@ Three rules make that hold for text we do not write ourselves:
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 import warnings
@@ -34,6 +35,25 @@ class PhiSafeFormatter(logging.Formatter):
         return f"Traceback (most recent call last):\n{frames}{kind.__module__}.{kind.__qualname__}: {WITHHELD}"
 
 
+# Fields a record may carry as ``extra=`` (the access log's); JSON lines show them as keys of their own.
+EXTRA_FIELDS = ("method", "route", "status", "duration_ms", "client")
+
+
+class JsonFormatter(PhiSafeFormatter):
+    """One JSON object per line: ts, level, logger, message, the access fields, and exc (frames and type)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}"
+        out: dict[str, object] = {"ts": ts, "level": record.levelname, "logger": record.name,
+                                  "message": record.getMessage()}  # fmt: skip
+        for name in EXTRA_FIELDS:
+            if name in record.__dict__:
+                out[name] = record.__dict__[name]
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
 def _withhold_library_messages() -> None:
     factory = logging.getLogRecordFactory()
     if getattr(factory, "phi_safe", False):
@@ -49,12 +69,13 @@ def _withhold_library_messages() -> None:
     logging.setLogRecordFactory(make)
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, fmt: str = "text") -> None:
+    """``fmt``: "text" (FORMAT) or "json" (JsonFormatter), for every handler, uvicorn's too."""
     logging.basicConfig(level=level.upper(), format=FORMAT)
     _withhold_library_messages()
     logging.captureWarnings(True)  # warnings become records of "py.warnings": withheld like a library's
     warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")
-    formatter = PhiSafeFormatter(FORMAT)
+    formatter = JsonFormatter() if fmt == "json" else PhiSafeFormatter(FORMAT)
     loggers = [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values()
                                       if isinstance(v, logging.Logger))]  # fmt: skip
     for logger in loggers:  # uvicorn's own handlers too

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
@@ -30,6 +30,18 @@ def enqueue_job(session: Session, *, series_id: int, revision: int) -> None:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(OutboxEvent).values(topic=SCORE_TOPIC, series_id=series_id, revision=revision, publish_count=0)
     session.execute(stmt.on_conflict_do_nothing(index_elements=["topic", "series_id", "revision"]))
+
+
+def since_completion(session: Session, *, series_id: int, revision: int, now: datetime) -> float | None:
+    """Seconds since this revision completed (its scoring job's outbox row was written); None without one."""
+    stmt = select(OutboxEvent.created_at).where(
+        OutboxEvent.topic == SCORE_TOPIC, OutboxEvent.series_id == series_id, OutboxEvent.revision == revision
+    )
+    created = session.scalar(stmt)
+    if created is None:
+        return None
+    created = created if created.tzinfo else created.replace(tzinfo=UTC)
+    return max(0.0, (now - created).total_seconds())
 
 
 def complete_series(session: Session, *, series_id: int, now: datetime, older_than: datetime | None) -> int | None:

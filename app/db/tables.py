@@ -11,11 +11,13 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -61,6 +63,11 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+    # one identity per name: unique among unrevoked tokens (migration 0005)
+    __table_args__ = (
+        Index("uq_api_tokens_active_name", "name", unique=True,
+              postgresql_where=text("revoked_at IS NULL"), sqlite_where=text("revoked_at IS NULL")),
+    )  # fmt: skip
 
 
 class Study(Base):
@@ -179,6 +186,8 @@ class SeriesDecision(Base):
     threshold: Mapped[float | None]
     slice_scores: Mapped[list[float] | None] = mapped_column(JSON)
     evidence_path: Mapped[str | None] = mapped_column(String(255))
+    scoring_s: Mapped[float | None]  # the scorer's time on this series (the metrics read it)
+    completion_to_decision_s: Mapped[float | None]  # from the series' completion (its outbox row) to this row
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -194,6 +203,7 @@ class Segmentation(Base):
     seg_sop_uid: Mapped[str | None] = mapped_column(String(64), unique=True)
     seg_path: Mapped[str | None] = mapped_column(String(255))
     nifti_path: Mapped[str] = mapped_column(String(255))
+    duration_s: Mapped[float | None]  # the segmenter's time, for a model segmentation (the metrics read it)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

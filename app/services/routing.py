@@ -56,6 +56,7 @@ class Decision:
     evidence_path: str | None = None
     top_slices: list[int] = field(default_factory=list)
     liver_mask: np.ndarray | None = field(default=None, repr=False)  # the segmenter's mask, when scoring used it
+    scoring_s: float | None = None  # the worker's time to score (the metrics' histogram reads it)
 
     @property
     def priority(self) -> float:
@@ -82,6 +83,7 @@ class Segmentation:
     size: int = 0
     blob: bytes = b""
     seg_refused: str | None = None
+    duration_s: float | None = None  # the worker's time to segment (the metrics' histogram reads it)
 
 
 def _now() -> datetime:
@@ -149,11 +151,14 @@ def record_decision(attempt: Attempt, d: Decision, segmenter_id: int | None) -> 
     with session_scope() as session:
         if not series_sql.holds(session, attempt):
             return False
+        since = series_sql.since_completion(session, series_id=attempt.series_id, revision=attempt.revision,
+                                            now=_now())  # fmt: skip
         decisions.record_decision(session, series_id=attempt.series_id, revision=attempt.revision,
                                   scorer_key=d.scorer_key, scorer_version_id=d.scorer_version_id,
                                   segmenter_version_id=segmenter_id, decision=d.route, reason=d.reason,
                                   series_score=d.series_score, threshold=d.threshold, slice_scores=d.slice_scores,
-                                  evidence_path=d.evidence_path)  # fmt: skip
+                                  evidence_path=d.evidence_path, scoring_s=d.scoring_s,
+                                  completion_to_decision_s=since)  # fmt: skip
         audit.record(session, actor=ACTOR, action="series.decided", entity_type="series",
                      entity_id=attempt.series_id, revision=attempt.revision, decision=d.route, reason=d.reason,
                      scorer_version_id=d.scorer_version_id, segmenter_version_id=segmenter_id,
@@ -191,7 +196,8 @@ def record_auto(attempt: Attempt, *, study_id: int, segmenter_id: int, seg: Segm
         decisions.record_segmentation(session, series_id=attempt.series_id, revision=attempt.revision,
                                       segmenter_version_id=segmenter_id, source="model",
                                       seg_series_uid=seg.seg_series_uid, seg_sop_uid=seg.seg_sop_uid,
-                                      seg_path=seg.seg_path, nifti_path=seg.nifti_path)  # fmt: skip
+                                      seg_path=seg.seg_path, nifti_path=seg.nifti_path,
+                                      duration_s=seg.duration_s)  # fmt: skip
         series_sql.finish_series(
             session, attempt, status=SeriesStatus.AUTO, now=_now(), geometry=geometry, last_error=None
         )

@@ -28,7 +28,8 @@ from app.processes import create_database, drop_database, free_port
 from tests.conftest import PG_ADMIN, ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-SOURCES = ("pyproject.toml", "README.md", "app", "workers", "models", "migrations")  # what the Dockerfile's wheel stage copies
+# what the Dockerfile's wheel stage copies
+SOURCES = ("pyproject.toml", "README.md", "app", "workers", "models", "migrations")
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 

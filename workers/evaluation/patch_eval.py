@@ -119,19 +119,6 @@ def from_liver_dome(case: Case) -> Case:
     return dataclasses.replace(case, body=body)
 
 
-def from_liver_dome(case: Case) -> Case:
-    """The case with its position measured from its liver's dome (mm, cranial positive), for matching levels.
-
-    The lung-base landmark (``models.body_position``) puts ``ircadb-07``'s liver 57-212 mm *above* the lung
-    base (its large abdominal mass and bowel gas mislead it), so lesions cannot be matched by it there;
-    the distance below the dome of the reference liver is anatomical in every case with a whole liver.
-    """
-    present = np.flatnonzero(case.liver.reshape(case.liver.shape[0], -1).any(1))
-    dome_mm = float(case.positions_mm[present[-1]])
-    body = dataclasses.replace(case.body, position_mm=np.asarray(case.positions_mm, dtype=np.float64) - dome_mm)
-    return dataclasses.replace(case, body=body)
-
-
 def make_tests(
     host: Host, data_dir: Path, cfg: EvalConfig, max_pairs: int, synthetic_slices: int
 ) -> dict[str, list[Edit]]:

@@ -61,8 +61,10 @@ def _auto(settings: Settings, claimed: Claimed, volume: SeriesVolume, mask: np.n
         done = routing.to_manual(a, reason=DecisionReason.NO_SEGMENTER, priority=routing.FIRST, geometry=geometry)
         return "manual" if done else "fenced"
     store = InstanceStore(settings.storage_dir, fsync=settings.fsync)
+    t0 = time.perf_counter()
     seg = segment_series(settings, store, row=row, volume=volume, paths_by_uid=claimed.paths, series_id=a.series_id,
                          revision=a.revision, mask=mask)  # fmt: skip
+    seg.duration_s = time.perf_counter() - t0
     if not routing.record_auto(a, study_id=claimed.study_id, segmenter_id=row.id, seg=seg, geometry=geometry):
         if seg.seg_path:
             store.remove(seg.seg_path)
@@ -107,6 +109,7 @@ def score_series_impl(*, series_id: int, revision: int, task_id: str) -> str:
             return _cannot_judge(claimed, DecisionReason(doubt[0]), doubt[1], geometry)
         t1 = time.perf_counter()
         d = decide(assess(settings, claimed, volume))
+        d.scoring_s = time.perf_counter() - t1
         segmenter_id = claimed.segmenter.id if claimed.segmenter else None
         if not routing.record_decision(a, d, segmenter_id):
             return "fenced"
