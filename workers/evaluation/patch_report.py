@@ -162,6 +162,19 @@ def paired_difference_ci(folds: dict[str, dict], a: str, b: str, n_boot: int = 1
     }
 
 
+def shipped_fpr(path: Path, patients: list[str], data_dir: Path) -> dict[str, Any]:
+    """The committed, calibrated scorer on normal patients it neither trained nor was calibrated on."""
+    from workers.inference.checkpoint import read_checkpoint
+    from workers.training.patch_calibration import normal_slice_scores
+
+    meta = read_checkpoint(path)["metadata"]
+    threshold = meta["calibration"]["threshold"]
+    scores = normal_slice_scores(path, patients, data_dir)
+    per = {k: {"fpr": float(np.mean(v > threshold)), "n_normal": int(len(v))} for k, v in scores.items()}
+    return {"file": path.name, "threshold": threshold, "calibrated_on": sorted(meta["calibration"]["patients"]),
+            "trained_on": meta["config"]["train"], "per_patient": per}  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     data_dir, grid_config, cfg = Path(args.data_dir), GridConfig(), EvalConfig()
@@ -178,13 +191,18 @@ def run(args: argparse.Namespace) -> dict:
         d: {**detector_metrics(folds, d), "unseen_normal_fpr": unseen_fpr(folds, d, args.target_fpr)} for d in names
     }
     comparison = paired_difference_ci(folds, "fanogan", "fanogan-uncond")
+    shipped = (
+        shipped_fpr(Path(args.shipped), [f.split(":")[1] for f in args.folds] + ["ircadb-01"], data_dir)
+        if args.shipped
+        else None
+    )
     counts = {}
     for k, v in folds.items():
         any_detector = next(iter(v["detectors"].values()))
         counts[k] = {"host": v["host"], "tests": {t: len(x["modified"]) for t, x in any_detector["tests"].items()}}
     examples = {k: {"host": v["host"], "examples": v.get("examples", {})} for k, v in folds.items()}
     return {"folds": counts, "detectors": metrics, "conditioned_minus_unconditioned": comparison,
-            "examples": examples, "eval_minutes": (time.perf_counter() - t0) / 60}  # fmt: skip
+            "examples": examples, "shipped": shipped, "eval_minutes": (time.perf_counter() - t0) / 60}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -196,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-pairs", type=int, default=60)
     p.add_argument("--synthetic-slices", type=int, default=30)
     p.add_argument("--target-fpr", type=float, default=0.05)
+    p.add_argument("--shipped", default="models/weights/patch-fanogan.pt", help="the committed scorer ('' to skip)")
     p.add_argument("--data-dir", default="../shared/data")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)

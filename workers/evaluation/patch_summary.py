@@ -45,6 +45,9 @@ def summary(result: dict[str, Any], training: dict[str, dict[str, Any]]) -> dict
         "best_over_all_anomaly_types": shipped,
         "best_mean_auroc_all_anomaly_types": dets[shipped].get("mean_auroc_all_anomaly_types"),
         "folds": result["folds"],
+        "shipped_scorer_unseen_fpr": {
+            k: v["fpr"] for k, v in (result.get("shipped") or {}).get("per_patient", {}).items()
+        },
     }
 
 
@@ -159,6 +162,14 @@ def write_report(result: dict[str, Any], training: dict[str, dict[str, Any]], ou
     for name in sorted(dets):
         for patient, v in dets[name]["unseen_normal_fpr"]["per_patient"].items():
             lines.append(f"| {name} | {patient} | {v['threshold']:.4g} | {v['fpr']:.3f} | {v['n_normal']} |")
+    shipped = result.get("shipped")
+    if shipped:
+        lines += ["", f"### The committed default scorer (`{shipped['file']}`)", "",
+                  f"Trained on {', '.join(shipped['trained_on'])} only, calibrated "
+                  f"(threshold {shipped['threshold']:.4g}) on {', '.join(shipped['calibrated_on'])}; "
+                  "false-positive rate on normal liver slices of patients it "
+                  "never saw:", "", "| patient | FPR | normal slices |", "|---|---|---|"]  # fmt: skip
+        lines += [f"| {k} | {v['fpr']:.3f} | {v['n_normal']} |" for k, v in shipped["per_patient"].items()]
     diff = result.get("conditioned_minus_unconditioned")
     lines += ["", "## Conditioning", ""]
     if diff:
