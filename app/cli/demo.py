@@ -44,7 +44,7 @@ def run_demo(*, study_dir: Path, timeout_s: float, console: Console) -> int:
     migrate(settings.database_url)
     ensure_demo_models(console)
     with session_scope() as session:
-        token = create_token(session, role=Role.PACS, name="demo")
+        token, _ = create_token(session, role=Role.PACS, name=None)  # a generated name: each run is its own identity
     service = Service(env=_env(), log_dir=settings.storage_dir.resolve().parent / "logs")
     try:
         service.start_api()
