@@ -12,13 +12,13 @@ from fastapi.routing import APIRoute
 from sqlalchemy.exc import OperationalError
 
 from app import __version__
-from app.api import health, models, orthanc, qido, queue, series, stow, training, wado
+from app.api import deliveries, health, models, orthanc, qido, queue, series, stow, training, wado
 from app.api.deps import get_store
 from app.core.config import get_settings
 from app.core.errors import DomainError
 from app.core.logging import configure_logging
 from app.services import dispatch
-from app.services.jobs import publish_job
+from app.services.jobs import publish_delivery, publish_job
 
 
 @asynccontextmanager
@@ -29,7 +29,10 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     thread = None
     if settings.run_dispatcher:
         thread = threading.Thread(
-            target=dispatch.run_forever, args=(settings, publish_job, get_store(), stop), name="dispatcher", daemon=True
+            target=dispatch.run_forever,
+            args=(settings, publish_job, get_store(), stop, publish_delivery),
+            name="dispatcher",
+            daemon=True,
         )
         thread.start()
     yield
@@ -38,7 +41,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         thread.join(timeout=10)
 
 
-ROUTERS = tuple(m.router for m in (health, stow, qido, wado, orthanc, series, queue, models, training))
+ROUTERS = tuple(m.router for m in (health, stow, qido, wado, orthanc, series, queue, models, training, deliveries))
 app = FastAPI(title="gatekeeper", version=__version__, lifespan=lifespan)
 for router in ROUTERS:
     app.include_router(router)

@@ -60,7 +60,7 @@ class Service:
 
     def start_worker(self, concurrency: int = 1) -> None:
         args = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--pool=prefork",
-                f"--concurrency={concurrency}", "--queues=scoring,training", "--loglevel=INFO",
+                f"--concurrency={concurrency}", "--queues=scoring,training,delivery", "--loglevel=INFO",
                 "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
         self.worker = self._spawn("worker", args)
 

@@ -72,4 +72,5 @@ def require_roles(*roles: Role) -> Callable[..., Principal]:
 PacsPrincipal = Annotated[Principal, Depends(require_roles(Role.PACS))]
 RadiologistPrincipal = Annotated[Principal, Depends(require_roles(Role.RADIOLOGIST))]
 EngineerPrincipal = Annotated[Principal, Depends(require_roles(Role.ML_ENGINEER))]
+AdminPrincipal = Annotated[Principal, Depends(require_roles())]
 ReaderPrincipal = Annotated[Principal, Depends(require_roles(Role.PACS, Role.RADIOLOGIST, Role.ML_ENGINEER))]

@@ -92,7 +92,7 @@ def serve(
 @cli.command()
 def worker(
     concurrency: int = typer.Option(1, help="Worker child processes."),
-    queues: str = typer.Option("scoring,training", help="Comma-separated queues: scoring, training."),
+    queues: str = typer.Option("scoring,training,delivery", help="Comma-separated: scoring, training, delivery."),
 ) -> None:
     """Run a Celery worker (prefork) for the scoring queue."""
     args = ["celery", "-A", "workers.celery_app", "worker", "--pool=prefork", f"--concurrency={concurrency}",
@@ -108,11 +108,11 @@ def dispatcher() -> None:
     from app.api.deps import get_store
     from app.core.logging import configure_logging
     from app.services import dispatch
-    from app.services.jobs import publish_job
+    from app.services.jobs import publish_delivery, publish_job
 
     settings = get_settings()
     configure_logging(settings.log_level)
-    dispatch.run_forever(settings, publish_job, get_store(), threading.Event())
+    dispatch.run_forever(settings, publish_job, get_store(), threading.Event(), publish_delivery)
 
 
 @cli.command()

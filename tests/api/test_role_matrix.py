@@ -15,7 +15,7 @@ from tests.conftest import Stack
 
 pytestmark = pytest.mark.integration
 SAMPLE_PATH = {"study_uid": "1.2.3", "series_uid": "1.2.4", "sop_uid": "1.2.5", "case_id": "999999",
-               "model_id": "999999", "job_id": "999999"}  # fmt: skip
+               "model_id": "999999", "job_id": "999999", "delivery_id": "999999"}  # fmt: skip
 
 PACS, RADIOLOGIST, ML_ENGINEER, ADMIN = Role.PACS, Role.RADIOLOGIST, Role.ML_ENGINEER, Role.ADMIN
 OPEN = {("GET", "/healthz"), ("GET", "/readyz")}  # the probes: no token at all
@@ -23,6 +23,7 @@ INGEST = frozenset({PACS, ADMIN})
 READERS = frozenset({PACS, RADIOLOGIST, ML_ENGINEER, ADMIN})
 QUEUE = frozenset({RADIOLOGIST, ADMIN})
 MODELS = frozenset({ML_ENGINEER, ADMIN})
+ADMINS = frozenset({ADMIN})
 
 EXPECTED: dict[tuple[str, str], frozenset[Role]] = {
     # STOW-RS and Orthanc peer push: only a PACS writes instances
@@ -61,6 +62,10 @@ EXPECTED: dict[tuple[str, str], frozenset[Role]] = {
     ("POST", "/models/rollback"): MODELS,
     ("POST", "/training-jobs"): MODELS,
     ("GET", "/training-jobs/{job_id}"): MODELS,
+    # results on their way back to the PACS: admins only
+    ("GET", "/admin/deliveries"): ADMINS,
+    ("GET", "/admin/deliveries/{delivery_id}"): ADMINS,
+    ("POST", "/admin/deliveries/{delivery_id}/retry"): ADMINS,
 }
 
 
