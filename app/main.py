@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import OperationalError
+from starlette.requests import ClientDisconnect
 
 from app import __version__
 from app.api import deliveries, health, models, orthanc, qido, queue, series, stow, training, wado
@@ -55,6 +56,12 @@ def api_routes() -> list[APIRoute]:
 @app.exception_handler(OperationalError)
 async def database_unavailable(_: Request, exc: OperationalError) -> JSONResponse:
     return JSONResponse({"detail": "database unavailable"}, status_code=503, headers={"Retry-After": "5"})
+
+
+@app.exception_handler(ClientDisconnect)
+async def client_gone(_: Request, exc: ClientDisconnect) -> Response:
+    """The client went away mid-body (or a read timeout closed it): nothing was stored, no one to answer."""
+    return Response(status_code=400)
 
 
 @app.exception_handler(DomainError)

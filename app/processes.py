@@ -45,7 +45,8 @@ class Service:
 
     def start_api(self, timeout_s: float = 60) -> None:
         self.api = self._spawn("api", [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-                                       "--port", str(self.port), "--log-level", "warning"])  # fmt: skip
+                                       "--port", str(self.port), "--log-level", "warning",
+                                       "--http", "app.core.http_protocol:GuardedH11Protocol"])  # fmt: skip
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.api.poll() is not None:

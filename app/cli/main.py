@@ -86,7 +86,10 @@ def serve(
     """Run the API (DICOMweb, peer push, queue) with uvicorn."""
     import uvicorn
 
-    uvicorn.run("app.main:app", host=host, port=port, workers=workers, log_level="warning", access_log=False)
+    from app.core.http_protocol import PROTOCOL  # read timeouts, keep-alive and header bound from the settings
+
+    uvicorn.run("app.main:app", host=host, port=port, workers=workers, log_level="warning", access_log=False,
+                http=PROTOCOL)  # fmt: skip
 
 
 @cli.command()

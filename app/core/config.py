@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     delivery_backoff_max_s: float = Field(default=1800.0, gt=0)
     delivery_timeout_s: float = Field(default=60.0, gt=0)  # connect, read and write timeout of one STOW request
 
+    # HTTP server (app/core/http_protocol.py): read timeouts against slow or stalled clients, keep-alive,
+    # and the bound on a request's line and headers.
+    http_header_timeout_s: float = Field(default=10.0, gt=0)  # request line and headers complete within this
+    http_body_timeout_s: float = Field(default=30.0, gt=0)  # longest silence inside a body being read
+    http_keep_alive_s: float = Field(default=5.0, gt=0)  # an idle keep-alive connection is closed after this
+    http_max_header_bytes: int = Field(default=64 * 1024, ge=4096)  # request line and headers together
+
     log_level: str = "INFO"
 
 
