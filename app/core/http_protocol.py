@@ -106,15 +106,20 @@ class GuardedH11Protocol(H11Protocol):
         self._body_timer = None
         if self.conn.their_state is not h11.SEND_BODY:
             return
-        if self.flow.read_paused:  # uvicorn stopped reading: the application is behind, not the client
+        # uvicorn stopped reading (the application is behind, not the client), or the client rightly waits for
+        # the "100 Continue" that uvicorn sends when the application first asks for the body
+        if self.flow.read_paused or (self.cycle is not None and self.cycle.waiting_for_100_continue):
             self._body_timer = self.loop.call_later(self.body_timeout_s, self._body_timeout)
             return
-        self._close("request body stalled", self.body_timeout_s)
+        # an application that answered without reading the whole body: no second response, just close
+        answered = self.cycle is not None and self.cycle.response_started
+        self._close("request body stalled", self.body_timeout_s, reply=not answered)
 
-    def _close(self, why: str, after_s: float) -> None:
+    def _close(self, why: str, after_s: float, reply: bool = True) -> None:
         if self.transport.is_closing():
             return
         log.warning("closing a connection: %s after %.1f s", why, after_s)
-        body = f"{why} within {after_s:g} s\n".encode()
-        self.transport.write(TIMEOUT_REPLY + f"content-length: {len(body)}\r\n\r\n".encode() + body)
+        if reply:
+            body = f"{why} within {after_s:g} s\n".encode()
+            self.transport.write(TIMEOUT_REPLY + f"content-length: {len(body)}\r\n\r\n".encode() + body)
         self.transport.close()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pydicom
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
@@ -35,6 +36,7 @@ from app.services.storage import InstanceStore
 
 log = logging.getLogger(__name__)
 ACTOR = "delivery"
+TRANSIENT = (OSError, MemoryError, OperationalError, InterfaceError)
 DeliveryPublisher = Callable[[int, int], None]  # (delivery id, publish count)
 
 
@@ -124,7 +126,7 @@ def deliver(settings: Settings, *, delivery_id: int) -> str:
         if seg_path is None or sop_uid is None:
             return "fenced"
         result = send_seg(settings, (settings.storage_dir / seg_path).read_bytes(), sop_uid)
-    except OSError as exc:  # the disk: worth another attempt
+    except TRANSIENT as exc:  # the disk, the database, memory: worth another attempt
         result = SendResult(False, True, None, f"error before sending: {type(exc).__name__}")
     except Exception as exc:  # noqa: BLE001 - the same SEG fails the same way again (no PHI: the type only)
         result = SendResult(False, False, None, f"error before sending: {type(exc).__name__}")
