@@ -8,12 +8,27 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import OperationalError
+from starlette.requests import ClientDisconnect
 
 from app import __version__
-from app.api import docs, health, metrics, models, orthanc, qido, queue, series, stow, tokens, training, wado
+from app.api import (
+    deliveries,
+    docs,
+    health,
+    metrics,
+    models,
+    orthanc,
+    qido,
+    queue,
+    series,
+    stow,
+    tokens,
+    training,
+    wado,
+)
 from app.api.access import AccessLog
 from app.api.deps import get_store
 from app.core.config import get_settings
@@ -22,7 +37,7 @@ from app.core.logging import configure_logging
 from app.core.proxy import ForwardedHeadersMiddleware, parse_trusted
 from app.core.security import bootstrap_problem
 from app.services import dispatch
-from app.services.jobs import publish_job
+from app.services.jobs import publish_delivery, publish_job
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +54,10 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     thread = None
     if settings.run_dispatcher:
         thread = threading.Thread(
-            target=dispatch.run_forever, args=(settings, publish_job, get_store(), stop), name="dispatcher", daemon=True
+            target=dispatch.run_forever,
+            args=(settings, publish_job, get_store(), stop, publish_delivery),
+            name="dispatcher",
+            daemon=True,
         )
         thread.start()
     yield
@@ -48,7 +66,9 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         thread.join(timeout=10)
 
 
-ROUTERS = tuple(m.router for m in (health, stow, qido, wado, orthanc, series, queue, models, training, tokens, metrics))
+ROUTERS = tuple(
+    m.router for m in (health, stow, qido, wado, orthanc, series, queue, models, training, tokens, metrics, deliveries)
+)
 app = FastAPI(title="gatekeeper", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
 app.add_middleware(AccessLog, enabled=get_settings().access_log)
 for router in ROUTERS:
@@ -66,6 +86,12 @@ def api_routes() -> list[APIRoute]:
 @app.exception_handler(OperationalError)
 async def database_unavailable(_: Request, exc: OperationalError) -> JSONResponse:
     return JSONResponse({"detail": "database unavailable"}, status_code=503, headers={"Retry-After": "5"})
+
+
+@app.exception_handler(ClientDisconnect)
+async def client_gone(_: Request, exc: ClientDisconnect) -> Response:
+    """The client went away mid-body (or a read timeout closed it): nothing was stored, no one to answer."""
+    return Response(status_code=400)
 
 
 @app.exception_handler(DomainError)

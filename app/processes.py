@@ -46,7 +46,8 @@ class Service:
     def start_api(self, timeout_s: float = 60) -> None:
         self.api = self._spawn("api", [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
                                        "--port", str(self.port), "--log-level", "warning",
-                                       "--no-proxy-headers"])  # fmt: skip
+                                       "--no-proxy-headers",
+                                       "--http", "app.core.http_protocol:GuardedH11Protocol"])  # fmt: skip
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.api.poll() is not None:
@@ -61,7 +62,7 @@ class Service:
 
     def start_worker(self, concurrency: int = 1) -> None:
         args = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--pool=prefork",
-                f"--concurrency={concurrency}", "--queues=scoring,training", "--loglevel=INFO",
+                f"--concurrency={concurrency}", "--queues=scoring,training,delivery", "--loglevel=INFO",
                 "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
         self.worker = self._spawn("worker", args)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import pydicom
 import torch
 
 from app.cli.demo_models import SAMPLE_DIR, train_sample_scorer, train_sample_segmenter
@@ -13,6 +15,7 @@ ALL_MANUAL, ALL_AUTO = -1e9, 1e9  # series thresholds that send every series one
 __all__ = [
     "ALL_AUTO",
     "ALL_MANUAL",
+    "sample_visit",
     "SAMPLE_DIR",
     "SAMPLE_MASK",
     "train_tiny_scorer",
@@ -59,3 +62,19 @@ def with_series_threshold(checkpoint: Path, threshold: float, out: Path) -> Path
     ckpt["metadata"].setdefault("calibration", {})["series_threshold"] = threshold
     torch.save(ckpt, out)
     return out
+
+
+def sample_visit(patient_id: str) -> tuple[str, str, list[bytes]]:
+    """The sample study under new study, series and SOP UIDs (a new visit of ``patient_id`` each time)."""
+    from app.client import read_files
+
+    study, series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    blobs = []
+    for blob in read_files(SAMPLE_DIR / "totalseg-example" / "ct-dicom"):
+        ds = pydicom.dcmread(io.BytesIO(blob))
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.PatientID = study, series, patient_id
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        blobs.append(buf.getvalue())
+    return study, series, blobs

@@ -10,4 +10,4 @@ settings = get_settings()
 configure_logging(settings.log_level, settings.log_format)
 celery_app = make_celery(settings)
 # By name, not by import: the scoring tasks never pull training code into a module that imports them.
-celery_app.conf.imports = ("workers.serving.tasks", "workers.training.tasks")
+celery_app.conf.imports = ("workers.serving.tasks", "workers.training.tasks", "workers.delivery.tasks")

@@ -2,39 +2,19 @@
 
 from __future__ import annotations
 
-import zlib
-
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from app import __version__
 from app.api.deps import PacsPrincipal, SettingsDep, StoreDep
-from app.api.stow import check_declared_length
+from app.api.stow import body_decoder, check_declared_length
 from app.dicom.parse import ParseLimits
 from app.services import metrics
+from app.services.body import BadCompressedBody, BodyTooLarge, pump
 from app.services.ingest import StorageUnavailable, ingest_files
 
 router = APIRouter(tags=["orthanc-peer"])
-
-
-async def _receive(request: Request, writer, max_bytes: int) -> None:  # type: ignore[no-untyped-def]
-    encoding = request.headers.get("content-encoding", "identity").lower()
-    if encoding not in ("identity", "gzip"):
-        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"Content-Encoding {encoding[:20]} not supported")
-    # Bounded inflation: a deflate bomb stops at the instance size limit.
-    inflater = zlib.decompressobj(wbits=31) if encoding == "gzip" else None
-    async for chunk in request.stream():
-        if inflater is None:
-            writer.write(chunk)
-            continue
-        data = chunk
-        while data:
-            out = inflater.decompress(data, 1 << 20)
-            writer.write(out)
-            data = inflater.unconsumed_tail
-    if inflater is not None and not inflater.eof:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "gzip body is truncated")
 
 
 @router.post("/instances", summary="Orthanc peer push: store one DICOM instance")
@@ -42,16 +22,21 @@ async def push_instance(
     request: Request, principal: PacsPrincipal, settings: SettingsDep, store: StoreDep
 ) -> JSONResponse:
     check_declared_length(request, settings.max_instance_bytes)
+    # Bounded inflation (a gzip bomb stops at the instance size limit), in a worker thread with the hashing
+    # and the file writes: a large or compressed push never stalls the event loop.
+    decoder = body_decoder(request, settings.max_instance_bytes)
     with store.owner() as owner:  # the orphan sweep keeps off the file until its commit is over
         writer = owner.new_temp(settings.max_instance_bytes)
         try:
-            await _receive(request, writer, settings.max_instance_bytes)
-        except OverflowError:
+            await pump(request.stream(), decoder, writer.write)
+        except (BodyTooLarge, OverflowError):
             writer.abort()
-            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "instance exceeds the size limit")
-        except zlib.error:
+            inflated = " once inflated" if decoder.inflated else ""
+            detail = f"instance exceeds the size limit of {settings.max_instance_bytes} bytes{inflated}"
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail)
+        except BadCompressedBody as exc:
             writer.abort()
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, "body is not valid gzip")
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc))
         except BaseException:
             writer.abort()
             raise

@@ -111,8 +111,8 @@ async def submit(case_id: CaseId, request: Request, reader: RadiologistPrincipal
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
         case = await run_in_threadpool(
-            lambda: labeling.submit_contour(session=db, storage_dir=settings.storage_dir, case_id=case_id,
-                                            reader=reader.name, upload=upload, content_type=content_type)
+            lambda: labeling.submit_contour(session=db, settings=settings, case_id=case_id, reader=reader.name,
+                                            upload=upload, content_type=content_type)
         )  # fmt: skip
     finally:
         upload.unlink(missing_ok=True)

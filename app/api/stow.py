@@ -13,9 +13,10 @@ from app.core.config import Settings
 from app.core.proxy import request_base_url
 from app.dicom.parse import ParseLimits
 from app.services import metrics
+from app.services.body import BadCompressedBody, BodyTooLarge, Decoder, UnsupportedEncoding
 from app.services.ingest import StorageUnavailable, ingest_files
-from app.services.multipart import BodyTooLarge, Limits, MultipartError, parse_content_type, read_parts
-from app.services.storage import TempWriter
+from app.services.multipart import Limits, MultipartError, parse_content_type, read_parts
+from app.services.storage import ReceivedFile, TempWriter
 from app.services.stow import part_refused, stow_body, stow_status
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
@@ -33,6 +34,14 @@ def check_declared_length(request: Request, limit: int) -> None:
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body exceeds the limit of {limit} bytes")
+
+
+def body_decoder(request: Request, max_bytes: int) -> Decoder:
+    """The request's Content-Encoding (gzip, deflate or identity), inflated to at most ``max_bytes``; 415 else."""
+    try:
+        return Decoder(request.headers.get("content-encoding", "identity"), max_bytes)
+    except UnsupportedEncoding as exc:
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, str(exc))
 
 
 def _boundary(request: Request) -> str:
@@ -56,20 +65,21 @@ async def _store(request: Request, settings: Settings, store, principal, study: 
         settings.max_body_bytes, settings.max_instance_bytes, settings.max_part_header_bytes, settings.max_parts
     )
 
-    async def finish(writer: TempWriter):  # type: ignore[no-untyped-def]
+    def finish(writer: TempWriter) -> ReceivedFile:
         return writer.finish(False)  # fsynced later, in parallel, and only if the instance is new
 
     def accept(content_type: str) -> bool:
         return content_type == "" or parse_content_type(content_type)[0] == "application/dicom"
 
+    decoder = body_decoder(request, settings.max_body_bytes)  # the inflated body has the body's limit
     # The owner keeps the orphan sweep off this request's files until its commit is over, however slowly
     # the body arrives.
     with store.owner() as owner:
         try:
-            parts = await read_parts(request.stream(), boundary, owner.new_temp, finish, limits, accept)
+            parts = await read_parts(request.stream(), boundary, owner.new_temp, finish, limits, accept, decoder)
         except (BodyTooLarge, OverflowError) as exc:
             raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc))
-        except MultipartError as exc:
+        except (MultipartError, BadCompressedBody) as exc:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc))
         if not parts:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, "multipart body has no parts")

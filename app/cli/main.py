@@ -166,8 +166,10 @@ def serve(
     try:
         # proxy_headers=False: X-Forwarded-* are applied by the app, from GATEKEEPER_TRUSTED_PROXIES only
         # (uvicorn's default would believe any such header from 127.0.0.1).
+        from app.core.http_protocol import PROTOCOL  # read timeouts, keep-alive and header bound from the settings
+
         uvicorn.run("app.main:app", host=host, port=port, workers=workers, log_level="warning", access_log=False,
-                    proxy_headers=False)  # fmt: skip
+                    proxy_headers=False, http=PROTOCOL)  # fmt: skip
     finally:
         if receiver is not None:
             receiver.stop()
@@ -218,8 +220,8 @@ def dimse(
 def worker(
     concurrency: int = typer.Option(1, help="Worker child processes."),
     queues: str = typer.Option(
-        "scoring",
-        help="Comma-separated queues: scoring, training. Run training on a "
+        "scoring,delivery",
+        help="Comma-separated queues: scoring, delivery (results back to the PACS), training. Run training on a "
         "worker of its own (--queues training), so that scoring never waits behind it.",
     ),
 ) -> None:
@@ -237,11 +239,11 @@ def dispatcher() -> None:
     from app.api.deps import get_store
     from app.core.logging import configure_logging
     from app.services import dispatch
-    from app.services.jobs import publish_job
+    from app.services.jobs import publish_delivery, publish_job
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
-    dispatch.run_forever(settings, publish_job, get_store(), threading.Event())
+    dispatch.run_forever(settings, publish_job, get_store(), threading.Event(), publish_delivery)
 
 
 @cli.command()

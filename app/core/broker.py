@@ -14,8 +14,10 @@ from app.core.config import Settings
 
 SCORE_SERIES_TASK = "gatekeeper.score_series"
 TRAIN_MODEL_TASK = "gatekeeper.train_model"
+DELIVER_RESULT_TASK = "gatekeeper.deliver_result"
 SCORING_QUEUE = "scoring"
 TRAINING_QUEUE = "training"
+DELIVERY_QUEUE = "delivery"  # its own queue: a PACS that is down never holds up scoring
 
 
 def _transport_options(settings: Settings) -> dict[str, object]:
@@ -50,7 +52,11 @@ def make_celery(settings: Settings) -> Celery:
         task_soft_time_limit=settings.task_soft_time_limit_s,
         task_ignore_result=True,
         task_default_queue=SCORING_QUEUE,
-        task_routes={SCORE_SERIES_TASK: {"queue": SCORING_QUEUE}, TRAIN_MODEL_TASK: {"queue": TRAINING_QUEUE}},
+        task_routes={
+            SCORE_SERIES_TASK: {"queue": SCORING_QUEUE},
+            TRAIN_MODEL_TASK: {"queue": TRAINING_QUEUE},
+            DELIVER_RESULT_TASK: {"queue": DELIVERY_QUEUE},
+        },
         task_serializer="json",
         accept_content=["json"],
         # Publishing must not hang the dispatcher when the broker is down: fail

@@ -77,9 +77,25 @@ class Settings(BaseSettings):
 
     # The manual queue: a claim lasts this long unless renewed.
     claim_lease_s: float = 1800.0
-    # Optional DICOMweb destination (the PACS) for produced SEGs, with its own bearer token.
+    # Optional DICOMweb destination (the PACS) for produced SEGs (auto-segmentations and accepted contours),
+    # sent by STOW-RS from the results outbox (app/services/delivery.py), with a bearer token or Basic auth.
     seg_destination_url: str = ""
     seg_destination_token: str = Field(default="", repr=False)
+    seg_destination_username: str = ""
+    seg_destination_password: str = Field(default="", repr=False)
+    # The retry schedule: attempt n (1-based) failing waits min(base * 2**(n-1), max) before the next; after
+    # max_attempts the delivery is failed (an admin may send it again).
+    delivery_max_attempts: int = Field(default=10, ge=1, le=100)
+    delivery_backoff_s: float = Field(default=5.0, gt=0)
+    delivery_backoff_max_s: float = Field(default=1800.0, gt=0)
+    delivery_timeout_s: float = Field(default=60.0, gt=0)  # connect, read and write timeout of one STOW request
+
+    # HTTP server (app/core/http_protocol.py): read timeouts against slow or stalled clients, keep-alive,
+    # and the bound on a request's line and headers.
+    http_header_timeout_s: float = Field(default=10.0, gt=0)  # request line and headers complete within this
+    http_body_timeout_s: float = Field(default=30.0, gt=0)  # longest silence inside a body being read
+    http_keep_alive_s: float = Field(default=5.0, gt=0)  # an idle keep-alive connection is closed after this
+    http_max_header_bytes: int = Field(default=64 * 1024, ge=4096)  # request line and headers together
 
     # DICOM C-STORE receiver (app/dimse; README "DIMSE"): off unless the port is set. Only calling AE titles
     # on the allow-list, each from its hosts, may associate: "AE@host" entries, comma-separated, host an

@@ -95,6 +95,23 @@ class TrainingJobStatus(StrEnum):
     FAILED = "failed"
 
 
+class DeliveryKind(StrEnum):
+    """What a delivery sends to the PACS: always a DICOM SEG."""
+
+    AUTO_SEG = "auto_seg"  # the auto-segmentation's SEG, stored when the series went auto
+    CONTOUR_SEG = "contour_seg"  # a radiologist's accepted contour, written as a SEG by the delivery task
+
+
+class DeliveryStatus(StrEnum):
+    """A result on its way to the PACS: pending -> sending -> delivered, or back to pending (retry after a
+    backoff) until the schedule is spent: failed. An admin may send a failed one again (pending)."""
+
+    PENDING = "pending"  # waiting for its next attempt (next_attempt_at); the relay publishes it when due
+    SENDING = "sending"  # a worker holds it until lease_until (fenced by the attempt number)
+    DELIVERED = "delivered"  # the destination acknowledged the instance (in ReferencedSOPSequence)
+    FAILED = "failed"  # refused for good (a 4xx) or the retry schedule ran out
+
+
 class InvalidTransition(Conflict):
     pass
 

@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from app.db.states import CaseStatus, ModelStatus, SeriesStatus, TrainingJobStatus
+from app.db.states import CaseStatus, DeliveryStatus, ModelStatus, SeriesStatus, TrainingJobStatus
 
 
 def utcnow() -> datetime:
@@ -251,3 +251,29 @@ class PatientSplit(Base):
     patient_key: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256, not the PatientID itself
     split: Mapped[str] = mapped_column(String(8))
     assigned_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Delivery(Base):
+    """A SEG to send to the PACS (the results outbox), written in the transaction that accepted the result."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("kind", "series_id", "revision", name="uq_delivery"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # DeliveryKind
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)  # the source series
+    revision: Mapped[int]
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))  # a contour's case
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING, index=True)  # DeliveryStatus
+    seg_path: Mapped[str | None] = mapped_column(String(255))  # the SEG file (a contour's: once written)
+    seg_sop_uid: Mapped[str | None] = mapped_column(String(64))
+    destination: Mapped[str] = mapped_column(String(255))  # base URL, never credentials
+    attempts: Mapped[int] = mapped_column(default=0)  # also the fencing token of the holder
+    schedule_start: Mapped[int] = mapped_column(default=0)  # attempts before an admin's send-again
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    published_at: Mapped[datetime | None]
+    publish_count: Mapped[int] = mapped_column(default=0)
+    lease_until: Mapped[datetime | None]
+    last_http_status: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(Text)  # no PHI: a status, an exception type, a reason
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]

@@ -91,10 +91,12 @@ def write_seg(
     model_sha256: str,
     series_number: int = 900,
     omit_empty_frames: bool = True,
+    manual: bool = False,
 ) -> pydicom.Dataset:
     """A binary DICOM SEG, one segment 'Liver' (SCT 10200004), over ``source_datasets`` (mask's Z order).
 
     Category SCT 91723000 Anatomical Structure (CID 7150); the model's sha256 goes into AlgorithmParameters.
+    ``manual``: a radiologist's contour (SegmentAlgorithmType MANUAL, no algorithm identification).
     """
     if mask.ndim != 3 or mask.shape[0] != len(source_datasets):
         raise ValueError(f"mask must be (Z, Y, X) with Z == {len(source_datasets)} source images, got {mask.shape}")
@@ -107,18 +109,19 @@ def write_seg(
         )
     if mask.shape[1:] != (rows, cols):
         raise ValueError(f"mask slices are {mask.shape[1:]} but the source images are {(rows, cols)} (Rows, Columns)")
-    algorithm = hd.AlgorithmIdentificationSequence(
+    algorithm = None if manual else hd.AlgorithmIdentificationSequence(
         name=algorithm_name,
         version=algorithm_version,
         family=codes.cid7162.ArtificialIntelligence,
         parameters={"model_sha256": model_sha256},
-    )
+    )  # fmt: skip
+    kind = hd.seg.SegmentAlgorithmTypeValues.MANUAL if manual else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
     description = hd.seg.SegmentDescription(
         segment_number=1,
         segment_label=LIVER_LABEL,
         segmented_property_category=codes.cid7150.AnatomicalStructure,  # CID 7150 category of organs
         segmented_property_type=codes.SCT.Liver,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_type=kind,
         algorithm_identification=algorithm,
     )
     # an empty SpecificCharacterSet (default repertoire) is refused by highdicom; UTF-8 is a superset
@@ -136,7 +139,7 @@ def write_seg(
         manufacturer_model_name=algorithm_name,
         software_versions=algorithm_version,
         device_serial_number=model_sha256[:16] or "unknown",
-        series_description=f"{algorithm_name} liver",
+        series_description="radiologist liver contour" if manual else f"{algorithm_name} liver",
         omit_empty_frames=omit_empty_frames,
         specific_character_set=charset,
     )

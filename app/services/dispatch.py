@@ -19,7 +19,8 @@ from app.core.db import session_scope
 from app.db import series as series_sql
 from app.db.ingest import stored_paths
 from app.db.tables import Instance, OutboxEvent
-from app.services import audit
+from app.services import audit, delivery
+from app.services.delivery import DeliveryPublisher
 from app.services.storage import InstanceStore
 
 log = logging.getLogger(__name__)
@@ -87,15 +88,24 @@ def sweep_orphans(store: InstanceStore, *, min_age_s: float) -> int:
     return len(removed)
 
 
-def tick(settings: Settings, publish: Publisher, store: InstanceStore, *, sweep: bool) -> None:
+def tick(
+    settings: Settings, publish: Publisher, store: InstanceStore, *, sweep: bool,
+    publish_delivery: DeliveryPublisher | None = None,
+) -> None:  # fmt: skip
     complete_stable(stable_age_s=settings.series_stable_age_s)
     reconcile(reconcile_after_s=settings.reconcile_after_s)
     relay(publish)
+    if publish_delivery is not None:  # the results outbox (SEGs to the PACS)
+        delivery.reconcile(reconcile_after_s=settings.reconcile_after_s)
+        delivery.relay(publish_delivery)
     if sweep:
         sweep_orphans(store, min_age_s=settings.orphan_min_age_s)
 
 
-def run_forever(settings: Settings, publish: Publisher, store: InstanceStore, stop: threading.Event) -> None:
+def run_forever(
+    settings: Settings, publish: Publisher, store: InstanceStore, stop: threading.Event,
+    publish_delivery: DeliveryPublisher | None = None,
+) -> None:  # fmt: skip
     """The dispatcher loop: a failing tick (database down) is logged and retried."""
     next_sweep = time.monotonic()
     while not stop.is_set():
@@ -103,7 +113,7 @@ def run_forever(settings: Settings, publish: Publisher, store: InstanceStore, st
         if sweep:
             next_sweep = time.monotonic() + settings.orphan_sweep_interval_s
         try:
-            tick(settings, publish, store, sweep=sweep)
+            tick(settings, publish, store, sweep=sweep, publish_delivery=publish_delivery)
         except Exception as exc:  # noqa: BLE001 - keep the loop alive through outages
             log.warning("dispatcher tick failed: %s", type(exc).__name__)
         stop.wait(settings.dispatch_interval_s)

@@ -15,10 +15,11 @@ import numpy as np
 import pydicom
 from sqlalchemy.orm import Session
 
+from app.core.config import Settings
 from app.core.errors import Conflict, Invalid, NotFound
 from app.db import cases, decisions
 from app.db.tables import Case, Series
-from app.services import audit, splits
+from app.services import audit, delivery, splits
 
 
 class CaseNotFound(NotFound):
@@ -104,11 +105,13 @@ def supersede_cases(*, session: Session, series_id: int, revision: int, actor: s
 
 
 def submit_contour(
-    *, session: Session, storage_dir: Path, case_id: int, reader: str, upload: Path, content_type: str
+    *, session: Session, settings: Settings, case_id: int, reader: str, upload: Path, content_type: str
 ) -> Case:
     """Validate a SEG or NIfTI mask (``upload``, on disk) against the series' grid, store it as NIfTI, close
     the case, all under the claim it was checked with: if the lease lapsed and another reader claimed the
-    case meanwhile, nothing is stored and the case keeps naming the other reader's contour."""
+    case meanwhile, nothing is stored and the case keeps naming the other reader's contour. The contour's
+    delivery to the PACS (as a SEG) is written in the same transaction."""
+    storage_dir = settings.storage_dir
     case = session.get(Case, case_id)
     now = datetime.now(UTC)
     if case is None or case.status != cases.CLAIMED or case.claimed_by != reader or case.lease_until < now:  # type: ignore[operator]
@@ -130,6 +133,7 @@ def submit_contour(
                                   "contour was checked); your contour was not stored")  # fmt: skip
         audit.record(session, actor=reader, action="case.contour_submitted", entity_type="case", entity_id=case_id)
         splits.assign(session, series=series)
+        delivery.enqueue_contour_seg(session, settings, series_id=series.id, revision=revision, case_id=case_id)
     except BaseException:
         (storage_dir / relative).unlink(missing_ok=True)
         raise

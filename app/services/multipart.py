@@ -1,7 +1,7 @@
 """A streaming multipart/related reader that writes each part to its own temporary file.
 
-The body is never held in memory: at most one chunk plus the length of the
-delimiter is buffered. Limits (body size, part count, part header size, part
+The body is never held in memory: at most one batch of chunks (``app.services.body``) plus the length of
+the delimiter is buffered. Limits (body size, part count, part header size, part
 size) are enforced while reading, so an abusive body is refused early.
 """
 
@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from app.services.body import BodyTooLarge, Decoder, pump
 from app.services.storage import ReceivedFile, TempWriter
 
 # RFC 2046 caps a boundary at 70 characters, but real senders exceed it: Orthanc's
@@ -24,8 +25,7 @@ class MultipartError(ValueError):
     """Malformed multipart body (400)."""
 
 
-class BodyTooLarge(Exception):
-    """The body, a part, or the number of parts is over a configured limit (413)."""
+__all__ = ["BodyTooLarge", "Limits", "MultipartError", "Part", "parse_content_type", "read_parts"]
 
 
 def parse_content_type(value: str) -> tuple[str, dict[str, str]]:
@@ -51,107 +51,121 @@ class Limits:
     max_parts: int
 
 
-@dataclass
-class _State:
-    parts: list[Part] = field(default_factory=list)
-    writer: TempWriter | None = None
-    total: int = 0
+class _Reader:
+    """The multipart state machine, fed bytes synchronously (``feed``, then ``end``): the caller decides where it
+    runs (``read_parts`` runs it in a worker thread, so boundary search and hashing stay off the event loop)."""
+
+    def __init__(
+        self, boundary: bytes, new_writer: Callable[[int], TempWriter], finish: Callable[[TempWriter], ReceivedFile],
+        limits: Limits, accept: Callable[[str], bool],
+    ) -> None:  # fmt: skip
+        self.delimiter = b"\r\n--" + boundary
+        self.new_writer, self.finish, self.limits, self.accept = new_writer, finish, limits, accept
+        self.buffer = bytearray(b"\r\n")  # lets the first boundary match without a leading CRLF
+        self.phase = "preamble"
+        self.content_type = ""
+        self.parts: list[Part] = []
+        self.writer: TempWriter | None = None
+        self.total = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        if self.total > self.limits.max_body_bytes:
+            raise BodyTooLarge(f"body exceeds the limit of {self.limits.max_body_bytes} bytes")
+        self.buffer += chunk
+        while self._step():
+            pass
+
+    def end(self) -> None:
+        if self.phase != "epilogue":
+            raise MultipartError("multipart body ended before its closing boundary")
+
+    def abort(self) -> None:
+        """Remove what was written (any error, or the client went away)."""
+        if self.writer is not None:
+            self.writer.abort()
+        for part in self.parts:
+            if part.received is not None:
+                part.received.path.unlink(missing_ok=True)
+
+    def _step(self) -> bool:
+        """One move of the state machine; False when it needs more data."""
+        buffer, limits = self.buffer, self.limits
+        if self.phase in ("preamble", "body"):
+            at = buffer.find(self.delimiter)
+            if at < 0:
+                keep = len(self.delimiter) - 1
+                if self.phase == "body" and self.writer is not None and len(buffer) > keep:
+                    self.writer.write(memoryview(buffer)[: len(buffer) - keep])
+                del buffer[: max(0, len(buffer) - keep)]
+                return False
+            if self.phase == "body" and self.writer is not None:
+                self.writer.write(memoryview(buffer)[:at])
+                writer, self.writer = self.writer, None
+                self.parts.append(Part(content_type=self.content_type, received=self.finish(writer)))
+            del buffer[: at + len(self.delimiter)]
+            self.phase = "after-delimiter"
+        elif self.phase == "after-delimiter":
+            if len(buffer) < 2:
+                return False
+            if buffer[:2] == b"--":
+                self.phase = "epilogue"
+                return True
+            line_end = buffer.find(b"\r\n")
+            if line_end < 0:
+                if len(buffer) > 256:
+                    raise MultipartError("junk after a multipart boundary")
+                return False
+            if buffer[:line_end].strip(b" \t"):
+                raise MultipartError("junk after a multipart boundary")
+            del buffer[: line_end + 2]
+            self.phase = "headers"
+        elif self.phase == "headers":
+            if len(buffer) < 2:
+                return False
+            # A part with no headers starts with the empty line at once.
+            end = -2 if buffer.startswith(b"\r\n") else buffer.find(b"\r\n\r\n")
+            if end == -1:
+                if len(buffer) > limits.max_header_bytes:
+                    raise BodyTooLarge(f"part headers exceed {limits.max_header_bytes} bytes")
+                return False
+            if end > limits.max_header_bytes:
+                raise BodyTooLarge(f"part headers exceed {limits.max_header_bytes} bytes")
+            self.content_type = _part_content_type(bytes(buffer[: max(end, 0)]))
+            del buffer[: end + 4]
+            if len(self.parts) >= limits.max_parts:
+                raise BodyTooLarge(f"more than {limits.max_parts} parts")
+            self.writer = self.new_writer(limits.max_part_bytes) if self.accept(self.content_type) else None
+            if self.writer is None:
+                self.parts.append(Part(content_type=self.content_type))
+            self.phase = "body"
+        else:  # epilogue: ignored
+            buffer.clear()
+            return False
+        return True
 
 
 async def read_parts(
     chunks: AsyncIterator[bytes],
     boundary: str,
     new_writer: Callable[[int], TempWriter],
-    finish: Callable[[TempWriter], object],
+    finish: Callable[[TempWriter], ReceivedFile],
     limits: Limits,
     accept: Callable[[str], bool],
+    decoder: Decoder | None = None,
 ) -> list[Part]:
-    """Stream a multipart body into temporary files; on any error, remove what was written."""
+    """Stream a multipart body into temporary files (``decoder``: its Content-Encoding, inflated with a bound);
+    the parsing, inflating and hashing run in a worker thread. On any error, remove what was written."""
     if not boundary or len(boundary) > MAX_BOUNDARY_CHARS:
         raise MultipartError(f"multipart boundary missing or longer than {MAX_BOUNDARY_CHARS} characters")
-    state = _State()
+    reader = _Reader(boundary.encode("latin-1"), new_writer, finish, limits, accept)
     try:
-        await _read(chunks, boundary.encode("latin-1"), new_writer, finish, limits, accept, state)
+        await pump(chunks, decoder or Decoder("identity", limits.max_body_bytes), reader.feed)
+        reader.end()
     except BaseException:
-        if state.writer is not None:
-            state.writer.abort()
-        for part in state.parts:
-            if part.received is not None:
-                part.received.path.unlink(missing_ok=True)
+        reader.abort()
         raise
-    return state.parts
-
-
-async def _read(chunks, boundary, new_writer, finish, limits, accept, state):  # type: ignore[no-untyped-def]
-    delimiter = b"\r\n--" + boundary
-    buffer = bytearray(b"\r\n")  # lets the first boundary match without a leading CRLF
-    phase = "preamble"
-    content_type = ""
-    async for chunk in chunks:
-        state.total += len(chunk)
-        if state.total > limits.max_body_bytes:
-            raise BodyTooLarge(f"body exceeds the limit of {limits.max_body_bytes} bytes")
-        buffer += chunk
-        while True:
-            if phase in ("preamble", "body"):
-                at = buffer.find(delimiter)
-                if at < 0:
-                    keep = len(delimiter) - 1
-                    if phase == "body" and state.writer is not None and len(buffer) > keep:
-                        state.writer.write(memoryview(buffer)[: len(buffer) - keep])
-                    del buffer[: max(0, len(buffer) - keep)]
-                    break
-                if phase == "body" and state.writer is not None:
-                    state.writer.write(memoryview(buffer)[:at])
-                    await finish_part(state, finish, content_type)
-                del buffer[: at + len(delimiter)]
-                phase = "after-delimiter"
-            elif phase == "after-delimiter":
-                if len(buffer) < 2:
-                    break
-                if buffer[:2] == b"--":
-                    phase = "epilogue"
-                    continue
-                line_end = buffer.find(b"\r\n")
-                if line_end < 0:
-                    if len(buffer) > 256:
-                        raise MultipartError("junk after a multipart boundary")
-                    break
-                if buffer[:line_end].strip(b" \t"):
-                    raise MultipartError("junk after a multipart boundary")
-                del buffer[: line_end + 2]
-                phase = "headers"
-            elif phase == "headers":
-                if len(buffer) < 2:
-                    break
-                # A part with no headers starts with the empty line at once.
-                end = -2 if buffer.startswith(b"\r\n") else buffer.find(b"\r\n\r\n")
-                if end == -1:
-                    if len(buffer) > limits.max_header_bytes:
-                        raise BodyTooLarge(f"part headers exceed {limits.max_header_bytes} bytes")
-                    break
-                if end > limits.max_header_bytes:
-                    raise BodyTooLarge(f"part headers exceed {limits.max_header_bytes} bytes")
-                content_type = _part_content_type(bytes(buffer[: max(end, 0)]))
-                del buffer[: end + 4]
-                if len(state.parts) >= limits.max_parts:
-                    raise BodyTooLarge(f"more than {limits.max_parts} parts")
-                state.writer = new_writer(limits.max_part_bytes) if accept(content_type) else None
-                if state.writer is None:
-                    state.parts.append(Part(content_type=content_type))
-                phase = "body"
-            else:  # epilogue: ignored
-                buffer.clear()
-                break
-    if phase != "epilogue":
-        raise MultipartError("multipart body ended before its closing boundary")
-
-
-async def finish_part(state: _State, finish: Callable[[TempWriter], object], content_type: str) -> None:
-    writer, state.writer = state.writer, None
-    assert writer is not None
-    received = await finish(writer)  # type: ignore[misc]
-    state.parts.append(Part(content_type=content_type, received=received))
+    return reader.parts
 
 
 def _part_content_type(raw: bytes) -> str:

@@ -25,7 +25,7 @@ from app.db import series as series_sql
 from app.db.series import Attempt
 from app.db.states import DecisionReason, Route, SeriesStatus
 from app.db.tables import Instance, ModelVersion, Series
-from app.services import audit
+from app.services import audit, delivery
 from app.services.derived import add_derived_instance
 
 ACTOR = "worker"
@@ -81,7 +81,6 @@ class Segmentation:
     transfer_syntax_uid: str = ""
     sha256: str = ""
     size: int = 0
-    blob: bytes = b""
     seg_refused: str | None = None
     duration_s: float | None = None  # the worker's time to segment (the metrics' histogram reads it)
 
@@ -182,9 +181,11 @@ def to_manual(
     return True
 
 
-def record_auto(attempt: Attempt, *, study_id: int, segmenter_id: int, seg: Segmentation, geometry: dict) -> bool:
-    """SCORING -> AUTO with the segmentation (and its SEG as a derived instance); False when fenced off,
-    and the caller removes the files it wrote."""
+def record_auto(
+    settings: Settings, attempt: Attempt, *, study_id: int, segmenter_id: int, seg: Segmentation, geometry: dict
+) -> bool:
+    """SCORING -> AUTO with the segmentation (and its SEG as a derived instance, and its delivery to the PACS
+    in the same transaction); False when fenced off, and the caller removes the files it wrote."""
     with session_scope() as session:
         if not series_sql.holds(session, attempt):
             return False
@@ -193,6 +194,8 @@ def record_auto(attempt: Attempt, *, study_id: int, segmenter_id: int, seg: Segm
                                  sop_class_uid=seg.sop_class_uid, modality="SEG", relative=seg.seg_path,
                                  sha256=seg.sha256, size=seg.size,
                                  transfer_syntax_uid=seg.transfer_syntax_uid)  # fmt: skip
+            delivery.enqueue_auto_seg(session, settings, series_id=attempt.series_id, revision=attempt.revision,
+                                      seg_path=seg.seg_path, seg_sop_uid=seg.seg_sop_uid)  # fmt: skip
         decisions.record_segmentation(session, series_id=attempt.series_id, revision=attempt.revision,
                                       segmenter_version_id=segmenter_id, source="model",
                                       seg_series_uid=seg.seg_series_uid, seg_sop_uid=seg.seg_sop_uid,
@@ -205,12 +208,6 @@ def record_auto(attempt: Attempt, *, study_id: int, segmenter_id: int, seg: Segm
                      entity_id=attempt.series_id, revision=attempt.revision, segmenter_version_id=segmenter_id,
                      seg_refused=seg.seg_refused)  # fmt: skip
     return True
-
-
-def record_seg_sent(series_id: int, http_status: int | None) -> None:
-    with session_scope() as session:
-        audit.record(session, actor=ACTOR, action="seg.sent", entity_type="series", entity_id=series_id,
-                     http_status=http_status)  # fmt: skip
 
 
 def record_model_unusable(row: ModelVersion, error: str) -> None:

@@ -15,7 +15,7 @@ from tests.conftest import Stack
 
 pytestmark = pytest.mark.integration
 SAMPLE_PATH = {"study_uid": "1.2.3", "series_uid": "1.2.4", "sop_uid": "1.2.5", "case_id": "999999",
-               "model_id": "999999", "job_id": "999999", "token_id": "999999"}  # fmt: skip
+               "model_id": "999999", "job_id": "999999", "token_id": "999999", "delivery_id": "999999"}  # fmt: skip
 
 PACS, RADIOLOGIST, ML_ENGINEER, ADMIN = Role.PACS, Role.RADIOLOGIST, Role.ML_ENGINEER, Role.ADMIN
 OPEN = {("GET", "/healthz"), ("GET", "/readyz")}  # the probes: no token at all
@@ -67,6 +67,10 @@ EXPECTED: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/tokens"): ADMINS,
     ("POST", "/tokens/{token_id}/revoke"): ADMINS,
     ("GET", "/metrics"): frozenset({MONITORING, ADMIN}),
+    # results on their way back to the PACS: admins only
+    ("GET", "/admin/deliveries"): ADMINS,
+    ("GET", "/admin/deliveries/{delivery_id}"): ADMINS,
+    ("POST", "/admin/deliveries/{delivery_id}/retry"): ADMINS,
 }
 
 

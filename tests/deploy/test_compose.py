@@ -45,7 +45,8 @@ def test_the_parser_accepts_the_file_and_refuses_broken_ones(compose_bin: str, t
 
 def test_scoring_never_waits_behind_training(config: dict) -> None:
     services = config["services"]
-    assert _queues(services["worker-scoring"]["command"]) == [SCORING_QUEUE]
+    # results back to the PACS are small HTTP calls: they ride with scoring, never behind a training job
+    assert _queues(services["worker-scoring"]["command"]) == [SCORING_QUEUE, "delivery"]
     assert _queues(services["worker-training"]["command"]) == [TRAINING_QUEUE]
     # and the tasks are routed to those queues by name
     routes = make_celery(Settings(broker_url="redis://127.0.0.1:1/0")).conf.task_routes

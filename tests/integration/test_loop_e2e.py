@@ -19,7 +19,7 @@ import pydicom
 import pytest
 import torch
 
-from app.client import read_files, stow
+from app.client import stow
 from app.dicom.seg import write_nifti
 from app.dicom.volume import SeriesGeometry
 from app.services.storage import file_sha256
@@ -29,6 +29,7 @@ from testkit.tiny_models import (
     ALL_MANUAL,
     SAMPLE_DIR,
     SAMPLE_MASK,
+    sample_visit,
     train_tiny_scorer,
     train_tiny_segmenter,
     with_series_threshold,
@@ -47,16 +48,7 @@ TRAIN_PATIENT, TEST_PATIENT = "GK-E2E-3", "GK-E2E-9"
 
 def fresh_sample(patient_id: str = TRAIN_PATIENT) -> tuple[str, str, list[bytes]]:
     """The sample study under new study, series and SOP UIDs (a new visit of `patient_id` each time)."""
-    study, series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
-    blobs = []
-    for blob in read_files(SAMPLE_DIR / "totalseg-example" / "ct-dicom"):
-        ds = pydicom.dcmread(io.BytesIO(blob))
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.PatientID = study, series, patient_id
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
-        buf = io.BytesIO()
-        ds.save_as(buf, enforce_file_format=True)
-        blobs.append(buf.getvalue())
-    return study, series, blobs
+    return sample_visit(patient_id)
 
 
 def register(stack: Stack, kind: str, path: Path) -> int:

@@ -30,7 +30,7 @@ def _read(tmp_path: Path, body: bytes, cuts: list[int], boundary: str = "xyz", l
         for a, b in zip(points, points[1:], strict=False):
             yield body[a:b]
 
-    async def finish(writer):  # type: ignore[no-untyped-def]
+    def finish(writer):  # type: ignore[no-untyped-def]
         return writer.finish(False)
 
     parts = asyncio.run(read_parts(chunks(), boundary, store.new_temp, finish, limits, lambda _ct: True))

@@ -27,7 +27,7 @@ from app.services import routing
 from app.services.routing import Claimed, Decision
 from app.services.storage import InstanceStore
 from workers.serving.route import assess, decide
-from workers.serving.segment import segment_series, send_to_destination
+from workers.serving.segment import segment_series
 
 log = logging.getLogger(__name__)
 # Worth another attempt: the next one may find the disk, the database, the memory or the time back.
@@ -65,23 +65,13 @@ def _auto(settings: Settings, claimed: Claimed, volume: SeriesVolume, mask: np.n
     seg = segment_series(settings, store, row=row, volume=volume, paths_by_uid=claimed.paths, series_id=a.series_id,
                          revision=a.revision, mask=mask)  # fmt: skip
     seg.duration_s = time.perf_counter() - t0
-    if not routing.record_auto(a, study_id=claimed.study_id, segmenter_id=row.id, seg=seg, geometry=geometry):
+    # the SEG's delivery to the PACS is written in the same transaction (app.services.delivery sends it)
+    if not routing.record_auto(settings, a, study_id=claimed.study_id, segmenter_id=row.id, seg=seg,
+                               geometry=geometry):  # fmt: skip
         if seg.seg_path:
             store.remove(seg.seg_path)
         return "fenced"
-    if seg.blob:
-        _send(settings, a.series_id, seg.blob)
     return "auto"
-
-
-def _send(settings: Settings, series_id: int, blob: bytes) -> None:
-    try:
-        code = send_to_destination(settings, blob)
-    except Exception as exc:  # noqa: BLE001 - the SEG is stored; sending is best effort, audited
-        code = None
-        log.warning("sending SEG of series %d failed: %s", series_id, type(exc).__name__)
-    if settings.seg_destination_url:
-        routing.record_seg_sent(series_id, code)
 
 
 def score_series_impl(*, series_id: int, revision: int, task_id: str) -> str:

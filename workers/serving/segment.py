@@ -6,11 +6,9 @@ import io
 import logging
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pydicom
 
-from app.client import stow
 from app.core.config import Settings
 from app.db.tables import ModelVersion
 from app.dicom.seg import write_nifti, write_seg
@@ -43,16 +41,6 @@ def segment_series(
                     model_sha256=row.sha256)  # fmt: skip
     buf = io.BytesIO()
     seg.save_as(buf, enforce_file_format=True)
-    blob = buf.getvalue()
-    relative, sha, size = write_object(store, blob)
+    relative, sha, size = write_object(store, buf.getvalue())
     return Segmentation(nifti, relative, str(seg.SeriesInstanceUID), str(seg.SOPInstanceUID), str(seg.SOPClassUID),
-                     str(seg.file_meta.TransferSyntaxUID), sha, size, blob)  # fmt: skip
-
-
-def send_to_destination(settings: Settings, blob: bytes) -> int | None:
-    """STOW-RS the SEG to the configured PACS; the HTTP status, or None when none is configured."""
-    if not settings.seg_destination_url:
-        return None
-    headers = {"Authorization": f"Bearer {settings.seg_destination_token}"} if settings.seg_destination_token else {}
-    with httpx.Client(base_url=settings.seg_destination_url.rstrip("/"), headers=headers, timeout=30) as client:
-        return stow(client, [blob], url="/studies").status_code
+                     str(seg.file_meta.TransferSyntaxUID), sha, size)  # fmt: skip
