@@ -131,7 +131,7 @@ def calibrate_scorer_cmd(
 def evaluate_scorer_cmd(
     checkpoint: list[str] = typer.Option(..., help="LABEL=PATH, repeatable: the conditioned model and its baselines."),
     data_dir: Path = typer.Option(None, help="Real CT (MANIFEST split); default GATEKEEPER_DATA_DIR."),
-    out: Path = typer.Option(Path("reports/scorer"), help="REPORT.md, metrics.json and PNG plots go here."),
+    out: Path = typer.Option(Path("reports/scorer-wholeview"), help="REPORT.md, metrics.json and PNG plots go here."),
     max_pairs: int = typer.Option(240, help="Position-matched lesion pairs."),
     segmenter: Path = typer.Option(
         None, exists=True, dir_okay=False, help="Segmenter whose liver the liver-restricted checkpoints score in."

@@ -413,7 +413,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Evaluate anomaly scorers on the position-matched real-CT tests.")
     parser.add_argument("--checkpoint", action="append", required=True, metavar="LABEL=PATH")
     parser.add_argument("--data-dir", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data")
-    parser.add_argument("--out", type=Path, default=Path("reports/scorer"))
+    parser.add_argument("--out", type=Path, default=Path("reports/scorer-wholeview"))
     parser.add_argument("--max-pairs", type=int, default=240)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--segmenter", type=Path, default=None, help="for liver-restricted checkpoints")
