@@ -22,9 +22,12 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository (app/cli/ is two be
 SAMPLE_DIR = ROOT / "samples"
 CT, MASK = "totalseg-example/ct-dicom", "totalseg-example/masks/liver-on-ct-dicom.nii.gz"
 CARD = {"data": "samples/totalseg-example (Apache-2.0, 20 slices)", "purpose": "demo only, not clinical"}
-SHIPPED_SCORER = ROOT / "models" / "weights" / "patch-fanogan.pt"
-SHIPPED_CARD = {"purpose": "default scorer; trained on one CC BY 4.0 patient, so a site should retrain and recalibrate "
-                "on its own normal series (gatekeeper train-patch-scorer)"}  # fmt: skip
+# The default scorer is the detector that ranked best over all anomaly types on held-out patients
+# (reports/scorer/REPORT.md): the training-free deviation rule, calibrated on the Apache-2.0 case. The patch
+# f-AnoGAN beside it (patch-fanogan.pt, trained on the CC BY 4.0 case) is registrable the same way.
+SHIPPED_SCORER = ROOT / "models" / "weights" / "deviation.pt"
+SHIPPED_CARD = {"purpose": "default scorer; calibrated on one Apache-2.0 patient, so a site should recalibrate on its "
+                "own normal series (gatekeeper calibrate-patch-scorer)"}  # fmt: skip
 
 
 def train_sample_scorer(run_dir: Path, *, width: int = 8, latent: int = 32, steps: int = 40, batch: int = 8,
@@ -60,7 +63,7 @@ def train_sample_segmenter(run_dir: Path, *, width: int = 8, steps: int = 40, ba
 
 
 def shipped_scorer(run_dir: Path) -> Path:
-    """The committed patch f-AnoGAN (``models/weights``; trained on CC BY 4.0 data, see its model card)."""
+    """The committed default scorer (``models/weights``; see its model card)."""
     if not SHIPPED_SCORER.exists():
         raise FileNotFoundError(f"{SHIPPED_SCORER} is missing: the checkout is incomplete")
     return SHIPPED_SCORER

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-DETECTORS = ("fanogan", "inpaint", "autoencoder")
+# "deviation": the training-free rule (no network), registrable and calibrated like the others
+DETECTORS = ("fanogan", "inpaint", "autoencoder", "deviation")
 LOSSES = ("hinge", "wgan")
 # What the conditioning vector holds, in order (NaN = unknown, each with its own learned vector):
 CONDITIONS = ("body_position", "liver_fraction", "row_fraction", "col_fraction")

@@ -89,10 +89,30 @@ class PatchAutoencoder(nn.Module):
         return heat, torch.ones_like(heat)
 
 
-PatchScorer = PatchFAnoGAN | PatchInpainter | PatchAutoencoder
+class DeviationRule(nn.Module):
+    """The training-free rule as a scorer: |HU - liver median| / MAD, smoothed (``models.patch_gan.score``).
+
+    It has no weights; ``workers.inference.patch_scorer.heat_of_grid`` computes its map on the whole grid
+    instead of patch by patch. A buffer gives it a device, so it loads, moves and registers like the others.
+    """
+
+    device_anchor: torch.Tensor
+
+    def __init__(self, config: PatchGANConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.register_buffer("device_anchor", torch.zeros(1))
+
+    def patch_maps(self, x: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        raise TypeError("the deviation rule maps whole slices (models.patch_gan.score.deviation_map), not patches")
+
+
+PatchScorer = PatchFAnoGAN | PatchInpainter | PatchAutoencoder | DeviationRule
 
 
 def build_patch_scorer(config: PatchGANConfig) -> PatchScorer:
+    if config.detector == "deviation":
+        return DeviationRule(config)
     if config.detector == "inpaint":
         return PatchInpainter(config)
     if config.detector == "autoencoder":

@@ -218,3 +218,20 @@ def test_bf16_fast_path_matches_fp32() -> None:
     rel = (bf16.heatmaps[inside] - fp32.heatmaps[inside]).abs().max() / fp32.heatmaps[inside].abs().max()
     assert rel < 0.05
     np.testing.assert_allclose(bf16.slice_scores, fp32.slice_scores, rtol=0.05, atol=1e-4)
+
+
+def test_deviation_rule_scores_like_the_map_it_wraps() -> None:
+    from workers.inference.patch_scorer import ScoringConfig, score_grid
+
+    rng = np.random.default_rng(2)
+    hu = rng.normal(110, 15, (6, 80, 80)).astype(np.float32)
+    liver = np.zeros(hu.shape, dtype=bool)
+    liver[1:5, 10:70, 10:70] = True
+    hu[2, 35:45, 35:45] = 30.0
+    grid = liver_grid(hu, (0.8, 0.8), np.arange(6) * 1.6, liver, np.full(6, np.nan), GridConfig())
+    rule = build_patch_scorer(PatchGANConfig(detector="deviation"))
+    assert list(rule.parameters()) == [] and len(list(rule.buffers())) == 1  # no weights, but a device
+    a = score_grid(rule, grid, ScoringConfig())
+    b = score_grid(None, grid, ScoringConfig())
+    np.testing.assert_array_equal(a.slice_scores, b.slice_scores)
+    assert int(np.argmax(a.slice_scores)) == 2

@@ -55,3 +55,12 @@ def test_conformal_threshold() -> None:
     assert conformal_threshold(scores[:10], 0.05) == 10.0  # too few scores: the largest
     with pytest.raises(ValueError):
         conformal_threshold(scores[:0], 0.05)
+
+
+def test_calibration_refuses_a_patient_the_scorer_trained_on(tmp_path: Path) -> None:
+    from workers.training.patch_calibration import calibrate
+
+    final = train(config(1), tmp_path / "run")
+    with pytest.raises(ValueError, match="never saw"):
+        calibrate(final, ["sample"], SAMPLE_DIR, tmp_path / "calibrated.pt")
+    assert not (tmp_path / "calibrated.pt").exists()

@@ -143,8 +143,10 @@ def unseen_fpr(folds: dict[str, dict], det: str, alpha: float) -> dict[str, Any]
 
 
 def paired_difference_ci(folds: dict[str, dict], a: str, b: str, n_boot: int = 1000) -> dict[str, Any] | None:
-    """AUROC(a) - AUROC(b) on the same lesion pairs, resampling whole donor tumours."""
-    pa, pb = pooled(folds, a, "lesion"), pooled(folds, b, "lesion")
+    """AUROC(a) - AUROC(b) on the same lesion pairs (the folds where both were trained), resampling whole donor
+    tumours."""
+    both = {k: f for k, f in folds.items() if a in f["detectors"] and b in f["detectors"]}
+    pa, pb = pooled(both, a, "lesion"), pooled(both, b, "lesion")
     if pa is None or pb is None or len(pa["modified"]) != len(pb["modified"]):
         return None
 
@@ -159,6 +161,7 @@ def paired_difference_ci(folds: dict[str, dict], a: str, b: str, n_boot: int = 1
         "ci95": ci,
         "tumours": int(len(np.unique(pa["groups"]))),
         "pairs": int(len(pa["modified"])),
+        "folds": sorted(both),
     }
 
 

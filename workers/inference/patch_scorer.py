@@ -18,6 +18,7 @@ import torch
 
 from models.patch_gan import PatchGANConfig, PatchScorer, build_patch_scorer
 from models.patch_gan.grid import GridConfig, LiverGrid, liver_grid, patch_conditions
+from models.patch_gan.model import DeviationRule
 from models.patch_gan.score import (
     assemble,
     deviation_map,
@@ -79,13 +80,13 @@ def load_patch_scorer(path: Path, device: str | torch.device = "cpu") -> tuple[P
 def heat_of_grid(
     model: PatchScorer | None, grid: LiverGrid, scoring: ScoringConfig, patch_size: int = 32, bf16: bool = False
 ) -> torch.Tensor:
-    """(Z, H, W) heat-map on the liver grid; ``model`` None: the deviation rule.
+    """(Z, H, W) heat-map on the liver grid; ``model`` None or a ``DeviationRule``: the deviation rule.
 
     ``bf16``: the networks under bf16 autocast (the worker, where the CPU has native bf16 or on CUDA:
     ``workers.inference.engine.bf16_is_native``); the maps themselves are summed in fp32. Parity with
     fp32 in tests/models/test_patch_gan.py; training and evaluation use fp32.
     """
-    if model is None:
+    if model is None or isinstance(model, DeviationRule):
         return deviation_map(grid.images, grid.liver)
     model.eval()
     corners = window_corners(grid.liver, patch_size, scoring.stride)
@@ -115,7 +116,7 @@ def fused_heat(
 ) -> torch.Tensor:
     """The network's heat, fused with the deviation rule's when the scoring config says so."""
     heat = heat_of_grid(model, grid, scoring, patch_size, bf16)
-    if model is None or scoring.deviation_scale is None:
+    if model is None or isinstance(model, DeviationRule) or scoring.deviation_scale is None:
         return heat
     return heat / scoring.network_scale + deviation_map(grid.images, grid.liver) / scoring.deviation_scale
 

@@ -119,7 +119,8 @@ def score_volume_patches(
                             np.zeros(n, dtype=bool), region_pixels=0)  # fmt: skip
     from workers.inference.engine import bf16_is_native
 
-    bf16 = bf16_is_native(next(model.parameters()).device)  # the worker's fast path: bf16 where it is native
+    device = next(iter([*model.parameters(), *model.buffers()])).device
+    bf16 = bf16_is_native(device)  # the worker's fast path: bf16 where it is native
     out = score_series(model, metadata, hu, pixel_spacing_mm, slice_positions_mm, liver, body.normalised, bf16)
     scores = out.slice_scores.astype(np.float32)
     flagged = scores > threshold if threshold is not None else np.zeros(n, dtype=bool)

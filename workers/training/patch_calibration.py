@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.patch_gan import PatchGANConfig, build_patch_scorer
 from models.patch_gan.grid import GridConfig
 from models.scorer.calibration import calibrate_series_threshold
 from workers.inference.checkpoint import read_checkpoint, save_checkpoint
@@ -85,17 +86,34 @@ def calibrate(path: Path, patients: list[str], data_dir: Path, out: Path, target
     return calibration
 
 
+def deviation_checkpoint(out: Path) -> Path:
+    """The training-free deviation rule as a scorer checkpoint (no weights; calibrate it like any other)."""
+    from workers.inference.patch_scorer import PATCH_KIND
+    from workers.training.patch_training import PatchTrainConfig
+
+    config = PatchTrainConfig(model=PatchGANConfig(detector="deviation"), train=(), gan_steps=0, encoder_steps=0)
+    meta = {"kind": PATCH_KIND, "config": config.as_json(), "steps": {}, "train_minutes": 0.0, "phase": "done",
+            "data": {}, "licences": {}, "licence_note": "no weights: a rule, trained on nothing"}  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out, {"model": build_patch_scorer(config.model).state_dict()}, meta)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("checkpoint", type=Path)
+    p.add_argument("checkpoint", type=Path, help="a patch scorer, or 'deviation' for the training-free rule")
     p.add_argument("--patients", nargs="+", required=True, choices=sorted(NORMAL_CASES))
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--target-fpr", type=float, default=0.05)
     p.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    print(calibrate(args.checkpoint, args.patients, args.data_dir, args.out, args.target_fpr))
+    source = args.checkpoint
+    if str(source) == "deviation":
+        source = deviation_checkpoint(args.out.with_name(f".{args.out.name}.uncalibrated"))
+    print(calibrate(source, args.patients, args.data_dir, args.out, args.target_fpr))
 
 
 if __name__ == "__main__":
     main()
+
