@@ -178,6 +178,11 @@ def shipped_fpr(path: Path, patients: list[str], data_dir: Path) -> dict[str, An
             "trained_on": meta["config"]["train"], "per_patient": per}  # fmt: skip
 
 
+def committed_fpr(args: argparse.Namespace, data_dir: Path) -> list[dict[str, Any]]:
+    patients = [f.split(":")[1] for f in args.folds] + ["ircadb-01"]
+    return [shipped_fpr(Path(p), patients, data_dir) for p in args.shipped]
+
+
 def run(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     data_dir, grid_config, cfg = Path(args.data_dir), GridConfig(), EvalConfig()
@@ -194,11 +199,7 @@ def run(args: argparse.Namespace) -> dict:
         d: {**detector_metrics(folds, d), "unseen_normal_fpr": unseen_fpr(folds, d, args.target_fpr)} for d in names
     }
     comparison = paired_difference_ci(folds, "fanogan", "fanogan-uncond")
-    shipped = (
-        shipped_fpr(Path(args.shipped), [f.split(":")[1] for f in args.folds] + ["ircadb-01"], data_dir)
-        if args.shipped
-        else None
-    )
+    shipped = committed_fpr(args, data_dir)
     counts = {}
     for k, v in folds.items():
         any_detector = next(iter(v["detectors"].values()))
@@ -217,9 +218,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-pairs", type=int, default=60)
     p.add_argument("--synthetic-slices", type=int, default=30)
     p.add_argument("--target-fpr", type=float, default=0.05)
-    p.add_argument("--shipped", default="models/weights/patch-fanogan.pt", help="the committed scorer ('' to skip)")
+    p.add_argument(
+        "--shipped",
+        nargs="*",
+        default=["models/weights/deviation.pt", "models/weights/patch-fanogan.pt"],
+        help="the committed scorers, measured on patients they never saw",
+    )
     p.add_argument("--data-dir", default="../shared/data")
+    p.add_argument("--from-metrics", action="store_true", help="rewrite the report from --out's metrics.json")
     args = p.parse_args(argv)
+    if args.from_metrics:  # the figures again, without scoring again (the example figure is kept as it was)
+        result = json.loads((args.out / "metrics.json").read_text())
+        result["shipped"] = committed_fpr(args, Path(args.data_dir))
+        (args.out / "metrics.json").write_text(json.dumps(result, indent=2, default=float))
+        training = training_record(args.runs, args.folds[0].split(":")[0], args.detectors)
+        command = "python -m workers.evaluation.patch_report --runs runs/patch --out reports/scorer"
+        print(json.dumps(write_report(result, training, args.out, command), default=float)[:400])
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     result = run(args)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -42,11 +42,22 @@ def summary(result: dict[str, Any], training: dict[str, dict[str, Any]]) -> dict
         "autoencoder_mean_auroc_all_anomaly_types": dets.get("ae", {}).get("mean_auroc_all_anomaly_types"),
         "unseen_normal_fpr": m["unseen_normal_fpr"]["mean"],
         "unseen_normal_fpr_per_patient": {k: v["fpr"] for k, v in m["unseen_normal_fpr"]["per_patient"].items()},
+        "gan_steps_note": "the inpainting GAN was trained for fold A only, 5,000 steps; f-AnoGAN for both folds, 10^4",
+        "per_detector": {
+            d: {
+                "mean_auroc_all_anomaly_types": v.get("mean_auroc_all_anomaly_types"),
+                "lesion_pair_auroc_ge15mm": v.get("lesion_pair_auroc_ge15mm"),
+                "pixel_auroc_liver": v.get("pixel_auroc_liver"),
+                "unseen_normal_fpr": v["unseen_normal_fpr"]["mean"],
+                "folds": sorted(v.get("per_fold", {})),
+            }
+            for d, v in dets.items()
+        },  # fmt: skip
         "best_over_all_anomaly_types": shipped,
         "best_mean_auroc_all_anomaly_types": dets[shipped].get("mean_auroc_all_anomaly_types"),
         "folds": result["folds"],
-        "shipped_scorer_unseen_fpr": {
-            k: v["fpr"] for k, v in (result.get("shipped") or {}).get("per_patient", {}).items()
+        "committed_scorers_unseen_fpr": {
+            c["file"]: {k: v["fpr"] for k, v in c["per_patient"].items()} for c in result.get("shipped") or []
         },
     }
 
@@ -116,7 +127,7 @@ def write_report(result: dict[str, Any], training: dict[str, dict[str, Any]], ou
     (out / "summary.json").write_text(json.dumps(s, indent=2, default=float))
     dets = result["detectors"]
     plot_aurocs(dets, out / "pair_auroc.png")
-    has_examples = plot_examples(result.get("examples", {}), out / "examples.png")
+    has_examples = plot_examples(result.get("examples", {}), out / "examples.png") or (out / "examples.png").exists()
     lines = [
         "# Patch scorers on held-out patients (issue #13)",
         "",
@@ -146,6 +157,19 @@ def write_report(result: dict[str, Any], training: dict[str, dict[str, Any]], ou
             f"{_fmt(pa.get('warp'))} | {_fmt(pa.get('metal'))} | {_fmt(m.get('mean_auroc_all_anomaly_types'))} | "
             f"{_fmt(m.get('pixel_auroc_liver'))} | {_fmt(m['unseen_normal_fpr']['mean'])} |"
         )
+    lines += ["", "Per fold (the same pairs for every detector of a fold; the inpainting GAN and the unconditioned",
+              "f-AnoGAN were trained for fold A only):", "",
+              "| fold | detector | lesion | blob | warp | metal | mean of 4 |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for fold in result["folds"]:
+        for name in sorted(dets, key=lambda d: -_mean(dets[d])):
+            pf = dets[name].get("per_fold", {}).get(fold)
+            if pf:
+                vals = [pf.get(t) for t in TYPES]
+                mean = float(np.mean(vals)) if all(v is not None for v in vals) else None
+                lines.append(
+                    f"| {fold} ({pf['host']}) | {name} | " + " | ".join(_fmt(v) for v in vals) + f" | {_fmt(mean)} |"
+                )
     lines += ["", "![pair AUROC](pair_auroc.png)", ""]
     if has_examples:
         lines += ["Heat-maps over the CT (1 mm liver grid, window +-200 HU around the liver median), the anomaly",
@@ -162,10 +186,9 @@ def write_report(result: dict[str, Any], training: dict[str, dict[str, Any]], ou
     for name in sorted(dets):
         for patient, v in dets[name]["unseen_normal_fpr"]["per_patient"].items():
             lines.append(f"| {name} | {patient} | {v['threshold']:.4g} | {v['fpr']:.3f} | {v['n_normal']} |")
-    shipped = result.get("shipped")
-    if shipped:
-        lines += ["", f"### The committed default scorer (`{shipped['file']}`)", "",
-                  f"Trained on {', '.join(shipped['trained_on'])} only, calibrated "
+    for shipped in result.get("shipped") or []:
+        lines += ["", f"### The committed `{shipped['file']}`", "",
+                  f"Trained on {', '.join(shipped['trained_on']) or 'nothing (a rule)'} only, calibrated "
                   f"(threshold {shipped['threshold']:.4g}) on {', '.join(shipped['calibrated_on'])}; "
                   "false-positive rate on normal liver slices of patients it "
                   "never saw:", "", "| patient | FPR | normal slices |", "|---|---|---|"]  # fmt: skip
