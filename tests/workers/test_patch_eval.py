@@ -36,7 +36,8 @@ def test_report_has_every_summary_key(tmp_path: Path) -> None:
         (runs / name).mkdir(parents=True)
         shutil.copy(tiny, runs / name / "scorer.pt")
     args = argparse.Namespace(data_dir=str(DATA), folds=["A:ircadb-07", "B:ircadb-17"], max_pairs=6,
-                              synthetic_slices=3, detectors=["fanogan"], runs=runs, target_fpr=0.05, shipped=[])  # fmt: skip
+                              synthetic_slices=3, detectors=["fanogan"], runs=runs, target_fpr=0.05,
+                              shipped=[])  # fmt: skip
     result = run(args)
     summary = write_report(result, {"fanogan": {"steps": 2, "train_minutes": 0.0}}, tmp_path / "out", "test")
     assert set(REQUIRED) <= summary.keys()
