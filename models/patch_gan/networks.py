@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from models.patch_gan.config import PatchGANConfig
+from models.scorer.networks import ConditionalNorm as FiLMNorm  # group norm + FiLM, zero-initialised
 
 
 class ConditionEmbedding(nn.Module):
@@ -44,25 +45,6 @@ class ConditionEmbedding(nn.Module):
         feats = torch.cat([t, angles.sin(), angles.cos()], dim=-1)  # (B, n, 2F + 1)
         feats = torch.where(unknown[..., None], self.unknown.to(feats.dtype), feats)
         return self.mlp(feats.flatten(1))  # (B, E)
-
-
-class FiLMNorm(nn.Module):
-    """Group norm with scale and shift from the embedding (zero-initialised), or learned when unconditioned."""
-
-    def __init__(self, channels: int, embed_dim: int) -> None:
-        super().__init__()
-        self.norm = nn.GroupNorm(8 if channels % 8 == 0 else 1, channels, affine=embed_dim == 0)
-        self.film = nn.Linear(embed_dim, 2 * channels) if embed_dim else None
-        if self.film is not None:
-            nn.init.zeros_(self.film.weight)
-            nn.init.zeros_(self.film.bias)
-
-    def forward(self, x: torch.Tensor, emb: torch.Tensor | None) -> torch.Tensor:
-        h = self.norm(x)
-        if self.film is None or emb is None:
-            return h
-        gamma, beta = self.film(emb)[:, :, None, None].chunk(2, dim=1)  # (B, C, 1, 1) each
-        return h * (1 + gamma) + beta
 
 
 def _embedding(config: PatchGANConfig) -> ConditionEmbedding | None:
