@@ -6,7 +6,7 @@ The machinery (Stack, StackFactory, private servers) lives in testkit/servers.py
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,7 +19,7 @@ DATA_DIR = Path(os.environ.get("GATEKEEPER_DATA_DIR", ROOT.parent / "shared" / "
 
 
 @pytest.fixture(scope="session")
-def stack_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Stack]]:
+def stack_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackFactory]:
     factory = StackFactory(tmp_path_factory.mktemp)
     yield factory
     crashes = factory.close()
@@ -27,16 +27,24 @@ def stack_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
     assert not crashes, f"unhandled exceptions in the API, see {crashes}"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _module_stacks_stop_at_module_end(stack_factory: StackFactory) -> Iterator[None]:
+    """A module's own stacks (module fixtures, or made inside a test) stop when the module ends."""
+    count = len(stack_factory.made)
+    yield
+    stack_factory.release_since(count)
+
+
 @pytest.fixture(scope="session")
-def stack(stack_factory: Callable[..., Stack]) -> Stack:
+def stack(stack_factory: StackFactory) -> Stack:
     """The shared service for tests that use fresh UIDs and so do not disturb each other."""
-    return stack_factory()
+    return stack_factory.pin(stack_factory())
 
 
 @pytest.fixture(scope="session")
-def sqlite_stack(stack_factory: Callable[..., Stack]) -> Stack:
+def sqlite_stack(stack_factory: StackFactory) -> Stack:
     """The same service on the embedded default (SQLite), what `make run` gives a new user."""
-    return stack_factory(database="sqlite")
+    return stack_factory.pin(stack_factory(database="sqlite"))
 
 
 @pytest.fixture(scope="session", params=["postgresql", "sqlite"])
