@@ -61,6 +61,13 @@ def test_patch_scorer_routes_and_records_its_version(patch_stack) -> None:  # ty
         png = reader.get(f"/queue/{case['id']}/evidence.png")
         assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
 
+    # registered before calibration: it scores, and the missing threshold sends the series to a radiologist
+    uncalibrated_id = register(stack, "scorer", scorer)
+    _, _, state = push_and_route(stack, {"auto", "manual", "failed"})
+    assert state["status"] == "manual"
+    (row,) = stack.rows("SELECT reason, scorer_version_id FROM series_decisions WHERE series_id=:i", i=state["id"])
+    assert row == ("scorer_uncalibrated", uncalibrated_id)
+
     # a segmenter that finds no liver: nothing to score in, so nothing is accepted on a score of 0
     register(stack, "scorer", with_patch_calibration(scorer, ALL_AUTO, tmp / "p-auto-2.pt"))
     register(stack, "segmenter", segmenter_with_bias(tmp, "nowhere", -20.0))

@@ -20,7 +20,7 @@ from app.dicom.volume import SeriesVolume
 from app.services import routing
 from app.services.evidence import save_evidence
 from app.services.routing import Claimed, Decision
-from workers.inference.liver_roi import roi_of
+from workers.inference.liver_roi import LiverRoi, roi_of
 from workers.inference.scorer import VolumeScores, score_volume
 from workers.inference.segmenter import segment_volume
 from workers.serving.model_cache import load_version
@@ -67,6 +67,10 @@ def assess(settings: Settings, claimed: Claimed, volume: SeriesVolume) -> Assess
     g = volume.geometry
     liver = None
     roi = roi_of(metadata)
+    if roi is None and metadata.get("kind") == "patch-scorer":
+        # a patch scorer always looks inside the liver; before calibration it has no region recorded yet, and
+        # then it still scores (its missing threshold sends the series to a radiologist: scorer_uncalibrated)
+        roi = LiverRoi(reference_masks=True)
     if roi is not None:
         seg_row = claimed.segmenter
         if seg_row is None or not roi.calibrated_for(seg_row.sha256):
