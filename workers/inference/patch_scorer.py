@@ -68,9 +68,14 @@ class PatchScores:
 def load_patch_scorer(path: Path, device: str | torch.device = "cpu") -> tuple[PatchScorer, dict[str, Any]]:
     """(model in eval mode with the EMA generator when the file has one, metadata)."""
     ckpt = read_checkpoint(path, device)
+    if ckpt["metadata"].get("kind") != PATCH_KIND:
+        raise ValueError(f"{path}: not a patch scorer checkpoint (kind {ckpt['metadata'].get('kind')!r})")
+    return patch_scorer_from(ckpt, device)
+
+
+def patch_scorer_from(ckpt: dict[str, Any], device: str | torch.device = "cpu") -> tuple[PatchScorer, dict[str, Any]]:
+    """The model of a checkpoint already read (``read_checkpoint``), in eval mode, and its metadata."""
     metadata = ckpt["metadata"]
-    if metadata.get("kind") != PATCH_KIND:
-        raise ValueError(f"{path}: not a patch scorer checkpoint (kind {metadata.get('kind')!r})")
     model = build_patch_scorer(PatchGANConfig.from_json(metadata["config"]["model"]))
     model.load_state_dict(ckpt["state"]["model"])
     return model.to(device).eval(), metadata

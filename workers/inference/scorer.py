@@ -22,7 +22,7 @@ from models.scorer import ConvAutoencoder, FAnoGAN, ScorerConfig, ScorerPredicti
 from models.transforms import PreprocessConfig, preprocess_series
 from workers.inference.checkpoint import read_checkpoint
 from workers.inference.liver_roi import roi_of, roi_valid
-from workers.inference.patch_scorer import PATCH_KIND, load_patch_scorer, score_series
+from workers.inference.patch_scorer import PATCH_KIND, patch_scorer_from, score_series
 
 
 def load_scorer(checkpoint_path: Path, device: str | torch.device = "cpu") -> tuple[Any, dict[str, Any]]:
@@ -34,7 +34,7 @@ def load_scorer(checkpoint_path: Path, device: str | torch.device = "cpu") -> tu
     ckpt = read_checkpoint(checkpoint_path, device)
     metadata = ckpt["metadata"]
     if is_patch_scorer(metadata):
-        return load_patch_scorer(checkpoint_path, device)
+        return patch_scorer_from(ckpt, device)  # the file is read once
     config = ScorerConfig(**metadata["config"]["model"])
     detector = metadata["config"].get("detector", "fanogan")
     model = ConvAutoencoder(config) if detector == "autoencoder" else FAnoGAN(config)
