@@ -76,6 +76,27 @@ def production_sized_models(tmp: Path, region: str) -> tuple[Path, Path]:
     return scorer, segmenter
 
 
+def fused_models(tmp: Path, segmenter: Path) -> tuple[Path, Path]:
+    """Every signal on: the shipped deviation scorer (forced to accept) inside ``segmenter``'s liver, and that
+    segmenter carrying a failure-risk model (all features, coefficients 0, so every series takes the auto
+    path) that makes the worker run the test-time-augmented quality passes and the fusion on each series."""
+    from app.cli.demo_models import SHIPPED_SCORER
+    from app.services.storage import file_sha256
+    from models.risk import FEATURES, FailureRisk
+    from workers.inference.checkpoint import read_checkpoint, save_checkpoint
+
+    scorer = read_checkpoint(SHIPPED_SCORER)
+    scorer["metadata"]["calibration"]["series_threshold"] = 1e9
+    save_checkpoint(scorer_path := tmp / "deviation-accepts.pt", scorer["state"], scorer["metadata"])
+    n = len(FEATURES)  # the anomaly feature is fused, so the risk model names the scorer it was fit with
+    risk = FailureRisk(features=FEATURES, mean=(0.0,) * n, scale=(1.0,) * n, coef=(0.0,) * n, intercept=-10.0,
+                       threshold=0.5, alpha=0.01, fitted_on={"scorer_sha256": file_sha256(scorer_path)})  # fmt: skip
+    ckpt = read_checkpoint(segmenter)
+    ckpt["metadata"]["failure_risk"] = risk.as_json()
+    save_checkpoint(seg_path := tmp / "segmenter-with-risk.pt", ckpt["state"], ckpt["metadata"])
+    return scorer_path, seg_path
+
+
 def measure(engine, client: httpx.Client, blobs: list[bytes]) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     blobs = fresh_uids(blobs)
     reply = stow(client, blobs, chunked=True).json()
@@ -102,10 +123,12 @@ def main() -> None:
     parser.add_argument("--series", type=int, default=7)
     parser.add_argument(
         "--region",
-        choices=("view", "liver"),
+        choices=("view", "liver", "fused"),
         default="view",
-        help="liver: a liver-restricted scorer (the worker segments, then scores)",
+        help="liver: a liver-restricted scorer (the worker segments, then scores); fused: every signal of the "
+        "gate (the shipped deviation scorer, the segmenter's quality passes and the fused risk); needs --segmenter",
     )
+    parser.add_argument("--segmenter", type=Path, help="a trained segmenter checkpoint (fused: finds a real liver)")
     parser.add_argument(
         "--settle-s",
         type=float,
@@ -119,7 +142,12 @@ def main() -> None:
         tmp = Path(tmp_name)
         os.environ["GATEKEEPER_MODELS_DIR"] = str(tmp / "registry")
         os.environ["GATEKEEPER_DISPATCH_INTERVAL_S"] = "0.1"
-        scorer, segmenter = production_sized_models(tmp, args.region)
+        if args.region == "fused":
+            if args.segmenter is None:
+                parser.error("--region fused needs --segmenter (a trained one: an untrained one finds no liver)")
+            scorer, segmenter = fused_models(tmp, args.segmenter)
+        else:
+            scorer, segmenter = production_sized_models(tmp, args.region)
         service, url, token = start_service(tmp, fsync=True)
         try:
             register_model(service.env, "scorer", scorer)

@@ -29,6 +29,18 @@ def save_evidence(path: Path, *, slice_scores: np.ndarray, heatmaps: np.ndarray,
     return top
 
 
+def save_risk(path: Path, *, slice_risk: np.ndarray, threshold: float | None, flagged: np.ndarray) -> None:
+    """Add the segmentation's failure risk per slice (the second signal) to an evidence file, atomically."""
+    with np.load(path) as ev:
+        arrays = {k: ev[k] for k in ev.files}
+    arrays.update(slice_risk=slice_risk.astype(np.float32), risk_threshold=np.float32(np.nan if threshold is None
+                  else threshold), risk_flagged=np.asarray(flagged, dtype=bool))  # fmt: skip
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as fp:
+        np.savez_compressed(fp, **arrays)  # type: ignore[arg-type]
+    os.replace(tmp, path)
+
+
 def render_png(npz_path: Path) -> bytes:
     """A score profile along z with the threshold, beside the top slices' heat-maps."""
     plt = pyplot()
@@ -40,6 +52,12 @@ def render_png(npz_path: Path) -> bytes:
     if np.isfinite(ev["threshold"]):
         axes[0].axhline(float(ev["threshold"]), color="r", ls="--", lw=1, label="threshold")
     axes[0].set(xlabel="position along the slice normal (mm)", ylabel="anomaly score", title="score profile")
+    if "slice_risk" in ev.files:  # the second signal on its own axis: the segmentation's failure risk
+        twin = axes[0].twinx()
+        twin.plot(ev["positions_mm"], ev["slice_risk"], lw=1, color="tab:green")
+        if np.isfinite(ev["risk_threshold"]):
+            twin.axhline(float(ev["risk_threshold"]), color="tab:green", ls=":", lw=1)
+        twin.set_ylabel("segmentation failure risk", color="tab:green")
     for ax, index, h in zip(axes[1:], top, heat, strict=True):
         ax.imshow(h, cmap="inferno")
         ax.set(title=f"slice {int(index)}", xticks=[], yticks=[])

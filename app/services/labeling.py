@@ -15,7 +15,7 @@ import numpy as np
 import pydicom
 from sqlalchemy.orm import Session
 
-from app.core.config import Settings
+from app.core.config import Settings, get_settings
 from app.core.errors import Conflict, Invalid, NotFound
 from app.db import cases, decisions
 from app.db.tables import Case, Series
@@ -194,7 +194,6 @@ def _read_seg(session: Session, series: Series, upload: Path) -> np.ndarray:
 
 
 def _source_headers(session: Session, series: Series) -> list[pydicom.Dataset]:
-    from app.core.config import get_settings
     from app.db import reads
 
     root = get_settings().storage_dir
@@ -206,6 +205,24 @@ def evidence_of(*, session: Session, case: Case) -> tuple[str | None, dict]:
     decision = decisions.latest_decision(session, case.series_id, revision=case.revision)
     if decision is None:
         return None, {}
+    series = session.get(Series, case.series_id)
     summary = {"series_score": decision.series_score, "threshold": decision.threshold, "reason": decision.reason,
-               "slice_scores": decision.slice_scores, "scorer_version_id": decision.scorer_version_id}  # fmt: skip
+               "slice_scores": decision.slice_scores, "scorer_version_id": decision.scorer_version_id,
+               "segmenter_version_id": decision.segmenter_version_id,
+               "detail": series.last_error if series is not None else None}  # fmt: skip
+    summary.update(_risk_evidence(decision.evidence_path))
     return decision.evidence_path, summary
+
+
+def _risk_evidence(relative: str | None) -> dict:
+    """The second signal's per-slice risk, its threshold and the flagged slices, when the evidence has them."""
+    path = get_settings().storage_dir / relative if relative else None
+    if path is None or not path.exists():
+        return {}
+    with np.load(path) as ev:
+        if "slice_risk" not in ev.files:
+            return {}
+        threshold = float(ev["risk_threshold"])
+        return {"slice_risk": [round(float(r), 5) for r in ev["slice_risk"]],
+                "risk_threshold": threshold if np.isfinite(threshold) else None,
+                "risk_flagged_slices": [int(i) for i in np.flatnonzero(ev["risk_flagged"])]}  # fmt: skip

@@ -57,6 +57,7 @@ class Decision:
     top_slices: list[int] = field(default_factory=list)
     liver_mask: np.ndarray | None = field(default=None, repr=False)  # the segmenter's mask, when scoring used it
     scoring_s: float | None = None  # the worker's time to score (the metrics' histogram reads it)
+    detail: str | None = None  # for a radiologist: which signal flagged it, which slices, how far over
 
     @property
     def priority(self) -> float:

@@ -17,6 +17,7 @@ import torch
 
 from app.dicom.volume import SeriesGeometry
 from app.services.storage import file_sha256
+from models.quality import keep_liver
 from models.segmenter import LiverSegmenter, SegmenterConfig, from_model_grid, mask_on_series_grid, to_model_grid
 from workers.inference.checkpoint import read_checkpoint
 
@@ -82,12 +83,16 @@ def segment_mask(
     batch_size: int = 32,
     channels_last: bool = True,
 ) -> np.ndarray:
-    """(Z, Y, X) HU -> (Z, Y, X) uint8 mask; equals thresholding ``segment_probabilities``, faster."""
+    """(Z, Y, X) HU -> (Z, Y, X) uint8 mask: the largest 3D component of thresholding ``segment_probabilities``.
+
+    The liver is one organ: islands elsewhere (spleen, heart, bowel) are dropped on the model grid, before
+    the mask is put back on the series grid."""
     images, box = to_model_grid(hu, pixel_spacing_mm, slice_positions_mm, model.config)  # (Z, C, S, S)
-    out = torch.empty((images.shape[0], box.rows, box.columns), dtype=torch.uint8)
-    for start, prob in _batches(model, images, batch_size, channels_last):
-        out[start : start + prob.shape[0]] = mask_on_series_grid(prob, box, model.config.threshold)
-    return out.numpy()
+    prob = torch.empty((images.shape[0], box.size, box.size), dtype=torch.float32)
+    for start, p in _batches(model, images, batch_size, channels_last):
+        prob[start : start + p.shape[0]] = p
+    kept = torch.from_numpy(keep_liver(prob.numpy(), model.config.threshold))
+    return mask_on_series_grid(kept, box, model.config.threshold).numpy()
 
 
 def segment_volume(

@@ -18,9 +18,11 @@ from app.db.states import DecisionReason, Route
 from app.db.tables import ModelVersion
 from app.dicom.volume import SeriesVolume
 from app.services import routing
-from app.services.evidence import save_evidence
+from app.services.evidence import save_evidence, save_risk
 from app.services.routing import Claimed, Decision
+from models.risk import FailureRisk
 from workers.inference.liver_roi import LiverRoi, roi_of
+from workers.inference.quality import segment_with_quality
 from workers.inference.scorer import VolumeScores, score_volume
 from workers.inference.segmenter import segment_volume
 from workers.serving.model_cache import load_version
@@ -40,6 +42,36 @@ class Assessment:
     evidence_path: str | None = None
     top_slices: list[int] | None = None
     liver_mask: np.ndarray | None = None
+    risk: FusedRisk | None = None  # the second signal, when the segmenter carries a failure-risk model
+
+
+@dataclass
+class FusedRisk:
+    """Per-slice failure risk of the segmentation (``models.risk``) and where the gate looks at it."""
+
+    slice_risk: np.ndarray  # (Z,) in (0, 1)
+    threshold: float | None  # accept a slice at or below it (conformal risk control); None: accept none
+    core: np.ndarray  # (Z,) bool: the middle of the predicted liver (models.quality fraction in [0.2, 0.8])
+
+    def flagged(self) -> np.ndarray:
+        """Slices of the predicted core over the threshold (all of the core when there is no threshold)."""
+        if self.threshold is None:
+            return self.core.copy()
+        return self.core & (self.slice_risk > self.threshold)
+
+
+CORE = (0.2, 0.8)  # the liver's core, as the failure definition's (workers.evaluation.failure_metrics)
+
+
+def risk_model_of(segmenter_metadata: dict[str, Any], scorer_sha256: str) -> FailureRisk | None:
+    """The segmenter's failure-risk model, if it was fit with this scorer's anomaly score (else None)."""
+    fitted = segmenter_metadata.get("failure_risk")
+    if not fitted:
+        return None
+    model = FailureRisk.from_json(fitted)
+    if "anomaly" in model.features and model.fitted_on.get("scorer_sha256") != scorer_sha256:
+        return None  # its anomaly coefficient means another scorer's scale
+    return model
 
 
 def _load(settings: Settings, row: ModelVersion, series_id: int) -> tuple[Any, dict[str, Any]] | None:
@@ -65,7 +97,7 @@ def assess(settings: Settings, claimed: Claimed, volume: SeriesVolume) -> Assess
         return Assessment(key, row.id, refused=DecisionReason.SCORER_UNAVAILABLE)
     model, metadata = loaded
     g = volume.geometry
-    liver = None
+    liver, risk_model = None, None
     roi = roi_of(metadata)
     if roi is None and metadata.get("kind") == "patch-scorer":
         # a patch scorer always looks inside the liver; before calibration it has no region recorded yet, and
@@ -79,7 +111,12 @@ def assess(settings: Settings, claimed: Claimed, volume: SeriesVolume) -> Assess
         seg_loaded = _load(settings, seg_row, a.series_id)
         if seg_loaded is None:
             return Assessment(key, row.id, refused=DecisionReason.SEGMENTER_UNAVAILABLE)
-        liver = segment_volume(seg_loaded[0], volume.hu, g)
+        risk_model = risk_model_of(seg_loaded[1], row.sha256)
+        if risk_model is not None:
+            quality = segment_with_quality(seg_loaded[0], volume.hu, g.pixel_spacing_mm, g.slice_positions_mm)
+            liver = quality.mask
+        else:
+            liver = segment_volume(seg_loaded[0], volume.hu, g)
     # fast path: channels_last + bf16 where the CPU has it (parity with fp32 tested in tests/models)
     scores = score_volume(model, volume.hu, g.pixel_spacing_mm, g.slice_positions_mm, metadata, fast=True,
                           liver=liver)  # fmt: skip
@@ -89,7 +126,15 @@ def assess(settings: Settings, claimed: Claimed, volume: SeriesVolume) -> Assess
     relative = f"evidence/{a.series_id}-r{a.revision}-m{row.id}.npz"
     top = save_evidence(settings.storage_dir / relative, slice_scores=scores.slice_scores, heatmaps=scores.heatmaps,
                         positions_mm=g.slice_positions_mm, threshold=threshold)  # fmt: skip
-    return Assessment(key, row.id, None, scores, threshold, relative, top, liver)
+    found = Assessment(key, row.id, None, scores, threshold, relative, top, liver)
+    if risk_model is not None:
+        anomaly = np.nan_to_num(np.asarray(scores.slice_scores, np.float64), nan=0.0)  # as it was fit (failure_eval)
+        slice_risk = risk_model.predict({**quality.signals, "anomaly": anomaly})
+        fraction = quality.signals["fraction"]
+        found.risk = FusedRisk(slice_risk, risk_model.threshold, (fraction >= CORE[0]) & (fraction <= CORE[1]))
+        save_risk(settings.storage_dir / relative, slice_risk=slice_risk, threshold=risk_model.threshold,
+                  flagged=found.risk.flagged())  # fmt: skip
+    return found
 
 
 def decide(found: Assessment) -> Decision:
@@ -105,6 +150,23 @@ def decide(found: Assessment) -> Decision:
         d.reason = DecisionReason.SCORER_UNCALIBRATED
     elif scores.region_pixels == 0:  # the segmenter found no liver to look at: a score of 0 would be fail-open
         d.reason = DecisionReason.NO_LIVER_FOUND
-    elif scores.series_score <= found.threshold:
+    elif scores.series_score > found.threshold:  # the first signal flagged it
+        d.detail = (
+            f"anomaly: series score {scores.series_score:.3f} over its threshold {found.threshold:.3f} "
+            f"(x{scores.series_score / max(found.threshold, 1e-9):.2f}); top slices {d.top_slices}"
+        )
+    elif found.risk is not None and found.risk.flagged().any():
+        # the second signal: the segmenter is likely to fail on these slices of the liver's core
+        flagged = np.flatnonzero(found.risk.flagged())
+        d.reason = DecisionReason.SEGMENTATION_RISK
+        d.top_slices = [int(i) for i in flagged[np.argsort(-found.risk.slice_risk[flagged])][:10]]
+        worst, limit = float(found.risk.slice_risk[d.top_slices[0]]), found.risk.threshold
+        over = "no threshold: every core slice" if limit is None else f"threshold {limit:.3f}"
+        ratio = "" if limit is None else f", x{worst / max(limit, 1e-9):.1f}"
+        d.detail = (
+            f"segmentation risk: {len(flagged)} slices of the liver's core over the {over} "
+            f"(worst {worst:.3f}{ratio}); slices {sorted(d.top_slices)}"
+        )
+    else:
         d.route, d.reason = Route.AUTO, DecisionReason.IN_DISTRIBUTION
     return d

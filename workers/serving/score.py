@@ -106,7 +106,7 @@ def score_series_impl(*, series_id: int, revision: int, task_id: str) -> str:
         log.info("series %d decided %s: volume %.2f s, scoring %.2f s", series_id, d.route, t1 - t0,
                  time.perf_counter() - t1)  # fmt: skip
         if d.route == Route.MANUAL:
-            done = routing.to_manual(a, reason=d.reason, priority=d.priority, geometry=geometry)
+            done = routing.to_manual(a, reason=d.reason, priority=d.priority, geometry=geometry, detail=d.detail)
             return "manual" if done else "fenced"
         return _auto(settings, claimed, volume, d.liver_mask)
     except Exception as exc:  # noqa: BLE001 - transient: retried; any other: failed at once

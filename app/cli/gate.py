@@ -1,0 +1,62 @@
+"""``gatekeeper fit-failure-risk`` and ``gatekeeper evaluate-failure-gate``: the gate's second signal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from app.cli.train import _finish, _show_progress_in_logs, console
+
+
+def _case(spec: str) -> tuple[str, str, str]:
+    name, sep, paths = spec.partition("=")
+    ct, sep2, mask = paths.partition(":")
+    if not (sep and sep2 and name and ct and mask):
+        raise typer.BadParameter(f"expected NAME=CT:MASK (paths under --data-dir), got {spec!r}")
+    return name, ct, mask
+
+
+def fit_failure_risk_cmd(
+    segmenter: Path = typer.Argument(..., help="The segmenter checkpoint the risk model is for."),
+    scorer: Path = typer.Option(..., help="The scorer whose anomaly score is fused (the one the gate pins)."),
+    case: list[str] = typer.Option(
+        ...,
+        help="NAME=CT:MASK, a contoured case the segmenter never trained on "
+        "(CT: DICOM folder or NIfTI; MASK: NIfTI liver mask on its grid). Repeat, >= 3.",
+    ),
+    out: Path = typer.Option(..., help="Where to write the segmenter checkpoint that carries the risk model."),
+    alpha: float = typer.Option(
+        0.01, help="Risk level of the conformal threshold: the share of slices both accepted and failed."
+    ),
+    data_dir: Path = typer.Option(Path("../shared/data"), help="Folder the CT and MASK paths are relative to."),
+    register: bool = typer.Option(False, help="Register the result as a new segmenter version."),
+    promote: bool = typer.Option(False, help="Register and promote it."),
+) -> None:
+    """Fit the fused failure risk (quality signals + anomaly score) of a segmenter on contoured cases."""
+    from workers.training.risk_fit import fit_segmenter_risk
+    from workers.training.segmenter_data import MaskedCase
+
+    _show_progress_in_logs()
+    cases = [MaskedCase(*_case(spec)) for spec in case]
+    try:
+        model = fit_segmenter_risk(segmenter, scorer, cases, data_dir.resolve(), out, alpha=alpha)
+    except ValueError as exc:
+        console.print(f"[red]cannot fit: {exc}[/red]")
+        raise typer.Exit(2) from exc
+    cal = model.fitted_on["calibration"]
+    fit = model.fitted_on
+    console.print(f"risk model on {fit['slices']} slices ({fit['failures']} failures); threshold "
+                  f"{model.threshold} accepts {cal['accepted']} of {cal['slices']} out-of-case slices")  # fmt: skip
+    _finish("segmenter", out, register, promote)
+
+
+def evaluate_failure_gate_cmd(
+    runs: Path = typer.Option(Path("runs/segmenter-lopo"), help="Leave-one-patient-out segmenter folds."),
+    out: Path = typer.Option(Path("reports/gate"), help="Report folder (REPORT.md, summary.json, figures)."),
+    alpha: float = typer.Option(0.01, help="Risk level of the conformal threshold."),
+) -> None:
+    """Does the fused risk predict segmentation failure on held-out patients? (workers.evaluation.failure_report)"""
+    from workers.evaluation.failure_report import main
+
+    main(["--runs", str(runs), "--out", str(out), "--alpha", str(alpha)])

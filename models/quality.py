@@ -1,0 +1,118 @@
+"""Segmentation-quality signals per slice, from the segmenter's probabilities alone (no reference mask).
+
+The gate's second signal: where the segmenter is likely to fail, said by the segmenter itself. Inputs are
+the probabilities of the base prediction and of a few test-time-augmented passes on the segmenter's own
+grid (``workers.inference.quality`` runs them). Signals, each per slice:
+
+- ``area_cm2``: the predicted cross-section (failures sit at the liver's ends, where it is small);
+- ``end_distance_mm``: distance to the nearer end of the predicted liver along z (negative outside it),
+  and ``fraction``: the cranio-caudal position within it (0 caudal end, 1 cranial end);
+- ``tta_dice``: mean Dice between the base mask and each augmented pass's mask (disagreement under
+  test-time augmentation; pairwise Dice between members is the strongest simple baseline in Zenk et al.,
+  "Comparative benchmarking of failure detection methods in medical image segmentation", MedIA 2025);
+- ``tta_area_cv``: coefficient of variation of the area across passes;
+- ``uncertain_ratio``: the soft boundary (sum of 4 p (1 - p)) relative to the area (boundary confidence);
+- ``components``: connected components of the slice's mask; ``removed_ratio``: the share of the slice's
+  thresholded pixels outside the kept 3D liver (islands the largest-component rule dropped);
+- ``area_jump``: how far the area departs from the mean of its neighbours (a cross-section that jumps).
+
+Pure numpy/scipy: no files, no settings, no network.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+SIGNALS = (
+    "area_cm2",
+    "end_distance_mm",
+    "fraction",
+    "tta_dice",
+    "tta_area_cv",
+    "uncertain_ratio",
+    "components",
+    "removed_ratio",
+    "area_jump",
+)
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """(Z, Y, X) bool -> the largest 6-connected 3D component (the liver is one organ)."""
+    labels, n = ndimage.label(mask)
+    if n <= 1:
+        return mask.astype(bool)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(np.argmax(sizes))
+
+
+def keep_liver(prob: np.ndarray, threshold: float) -> np.ndarray:
+    """Probabilities with everything outside the largest component (dilated by one pixel) set to 0.
+
+    The one-pixel margin keeps the boundary's interpolation onto the series grid unchanged."""
+    keep = largest_component(prob > threshold)
+    keep = ndimage.binary_dilation(keep, structure=ndimage.generate_binary_structure(2, 1)[None])  # in-plane only
+    return np.where(keep, prob, 0.0).astype(prob.dtype)
+
+
+def _slice_dice(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(Z, Y, X) bool x2 -> (Z,) Dice, 1 where both are empty (agreement on nothing)."""
+    inter = (a & b).reshape(len(a), -1).sum(1)
+    total = a.reshape(len(a), -1).sum(1) + b.reshape(len(b), -1).sum(1)
+    return np.where(total > 0, 2.0 * inter / np.maximum(total, 1), 1.0)
+
+
+def end_distance(present: np.ndarray, positions_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distance to the nearer end of the liver's z-extent in mm, negative outside; fraction within it)."""
+    pos = np.asarray(positions_mm, dtype=np.float64)
+    idx = np.flatnonzero(present)
+    if idx.size == 0:
+        return np.full(len(pos), -1e3), np.full(len(pos), -1.0)
+    lo, hi = pos[idx[0]], pos[idx[-1]]
+    inside = np.minimum(pos - lo, hi - pos)  # >= 0 inside, < 0 outside
+    fraction = (pos - lo) / max(hi - lo, 1e-6)
+    return inside, fraction
+
+
+def slice_signals(
+    base: np.ndarray,
+    members: list[np.ndarray],
+    pixel_mm: float,
+    positions_mm: np.ndarray,
+    threshold: float = 0.5,
+) -> dict[str, np.ndarray]:
+    """Quality signals per slice.
+
+    base: (Z, S, S) probabilities of the plain pass; members: augmented passes, each (Z, S, S) and already
+    mapped back onto the base grid; pixel_mm: the grid's pixel size; positions_mm: (Z,) along the normal.
+    """
+    raw = base > threshold
+    kept = largest_component(raw)
+    px_cm2 = (pixel_mm / 10.0) ** 2
+    area_px = kept.reshape(len(kept), -1).sum(1).astype(np.float64)
+    area = area_px * px_cm2
+    member_masks = [largest_component(m > threshold) for m in members]
+    tta_dice = np.mean([_slice_dice(kept, m) for m in member_masks], axis=0) if members else np.ones(len(kept))
+    areas = np.stack([area] + [m.reshape(len(m), -1).sum(1) * px_cm2 for m in member_masks])  # (M + 1, Z)
+    cv = areas.std(0) / np.maximum(areas.mean(0), 1.0)  # 1 cm² floor: an empty slice has no CV
+    soft = (4.0 * base * (1.0 - base)).reshape(len(base), -1).sum(1) * px_cm2
+    uncertain_ratio = soft / np.maximum(area, 1.0)
+    components = np.array([ndimage.label(s)[1] for s in kept], dtype=np.float64)
+    raw_px = raw.reshape(len(raw), -1).sum(1)
+    removed_ratio = (raw_px - area_px) / np.maximum(raw_px, 1)
+    padded = np.pad(area, 1, mode="edge")
+    neighbours = 0.5 * (padded[:-2] + padded[2:])
+    area_jump = np.abs(area - neighbours) / np.maximum(np.maximum(area, neighbours), 1.0)
+    dist, fraction = end_distance(area_px > 0, positions_mm)
+    return {
+        "area_cm2": area,
+        "end_distance_mm": dist,
+        "fraction": fraction,
+        "tta_dice": tta_dice,
+        "tta_area_cv": cv,
+        "uncertain_ratio": uncertain_ratio,
+        "components": components,
+        "removed_ratio": removed_ratio,
+        "area_jump": area_jump,
+    }

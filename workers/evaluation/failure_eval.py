@@ -1,0 +1,76 @@
+"""Per-slice tables for the gate's failure evaluation: each patient segmented by the fold that never saw them.
+
+For every patient of ``workers.training.segmenter_folds.PATIENTS`` this runs the held-out fold's segmenter
+through the worker's own code (``workers.inference.quality.segment_with_quality``: mask and quality
+signals), scores the series with the anomaly scorer inside the predicted liver (the worker's
+``score_volume``), and compares the mask with the reference slice by slice on the series grid. Tables are
+cached as ``<cache>/<patient>.npz`` (derived from non-commercial data: runs/ only, never committed).
+``failure_metrics`` turns them into the report's numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workers.inference.scorer import load_scorer
+from workers.inference.segmenter import load_segmenter
+from workers.training.risk_fit import case_table
+from workers.training.segmenter_data import load_masked_volume
+from workers.training.segmenter_folds import PATIENTS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FailureEvalConfig:
+    runs: str = "runs/segmenter-lopo"  # <runs>/<patient>/checkpoints/final.pt: the fold holding it out
+    data_dir: str = "../shared/data"
+    cache: str = "runs/gate-lopo"
+    anomaly_scorer: str | None = "models/weights/deviation.pt"  # the shipped default scorer
+    patients: tuple[str, ...] = tuple(PATIENTS)
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
+def fold_checkpoint(config: FailureEvalConfig, patient: str, repo: Path) -> Path:
+    return repo / config.runs / patient / "checkpoints" / "final.pt"
+
+
+def patient_table(config: FailureEvalConfig, patient: str, repo: Path) -> dict[str, np.ndarray]:
+    """Per-slice arrays of one held-out patient (cached; the cache key is the checkpoint's sha256)."""
+    checkpoint = fold_checkpoint(config, patient, repo)
+    model, metadata = load_segmenter(checkpoint)
+    cache = repo / config.cache / f"{patient}.npz"
+    key = json.dumps({"segmenter": metadata["sha256"], "scorer": config.anomaly_scorer})
+    if cache.exists():
+        with np.load(cache, allow_pickle=False) as z:
+            if str(z["key"]) == key:
+                return {k: z[k] for k in z.files}
+    volume = load_masked_volume(PATIENTS[patient], (repo / config.data_dir).resolve())
+    scorer = load_scorer(repo / config.anomaly_scorer) if config.anomaly_scorer else None
+    table: dict[str, Any] = {**case_table(model, scorer, volume), "key": np.array(key)}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f".{cache.stem}.tmp.npz")
+    np.savez(tmp, **table)
+    tmp.replace(cache)
+    log.info("%s: series Dice %.3f, %d slices, %.1f s", patient, float(table["series_dice"]), len(table["dice"]),
+             float(table["segment_seconds"]))  # fmt: skip
+    return table
+
+
+def collect(config: FailureEvalConfig, repo: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Every patient whose fold checkpoint exists (the others are named in the log, not silently dropped)."""
+    tables = {}
+    for patient in config.patients:
+        if not fold_checkpoint(config, patient, repo).exists():
+            log.warning("no fold checkpoint for %s at %s: left out", patient, fold_checkpoint(config, patient, repo))
+            continue
+        tables[patient] = patient_table(config, patient, repo)
+    return tables

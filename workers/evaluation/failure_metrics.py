@@ -1,0 +1,146 @@
+"""Does the gate predict where the segmenter fails? Labels, leave-one-patient-out fusion, conformal threshold.
+
+Input: ``failure_eval``'s per-slice tables, one per patient, each from the segmenter fold that never saw
+that patient. Everything here is pure numpy (plus the fit in ``workers.training.risk_fit``).
+
+Failure: ``models.risk.FailureRule`` (the issue's clinical definition), and the old one (Dice < 0.9 wherever
+the reference holds liver) beside it.
+
+The slices judged are the "liver slices": those where the reference or the prediction holds liver.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from models.metrics import auroc, bootstrap_auroc_ci
+from models.risk import FEATURES, FailureRule, crc_threshold, features
+from workers.evaluation.gate_metrics import aurc, coverage_at_risk, risk_coverage
+from workers.training.risk_fit import failures_of, fit_failure_risk, judged, pool, signals_of
+
+
+def reference_core(t: dict[str, np.ndarray], rule: FailureRule) -> np.ndarray:
+    idx = np.flatnonzero(t["ref_area_cm2"] > 0)
+    out = np.zeros(len(t["ref_area_cm2"]), dtype=bool)
+    if idx.size:
+        pos = t["positions_mm"]
+        f = (pos - pos[idx[0]]) / max(pos[idx[-1]] - pos[idx[0]], 1e-6)
+        out = (f >= rule.core[0]) & (f <= rule.core[1])
+    return out
+
+
+def predicted_core(t: dict[str, np.ndarray], rule: FailureRule) -> np.ndarray:
+    """The core as the gate sees it: the middle of the *predicted* liver's extent (no reference needed)."""
+    f = t["signal_fraction"]
+    return (f >= rule.core[0]) & (f <= rule.core[1])
+
+
+def _pool(tables: dict[str, dict], names: list[str], rule: FailureRule, clinical: bool) -> tuple[dict, np.ndarray]:
+    return pool({n: tables[n] for n in names}, rule, clinical)
+
+
+# Each single signal in the direction that means "riskier" (fixed in advance, not fitted).
+SINGLE_DIRECTION = {
+    "log_area": -1, "end_distance": -1, "fraction_edge": -1, "tta_disagreement": 1, "tta_area_cv": 1,
+    "uncertain_ratio": 1, "extra_components": 1, "removed_ratio": 1, "area_jump": 1, "anomaly": 1,
+}  # fmt: skip
+
+
+def lopo(
+    tables: dict[str, dict[str, np.ndarray]],
+    rule: FailureRule,
+    *,
+    alpha: float = 0.01,
+    names: tuple[str, ...] = FEATURES,
+    clinical: bool = True,
+) -> dict[str, Any]:
+    """Leave one patient out: risk from a model fit on the others; threshold by conformal risk control on the
+    others' risks from models that left each of them out too (nested), so no calibration slice is in-sample."""
+    patients = sorted(tables)
+    per: dict[str, Any] = {}
+    for held in patients:
+        others = [p for p in patients if p != held]
+        sig, fail = _pool(tables, others, rule, clinical)
+        model = fit_failure_risk(sig, fail, names=names)
+        keep = judged(tables[held])
+        risk = model.predict(signals_of(tables[held], keep))
+        cal_risk, cal_fail = [], []
+        for cal in others:
+            inner = [p for p in others if p != cal]
+            if not inner:
+                continue
+            s2, f2 = _pool(tables, inner, rule, clinical)
+            if not f2.any() or f2.all():
+                continue
+            m2 = fit_failure_risk(s2, f2, names=names)
+            k2 = judged(tables[cal])
+            cal_risk.append(m2.predict(signals_of(tables[cal], k2)))
+            cal_fail.append(failures_of(tables[cal], rule, clinical)[k2])
+        threshold = crc_threshold(np.concatenate(cal_risk), np.concatenate(cal_fail), alpha) if cal_risk else None
+        per[held] = {"risk": risk, "failed": failures_of(tables[held], rule, clinical)[keep],
+                     "features": features(signals_of(tables[held], keep), names), "threshold": threshold,
+                     "model": model, "core": reference_core(tables[held], rule)[keep],
+                     "pred_core": predicted_core(tables[held], rule)[keep]}  # fmt: skip
+    return per
+
+
+def blocks_of(per: dict[str, Any], block: int = 8) -> np.ndarray:
+    """Bootstrap groups: runs of ``block`` neighbouring judged slices of one patient (not independent)."""
+    return np.concatenate([i * 10_000 + np.arange(len(per[p]["risk"])) // block for i, p in enumerate(sorted(per))])
+
+
+def pooled_metrics(per: dict[str, Any], *, goal_risk: float = 0.01, n_boot: int = 1000) -> dict[str, Any]:
+    risk = np.concatenate([per[p]["risk"] for p in sorted(per)])
+    failed = np.concatenate([per[p]["failed"] for p in sorted(per)])
+    curve = risk_coverage(risk, failed)
+    n70 = int(np.floor(0.7 * len(risk)))
+    order = np.argsort(risk, kind="stable")
+    singles = {}
+    x = np.concatenate([per[p]["features"] for p in sorted(per)])
+    names = per[sorted(per)[0]]["model"].features
+    for j, name in enumerate(names):
+        singles[name] = auroc(SINGLE_DIRECTION[name] * x[:, j], failed)
+    return {
+        "slices": int(len(risk)),
+        "failures": int(failed.sum()),
+        "failure_rate": float(failed.mean()) if len(failed) else None,
+        "failure_auroc": auroc(risk, failed),
+        "failure_auroc_ci95": bootstrap_auroc_ci(risk, failed, blocks_of(per), n_boot),
+        "risk_at_70pct_coverage": float(failed[order[:n70]].mean()) if n70 else None,
+        "coverage_at_1pct_risk": coverage_at_risk(curve, goal_risk)["coverage"],
+        "aurc": aurc(curve),
+        "single_signal_auroc": singles,
+        "curve": {k: v.tolist() for k, v in curve.items()},
+    }
+
+
+def patient_metrics(per: dict[str, Any], tables: dict[str, dict], rule: FailureRule) -> dict[str, Any]:
+    out = {}
+    for p in sorted(per):
+        r, f, t = per[p]["risk"], per[p]["failed"], per[p]["threshold"]
+        accepted = r <= t if t is not None else np.zeros(len(r), dtype=bool)
+        n70 = int(np.floor(0.7 * len(r)))
+        order = np.argsort(r, kind="stable")
+        core, pred_core = per[p]["core"], per[p]["pred_core"]
+        table = tables[p]
+        series_fail = bool(float(table["series_dice"]) < rule.series_dice or (f & core).any())
+        out[p] = {
+            "slices": int(len(r)),
+            "failures": int(f.sum()),
+            "auroc": auroc(r, f),
+            "risk_at_70pct_coverage": float(f[order[:n70]].mean()) if n70 else None,
+            "crc_threshold": t,
+            "coverage_at_threshold": float(accepted.mean()),
+            "failure_rate_accepted": float(f[accepted].mean()) if accepted.any() else None,
+            "accepted_and_failed": float((accepted & f).mean()),
+            "series_dice": float(table["series_dice"]),
+            "series_failure": series_fail,
+            # the series decision sees only the prediction: auto when no slice of the predicted core is over
+            "core_max_risk": float(r[pred_core].max()) if pred_core.any() else None,
+            "series_auto": bool(t is not None and pred_core.any() and r[pred_core].max() <= t),
+            "segment_seconds": float(table["segment_seconds"]),
+            "coef": dict(zip(per[p]["model"].features, per[p]["model"].coef, strict=True)),
+        }
+    return out

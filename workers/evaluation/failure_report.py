@@ -1,0 +1,186 @@
+"""``gatekeeper evaluate-failure-gate``: reports/gate/REPORT.md, summary.json and figures.
+
+    python -m workers.evaluation.failure_report --out reports/gate
+
+Needs the leave-one-patient-out segmenter folds (``scripts/train-segmenter-folds.sh``) and the data in
+``../shared/data``. Numbers and curves only: no patient image (most cases are non-commercial).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.core.plotting import pyplot
+from models.risk import FailureRule
+from workers.evaluation.failure_eval import FailureEvalConfig, collect
+from workers.evaluation.failure_metrics import lopo, patient_metrics, pooled_metrics
+
+REPO = Path(__file__).resolve().parents[2]
+GOALS = {"failure_auroc": 0.95, "risk_at_70pct_coverage": 0.01, "patients": 4, "segmenter_series_dice_median": 0.95}
+
+
+def _fmt(v: Any, pct: bool = False) -> str:
+    if v is None:
+        return "n/a"
+    return f"{100 * v:.1f} %" if pct else f"{v:.3f}"
+
+
+def _plots(out: Path, runs: dict[str, dict]) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for label, r in runs.items():
+        c = r["pooled"]["curve"]
+        ax.step(c["coverage"], c["risk"], where="post", label=label)
+    ax.axvline(0.7, color="grey", lw=0.6, ls="--")
+    ax.axhline(0.01, color="grey", lw=0.6, ls=":")
+    ax.set_xlabel("coverage (share of liver slices accepted)")
+    ax.set_ylabel("failure rate among accepted")
+    ax.set_ylim(0, max(0.05, max(max(r["pooled"]["curve"]["risk"] or [0]) for r in runs.values()) * 0.5))
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "risk_coverage.png", dpi=110)
+    plt.close(fig)
+
+
+def _roc_plot(out: Path, per: dict[str, Any]) -> None:
+    from sklearn.metrics import roc_curve
+
+    from workers.evaluation.failure_metrics import SINGLE_DIRECTION
+
+    plt = pyplot()
+    risk = np.concatenate([per[p]["risk"] for p in sorted(per)])
+    failed = np.concatenate([per[p]["failed"] for p in sorted(per)])
+    x = np.concatenate([per[p]["features"] for p in sorted(per)])
+    names = per[sorted(per)[0]]["model"].features
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    fpr, tpr, _ = roc_curve(failed, risk)
+    ax.plot(fpr, tpr, lw=2, color="k", label="fused risk")
+    for j, name in enumerate(names):
+        fpr, tpr, _ = roc_curve(failed, SINGLE_DIRECTION[name] * x[:, j])
+        ax.plot(fpr, tpr, lw=0.8, label=name)
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.5, ls=":")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate (failures flagged)")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out / "roc.png", dpi=110)
+    plt.close(fig)
+
+
+def build(config: FailureEvalConfig, out: Path, alpha: float = 0.01) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    tables = collect(config, REPO)
+    rule = FailureRule()
+    runs = {}
+    for label, clinical in (("clinical definition", True), ("old definition (Dice < 0.9)", False)):
+        per = lopo(tables, rule, alpha=alpha, clinical=clinical)
+        runs[label] = {"per": per, "pooled": pooled_metrics(per), "patients": patient_metrics(per, tables, rule)}
+    main = runs["clinical definition"]
+    dices = [float(t["series_dice"]) for t in tables.values()]
+    summary = {
+        "failure_auroc": main["pooled"]["failure_auroc"],
+        "failure_auroc_ci95": main["pooled"]["failure_auroc_ci95"],
+        "risk_at_70pct_coverage": main["pooled"]["risk_at_70pct_coverage"],
+        "coverage_at_1pct_risk": main["pooled"]["coverage_at_1pct_risk"],
+        "patients": len(tables),
+        "segmenter_series_dice_median": float(np.median(dices)) if dices else None,
+        "segmenter_series_dice": {p: float(t["series_dice"]) for p, t in tables.items()},
+        "slices": main["pooled"]["slices"],
+        "failures": main["pooled"]["failures"],
+        "single_signal_auroc": main["pooled"]["single_signal_auroc"],
+        "old_definition": {k: runs["old definition (Dice < 0.9)"]["pooled"][k]
+                           for k in ("failure_auroc", "risk_at_70pct_coverage", "coverage_at_1pct_risk", "failures")},
+        "crc_alpha": alpha,
+        "per_patient": main["patients"],
+        "goals": GOALS,
+    }  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _plots(out, runs)
+    _roc_plot(out, main["per"])
+    (out / "REPORT.md").write_text(_markdown(summary, runs, config, time.perf_counter() - t0))
+    return summary
+
+
+def _markdown(s: dict, runs: dict, config: FailureEvalConfig, seconds: float) -> str:
+    def met(key: str, ok: bool) -> str:
+        return "met" if ok else "**not met**"
+
+    lines = [
+        "# Does the gate predict where the segmenter fails? (issue #14)",
+        "",
+        f"Generated by `python -m workers.evaluation.failure_report --out reports/gate` in {seconds:.0f} s, from "
+        f"the leave-one-patient-out segmenter folds in `{config.runs}` (`scripts/train-segmenter-folds.sh`). "
+        "Each patient is segmented by the fold that never saw them, through the worker's own code "
+        "(`workers.inference.quality.segment_with_quality`), and its fused risk comes from a model fit on the "
+        "other patients only; the acceptance threshold is set by conformal risk control on the other patients' "
+        "risks from models that left each of them out too. Numbers only: the IRCADb cases are non-commercial.",
+        "",
+        "## Goals",
+        "",
+        "| goal | target | measured | |",
+        "|---|---|---|---|",
+        f"| failure AUROC (pooled held-out slices) | >= 0.95 | {_fmt(s['failure_auroc'])} "
+        f"{s['failure_auroc_ci95']} | {met('a', (s['failure_auroc'] or 0) >= 0.95)} |",
+        f"| failures among the 70 % lowest-risk liver slices | <= 1 % | {_fmt(s['risk_at_70pct_coverage'], True)} "
+        f"| {met('r', (s['risk_at_70pct_coverage'] or 1) <= 0.01)} |",
+        f"| patients, leave one out | >= 4 | {s['patients']} | {met('p', s['patients'] >= 4)} |",
+        f"| segmenter median series Dice | >= 0.95 | {_fmt(s['segmenter_series_dice_median'])} "
+        f"| {met('d', (s['segmenter_series_dice_median'] or 0) >= 0.95)} |",
+        "",
+        f"Coverage at <= 1 % risk (pooled curve): {_fmt(s['coverage_at_1pct_risk'], True)}. Judged slices: "
+        f"{s['slices']} (reference or prediction holds liver), {s['failures']} failures under the clinical "
+        "definition.",
+        "",
+        "## Per patient (clinical definition)",
+        "",
+        "| held-out patient | series Dice | judged slices | failures | AUROC | risk at 70 % | CRC threshold "
+        "| coverage at it | failures among accepted | series failure | series auto | segment + quality s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p, m in s["per_patient"].items():
+        lines.append(
+            f"| {p} | {m['series_dice']:.3f} | {m['slices']} | {m['failures']} | {_fmt(m['auroc'])} "
+            f"| {_fmt(m['risk_at_70pct_coverage'], True)} | {_fmt(m['crc_threshold'])} "
+            f"| {_fmt(m['coverage_at_threshold'], True)} | {_fmt(m['failure_rate_accepted'], True)} "
+            f"| {m['series_failure']} | {m['series_auto']} | {m['segment_seconds']:.1f} |"
+        )
+    lines += ["", "## Each signal alone (pooled, direction fixed in advance)", "",
+              "| signal | AUROC |", "|---|---|"]  # fmt: skip
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in s["single_signal_auroc"].items()]
+    old = s["old_definition"]
+    lines += [
+        "",
+        "## Under the old definition (Dice < 0.9 wherever the reference holds liver)",
+        "",
+        f"failure AUROC {_fmt(old['failure_auroc'])}, failures among the 70 % lowest-risk "
+        f"{_fmt(old['risk_at_70pct_coverage'], True)}, coverage at <= 1 % {_fmt(old['coverage_at_1pct_risk'], True)}, "
+        f"{old['failures']} failures.",
+        "",
+        "Figures: `risk_coverage.png` (both definitions), `roc.png` (fused risk against each signal alone).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Write the gate's failure report."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--out", type=Path, default=Path("reports/gate"))
+    parser.add_argument("--runs", default=FailureEvalConfig.runs)
+    parser.add_argument("--alpha", type=float, default=0.01)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    summary = build(FailureEvalConfig(runs=args.runs), args.out, args.alpha)
+    print(json.dumps({k: summary[k] for k in GOALS}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

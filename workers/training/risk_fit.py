@@ -1,0 +1,172 @@
+"""Fit the gate's failure-risk model (``models.risk.FailureRisk``) on slices with known failures.
+
+Logistic regression (scikit-learn, L2, C = ``c``) on standardised ``models.risk.features``; unweighted, so
+that its output stays a calibrated probability of failure rather than a ranking. The threshold is set
+separately, by conformal risk control on patients the model was not fit on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from app.services.storage import file_sha256
+from models.metrics import dice
+from models.quality import SIGNALS
+from models.risk import FEATURES, FailureRisk, FailureRule, crc_threshold, features, slice_failures
+from models.segmenter import LiverSegmenter
+from workers.inference.checkpoint import read_checkpoint, save_checkpoint
+from workers.inference.quality import segment_with_quality
+from workers.inference.scorer import load_scorer, score_volume
+from workers.inference.segmenter import load_segmenter
+from workers.training.segmenter_data import MaskedCase, MaskedVolume, load_masked_volume
+
+log = logging.getLogger(__name__)
+
+
+def case_table(
+    segmenter: LiverSegmenter, scorer: tuple[Any, dict[str, Any]] | None, volume: MaskedVolume
+) -> dict[str, np.ndarray]:
+    """Per-slice signals of one case with a reference mask, through the worker's own code: the segmenter with
+    its quality passes, the anomaly scorer inside the predicted liver; and Dice and areas against the reference.
+
+    Keys: ``signal_<name>`` (models.quality.SIGNALS and ``anomaly``), ``dice``, ``ref_area_cm2``,
+    ``pred_area_cm2``, ``positions_mm`` (all (Z,)); ``series_dice`` and ``segment_seconds`` (scalars)."""
+    t0 = time.perf_counter()
+    quality = segment_with_quality(segmenter, volume.hu, volume.pixel_spacing_mm, volume.positions_mm)
+    seconds = time.perf_counter() - t0
+    pred, ref = quality.mask.astype(bool), volume.mask.astype(bool)
+    px_cm2 = volume.pixel_spacing_mm[0] * volume.pixel_spacing_mm[1] / 100.0
+    anomaly = np.zeros(len(pred))
+    if scorer is not None:
+        with torch.inference_mode():
+            scores = score_volume(scorer[0], volume.hu, volume.pixel_spacing_mm, volume.positions_mm, scorer[1],
+                                  liver=quality.mask)  # fmt: skip
+        anomaly = np.nan_to_num(np.asarray(scores.slice_scores, dtype=np.float64), nan=0.0)
+    return {
+        **{f"signal_{k}": quality.signals[k] for k in SIGNALS},
+        "signal_anomaly": anomaly,
+        "dice": dice(pred, ref, axis=(1, 2)),
+        "ref_area_cm2": ref.reshape(len(ref), -1).sum(1) * px_cm2,
+        "pred_area_cm2": pred.reshape(len(pred), -1).sum(1) * px_cm2,
+        "positions_mm": np.asarray(volume.positions_mm, dtype=np.float64),
+        "series_dice": np.float64(dice(pred, ref)),
+        "segment_seconds": np.float64(seconds),
+    }
+
+
+def fit_failure_risk(
+    signals: dict[str, np.ndarray], failed: np.ndarray, *, names: tuple[str, ...] = FEATURES, c: float = 1.0
+) -> FailureRisk:
+    """signals: name -> (N,) over the training slices (pooled patients); failed: (N,) bool."""
+    x = features(signals, names)
+    y = np.asarray(failed, dtype=bool)
+    if y.all() or not y.any():
+        raise ValueError(f"need failures and successes to fit a risk model; got {int(y.sum())} of {len(y)}")
+    mean, scale = x.mean(0), x.std(0)
+    scale = np.where(scale > 1e-9, scale, 1.0)  # a constant feature: coefficient 0 under L2
+    model = LogisticRegression(C=c, max_iter=2000).fit((x - mean) / scale, y)
+    return FailureRisk(features=tuple(names), mean=tuple(map(float, mean)), scale=tuple(map(float, scale)),
+                       coef=tuple(map(float, model.coef_[0])), intercept=float(model.intercept_[0]),
+                       fitted_on={"slices": int(len(y)), "failures": int(y.sum())})  # fmt: skip
+
+
+def out_of_case_risk(
+    tables: dict[str, dict[str, np.ndarray]], rule: FailureRule, names: tuple[str, ...] = FEATURES
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each case's risk from a model fit on the other cases (pooled over cases), and its failures: the
+    calibration set of the conformal threshold, with no slice scored by a model that saw it."""
+    risks, fails = [], []
+    for held in tables:
+        others = {k: v for k, v in tables.items() if k != held}
+        sig, fail = pool(others, rule)
+        if not fail.any() or fail.all():
+            continue
+        keep = judged(tables[held])
+        risks.append(fit_failure_risk(sig, fail, names=names).predict(signals_of(tables[held], keep)))
+        fails.append(failures_of(tables[held], rule)[keep])
+    if not risks:
+        raise ValueError("no case could be predicted from the others (each left-out fit needs failures and successes)")
+    return np.concatenate(risks), np.concatenate(fails)
+
+
+def judged(t: dict[str, np.ndarray]) -> np.ndarray:
+    """The slices the gate is judged on: the reference or the prediction holds liver."""
+    return (t["ref_area_cm2"] > 0) | (t["pred_area_cm2"] > 0)
+
+
+def failures_of(t: dict[str, np.ndarray], rule: FailureRule, clinical: bool = True) -> np.ndarray:
+    return slice_failures(t["dice"], t["ref_area_cm2"], t["pred_area_cm2"], rule, clinical)
+
+
+def signals_of(t: dict[str, np.ndarray], keep: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    names = (*SIGNALS, "anomaly")
+    return {n: (t[f"signal_{n}"] if keep is None else t[f"signal_{n}"][keep]) for n in names}
+
+
+def pool(tables: dict[str, dict[str, np.ndarray]], rule: FailureRule, clinical: bool = True) -> tuple[dict, np.ndarray]:
+    """Signals and failures of the judged slices of several cases, concatenated."""
+    sig: dict[str, list[np.ndarray]] = {}
+    fails = []
+    for t in tables.values():
+        keep = judged(t)
+        for k, v in signals_of(t, keep).items():
+            sig.setdefault(k, []).append(v)
+        fails.append(failures_of(t, rule, clinical)[keep])
+    if not fails:
+        return {}, np.zeros(0, dtype=bool)
+    return {k: np.concatenate(v) for k, v in sig.items()}, np.concatenate(fails)
+
+
+def fit_segmenter_risk(
+    segmenter_path: Path,
+    scorer_path: Path,
+    cases: list[MaskedCase],
+    data_dir: Path,
+    out: Path,
+    *,
+    alpha: float = 0.01,
+    rule: FailureRule = FailureRule(),
+) -> FailureRisk:
+    """Fit the failure-risk model of one segmenter (with one scorer's anomaly score) on contoured cases it never
+    trained on, set its threshold by conformal risk control on out-of-case risks, and write a copy of the
+    segmenter's checkpoint that carries both (``metadata["failure_risk"]``): register that file as a new
+    segmenter version and the worker uses the fused risk whenever the pinned scorer is this one."""
+    segmenter, seg_md = load_segmenter(segmenter_path)
+    trained_on = set(seg_md.get("data", {}).get("per_case", {}))
+    overlap = sorted(trained_on & {c.name for c in cases})
+    if overlap:
+        raise ValueError(f"the segmenter trained on {overlap}: its failures there are not its failures elsewhere")
+    if len(cases) < 3:
+        raise ValueError(f"need at least 3 contoured cases (each left out once for the threshold), got {len(cases)}")
+    scorer = load_scorer(scorer_path)
+    tables = {}
+    for case in cases:
+        tables[case.name] = case_table(segmenter, scorer, load_masked_volume(case, data_dir))
+        log.info("%s: series Dice %.3f", case.name, float(tables[case.name]["series_dice"]))
+    cal_risk, cal_fail = out_of_case_risk(tables, rule)
+    threshold = crc_threshold(cal_risk, cal_fail, alpha)
+    sig, fail = pool(tables, rule)
+    model = fit_failure_risk(sig, fail)
+    accepted = int((cal_risk <= threshold).sum()) if threshold is not None else 0
+    calibration = {"slices": int(len(cal_risk)), "failures": int(cal_fail.sum()), "accepted": accepted}
+    fitted_on = {
+        **model.fitted_on,
+        "cases": sorted(tables),
+        "segmenter_sha256": seg_md["sha256"],
+        "scorer_sha256": file_sha256(scorer_path),
+        "rule": asdict(rule),
+        "calibration": calibration,
+    }
+    model = replace(model, threshold=threshold, alpha=alpha, fitted_on=fitted_on)
+    ckpt = read_checkpoint(segmenter_path)
+    metadata = {**ckpt["metadata"], "failure_risk": model.as_json()}
+    save_checkpoint(out, ckpt["state"], metadata)
+    return model
