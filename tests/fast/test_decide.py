@@ -35,3 +35,29 @@ def test_every_doubt_is_manual() -> None:
     refused = decide(Assessment("k", 1, refused=DecisionReason.SCORER_UNAVAILABLE))
     assert (refused.route, refused.reason, refused.priority) == (Route.MANUAL, DecisionReason.SCORER_UNAVAILABLE,
                                                                  math.inf)  # fmt: skip
+
+
+def _risk(values: list[float], threshold: float | None, core: list[bool]):  # type: ignore[no-untyped-def]
+    from workers.serving.route import FusedRisk
+
+    return FusedRisk(np.array(values), threshold, np.array(core))
+
+
+def test_the_fused_risk_sends_an_accepted_series_to_a_radiologist_with_the_slices() -> None:
+    risky = Assessment("k", 1, scores=_scores(0.5), threshold=1.0, risk=_risk([0.9, 0.3], 0.2, [True, True]))
+    d = decide(risky)
+    assert (d.route, d.reason, d.top_slices) == (Route.MANUAL, DecisionReason.SEGMENTATION_RISK, [0, 1])
+    assert d.detail == ("segmentation risk: 2 slices of the liver's core over the threshold 0.200 (worst 0.900, "
+                        "x4.5); slices [0, 1]")  # fmt: skip
+    # a risky slice outside the liver's core (its ends, where small cross-sections always disagree) is evidence,
+    # not a reason: the series is accepted
+    ends = Assessment("k", 1, scores=_scores(0.5), threshold=1.0, risk=_risk([0.9, 0.1], 0.2, [False, True]))
+    assert decide(ends).route == Route.AUTO
+    # no threshold (conformal risk control found none): nothing is accepted on the risk
+    none = Assessment("k", 1, scores=_scores(0.5), threshold=1.0, risk=_risk([0.01, 0.01], None, [True, False]))
+    assert decide(none).reason == DecisionReason.SEGMENTATION_RISK
+    # the anomaly score still comes first, and a NaN score is never accepted, whatever the risk says
+    high = decide(Assessment("k", 1, scores=_scores(1.5), threshold=1.0, risk=_risk([0.0, 0.0], 0.2, [True] * 2)))
+    assert high.reason == DecisionReason.ANOMALOUS and high.detail.startswith("anomaly: series score 1.500")
+    nan = Assessment("k", 1, scores=_scores(math.nan), threshold=1.0, risk=_risk([0.0, 0.0], 0.2, [True, True]))
+    assert decide(nan).route == Route.MANUAL

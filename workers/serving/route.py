@@ -150,7 +150,7 @@ def decide(found: Assessment) -> Decision:
         d.reason = DecisionReason.SCORER_UNCALIBRATED
     elif scores.region_pixels == 0:  # the segmenter found no liver to look at: a score of 0 would be fail-open
         d.reason = DecisionReason.NO_LIVER_FOUND
-    elif scores.series_score > found.threshold:  # the first signal flagged it
+    elif not scores.series_score <= found.threshold:  # above it, or NaN: the first signal flagged it
         d.detail = (
             f"anomaly: series score {scores.series_score:.3f} over its threshold {found.threshold:.3f} "
             f"(x{scores.series_score / max(found.threshold, 1e-9):.2f}); top slices {d.top_slices}"

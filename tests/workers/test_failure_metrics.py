@@ -1,0 +1,52 @@
+"""workers.evaluation.failure_metrics: leave-one-patient-out fusion and its conformal threshold, on synthetic
+per-slice tables (the real ones need the non-commercial data: reports/gate)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.quality import SIGNALS
+from models.risk import FailureRule
+from workers.evaluation.failure_metrics import lopo, patient_metrics, pooled_metrics
+
+
+def table(seed: int, n: int = 120) -> dict[str, np.ndarray]:
+    """A patient: liver on slices 10-109; the slices near its ends are small and fail more often."""
+    rng = np.random.default_rng(seed)
+    z = np.arange(n, dtype=float)
+    inside = (z >= 10) & (z <= 109)
+    dist = np.where(inside, np.minimum(z - 10, 109 - z) * 2.0, -1.0)
+    area = np.where(inside, 5 + 2.0 * np.clip(dist, 0, 60), 0.0)
+    fails = inside & (rng.uniform(size=n) < 1 / (1 + np.exp(0.3 * (dist - 8))))
+    t = {f"signal_{k}": rng.uniform(0, 1, n) for k in SIGNALS}
+    t.update(signal_area_cm2=area, signal_end_distance_mm=dist, signal_fraction=(z - 10) / 99,
+             signal_components=np.ones(n), signal_anomaly=rng.normal(0, 1, n))  # fmt: skip
+    large = area >= 10
+    t["ref_area_cm2"] = area
+    t["dice"] = np.where(inside, np.where(fails & large, 0.8, 0.97), np.nan)
+    t["pred_area_cm2"] = np.where(fails & ~large, area + 6, area)
+    t["positions_mm"], t["series_dice"], t["segment_seconds"] = z * 2.0, np.float64(0.96), np.float64(1.0)
+    return t
+
+
+def test_each_patient_is_scored_by_models_that_never_saw_its_labels() -> None:
+    tables = {f"p{i}": table(i) for i in range(4)}
+    per = lopo(tables, FailureRule(), alpha=0.05)
+    flipped = {**tables, "p0": {**tables["p0"], "dice": np.where(np.isnan(tables["p0"]["dice"]), np.nan, 0.5)}}
+    again = lopo(flipped, FailureRule(), alpha=0.05)
+    assert np.array_equal(per["p0"]["risk"], again["p0"]["risk"])  # its own labels change nothing about it
+    assert per["p0"]["threshold"] == again["p0"]["threshold"]  # nor its threshold (calibrated on the others)
+    assert not np.array_equal(per["p1"]["risk"], again["p1"]["risk"])  # but they do train the others' models
+
+
+def test_the_fused_risk_ranks_the_failures_and_the_threshold_holds_on_held_out_patients() -> None:
+    tables = {f"p{i}": table(10 + i) for i in range(5)}
+    per = lopo(tables, FailureRule(), alpha=0.05)
+    pooled = pooled_metrics(per, n_boot=200)
+    assert pooled["failure_auroc"] > 0.85
+    assert pooled["single_signal_auroc"]["end_distance"] > 0.85  # the signal the failures were drawn from
+    assert 0.4 < pooled["single_signal_auroc"]["anomaly"] < 0.6  # noise stays at chance
+    patients = patient_metrics(per, tables, FailureRule())
+    joint = [m["accepted_and_failed"] for m in patients.values()]
+    assert np.mean(joint) <= 0.05 + 0.03  # conformal risk control's target, with a small sample's slack
+    assert all(m["coverage_at_threshold"] > 0.3 for m in patients.values())
