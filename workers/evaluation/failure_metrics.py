@@ -141,6 +141,7 @@ def patient_metrics(per: dict[str, Any], tables: dict[str, dict], rule: FailureR
             "core_max_risk": float(r[pred_core].max()) if pred_core.any() else None,
             "series_auto": bool(t is not None and pred_core.any() and r[pred_core].max() <= t),
             "segment_seconds": float(table["segment_seconds"]),
+            "segmenter_step": int(table["segmenter_step"]) if "segmenter_step" in table else None,
             "coef": dict(zip(per[p]["model"].features, per[p]["model"].coef, strict=True)),
         }
     return out

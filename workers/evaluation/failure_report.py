@@ -142,15 +142,16 @@ def _markdown(s: dict, runs: dict, config: FailureEvalConfig, seconds: float) ->
         "## Per patient (clinical definition)",
         "",
         "| held-out patient | series Dice | judged slices | failures | AUROC | risk at 70 % | CRC threshold "
-        "| coverage at it | failures among accepted | series failure | series auto | segment + quality s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| coverage at it | failures among accepted | series failure | series auto | segmenter steps "
+        "| segment + quality s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p, m in s["per_patient"].items():
         lines.append(
             f"| {p} | {m['series_dice']:.3f} | {m['slices']} | {m['failures']} | {_fmt(m['auroc'])} "
             f"| {_fmt(m['risk_at_70pct_coverage'], True)} | {_fmt(m['crc_threshold'])} "
             f"| {_fmt(m['coverage_at_threshold'], True)} | {_fmt(m['failure_rate_accepted'], True)} "
-            f"| {m['series_failure']} | {m['series_auto']} | {m['segment_seconds']:.1f} |"
+            f"| {m['series_failure']} | {m['series_auto']} | {m['segmenter_step']} | {m['segment_seconds']:.1f} |"
         )
     lines += ["", "## Each signal alone (pooled, direction fixed in advance)", "",
               "| signal | AUROC |", "|---|---|"]  # fmt: skip
@@ -165,6 +166,21 @@ def _markdown(s: dict, runs: dict, config: FailureEvalConfig, seconds: float) ->
         f"{old['failures']} failures.",
         "",
         "Figures: `risk_coverage.png` (both definitions), `roc.png` (fused risk against each signal alone).",
+        "",
+        "## How to read it",
+        "",
+        "- **The threshold's guarantee.** Conformal risk control bounds the expected share of slices that are both "
+        "accepted and failed by alpha when calibration and new slices are exchangeable. Here the calibration "
+        "slices come from two or three other patients, slices of one patient are correlated, and the patients "
+        "differ (contrast, coverage, pathology): the per-patient columns show how far that assumption carries.",
+        "- **Series decision.** Auto only when no slice of the predicted liver's core (fractions 0.2-0.8 of the "
+        "predicted extent) is over the threshold: failures at the liver's ends (small cross-sections) are shown to "
+        "the radiologist as evidence but do not by themselves stop a series, as in the series failure definition.",
+        "- **Segment + quality seconds** were measured while other jobs shared the 2 cores: not a speed figure "
+        "(BENCHMARKS.md has those).",
+        "- **Not built:** the simulated active-learning loop (item 7: a retraining per round and budget does not fit "
+        "this machine beside the folds), the Mahalanobis feature distance and a deep ensemble (test-time "
+        "augmentation stands in for the ensemble).",
         "",
     ]
     return "\n".join(lines)
