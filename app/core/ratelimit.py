@@ -6,7 +6,8 @@ every request, valid token or not, until its window ends: guessing stops paying 
 Where the count lives: with a Redis broker, in Redis (``RedisFailureLimiter``), so every API process of a
 deployment (``gatekeeper serve --workers N``, several hosts) shares one count per client and an attacker gets
 the limit once, not N times. With the filesystem broker (the embedded set-up, no server) the count is per
-process (``FailureLimiter``); so it is, for the moment, while Redis does not answer. Nothing is written to
+process (``FailureLimiter``); so it is while Redis does not answer (then Redis is asked again after
+``REDIS_RETRY_AFTER_S``, so a hung server costs one timeout, not one per request). Nothing is written to
 the database per attempt, so a flood of bad tokens costs no database writes.
 """
 
@@ -23,6 +24,7 @@ import redis
 
 log = logging.getLogger(__name__)
 REDIS_TIMEOUT_S = 0.5  # a slow Redis must not hold a request: past this, the process counts alone
+REDIS_RETRY_AFTER_S = 5.0  # after a failure, Redis is left alone this long (a hung one costs one timeout)
 # INCR, and the window's expiry set by the attempt that opened it, in one step (any Redis since 2.6).
 _COUNT = "local n = redis.call('INCR', KEYS[1]) if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end return n"
 
@@ -91,10 +93,13 @@ class RedisFailureLimiter:
         self.fallback = fallback or FailureLimiter(max_failures, window_s)
         self._count = self.redis.register_script(_COUNT)
         self._warned_at = -math.inf
+        self._down_until = -math.inf
 
     def retry_after(self, client: str) -> int | None:
         if self.max_failures <= 0:
             return None
+        if time.monotonic() < self._down_until:
+            return self.fallback.retry_after(client)
         try:
             pipe = self.redis.pipeline(transaction=False)
             pipe.get(self.prefix + client)
@@ -110,6 +115,9 @@ class RedisFailureLimiter:
     def failed(self, client: str) -> None:
         if self.max_failures <= 0:
             return
+        if time.monotonic() < self._down_until:
+            self.fallback.failed(client)
+            return
         try:
             self._count(keys=[self.prefix + client], args=[self.window_ms])
         except redis.RedisError as exc:
@@ -118,6 +126,7 @@ class RedisFailureLimiter:
 
     def _unavailable(self, exc: redis.RedisError) -> None:
         now = time.monotonic()
+        self._down_until = now + REDIS_RETRY_AFTER_S
         if now - self._warned_at >= 60:  # once a minute, not once per guessed token
             self._warned_at = now
             log.warning("failed-attempt counts: Redis unavailable (%s); counting in this process alone",

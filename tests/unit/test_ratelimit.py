@@ -4,14 +4,18 @@ uses it, per process with the filesystem broker, and per process again while Red
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import redis
 
-from app.core.ratelimit import FailureLimiter, RedisFailureLimiter, failure_limiter
+from app.core.ratelimit import REDIS_TIMEOUT_S, FailureLimiter, RedisFailureLimiter, failure_limiter
 from app.processes import free_port
+from testkit.servers import PrivateRedis
 
 REDIS_URL = "redis://127.0.0.1:6379/0"  # the test machine's Redis (make test starts it)
 
@@ -68,6 +72,25 @@ def test_without_redis_each_process_counts_alone(client: str, caplog: pytest.Log
     assert wait is not None and 1 <= wait <= 30
     warnings = [r for r in caplog.records if "Redis unavailable" in r.getMessage()]
     assert len(warnings) == 1 and client not in warnings[0].getMessage()  # once, not per attempt
+
+
+def test_a_hung_redis_costs_one_timeout_not_one_per_request(client: str, tmp_path: Path) -> None:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    assert server.proc is not None
+    try:
+        limiter = RedisFailureLimiter(server.url, 2, 30)
+        os.kill(server.proc.pid, signal.SIGSTOP)  # alive, but it never answers
+        start = time.monotonic()
+        limiter.failed(client)  # waits for the 0.5 s timeout, then counts in this process
+        limiter.failed(client)  # Redis is left alone for a while: at once
+        wait = limiter.retry_after(client)
+        took = time.monotonic() - start
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+        server.stop()
+    assert wait is not None and 1 <= wait <= 30
+    assert REDIS_TIMEOUT_S <= took < 2.4 * REDIS_TIMEOUT_S, took  # one timeout, not three
 
 
 def test_the_broker_decides_where_counts_live() -> None:
