@@ -33,6 +33,7 @@ from app.api.access import AccessLog
 from app.api.deps import get_store
 from app.core.config import get_settings
 from app.core.errors import DomainError
+from app.core.heap import freeze_startup_heap
 from app.core.logging import configure_logging
 from app.core.proxy import ForwardedHeadersMiddleware, parse_trusted
 from app.core.security import bootstrap_problem
@@ -60,6 +61,8 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
             daemon=True,
         )
         thread.start()
+    frozen = freeze_startup_heap()  # full GC pauses stalled every request (app/core/heap.py)
+    log.debug("%d start-up objects frozen out of garbage collection", frozen)
     yield
     stop.set()
     if thread is not None:

@@ -43,9 +43,11 @@ def orthanc_binary() -> tuple[str, str]:
 
 
 class PrivateOrthanc:
-    def __init__(self, folder: Path, users: dict[str, str]) -> None:
+    def __init__(self, folder: Path, users: dict[str, str], modalities: dict[str, list] | None = None) -> None:
+        """``modalities``: Orthanc's DicomModalities (name: [AE title, host, port]), the only AEs it accepts
+        C-STORE from on its DICOM port (DicomAlwaysAllowStore is off)."""
         self.binary, self.plugin = orthanc_binary()
-        self.folder, self.users = folder, users
+        self.folder, self.users, self.modalities = folder, users, modalities or {}
         self.http_port, self.dicom_port = free_port(), free_port()
         self.log = folder / "orthanc.log"
         self.proc: subprocess.Popen | None = None
@@ -74,6 +76,7 @@ class PrivateOrthanc:
             "RegisteredUsers": self.users,
             "DicomAlwaysAllowEcho": False,
             "DicomAlwaysAllowStore": False,
+            "DicomModalities": self.modalities,
             "SyncStorageArea": True,
             "SaveJobs": False,
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True},

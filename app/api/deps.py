@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.core.config import Settings, get_settings
 from app.core.db import session_scope
-from app.core.ratelimit import FailureLimiter
+from app.core.ratelimit import Limiter, failure_limiter
 from app.core.security import Principal, Role, authenticate
 from app.services.storage import InstanceStore
 
@@ -51,9 +51,9 @@ BEARER = HTTPBearer(auto_error=False, scheme_name="bearer",
 
 
 @lru_cache
-def get_limiter() -> FailureLimiter:
+def get_limiter() -> Limiter:
     settings = get_settings()
-    return FailureLimiter(settings.auth_max_failures, settings.auth_failure_window_s)
+    return failure_limiter(settings.broker_url, settings.auth_max_failures, settings.auth_failure_window_s)
 
 
 def _principal(

@@ -8,6 +8,8 @@ attempts are capped by the task itself (the requeue on worker loss is uncapped).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from celery import Celery
 
 from app.core.config import Settings
@@ -20,10 +22,14 @@ TRAINING_QUEUE = "training"
 DELIVERY_QUEUE = "delivery"  # its own queue: a PACS that is down never holds up scoring
 
 
+def filesystem_folder(settings: Settings) -> Path:
+    """The embedded broker's folder, shared by the API and the worker (``queue/`` holds the messages)."""
+    return settings.storage_dir.resolve().parent / "broker"
+
+
 def _transport_options(settings: Settings) -> dict[str, object]:
     if settings.broker_url.startswith("filesystem://"):
-        # The embedded broker: a folder shared by the API and the worker.
-        folder = settings.storage_dir.resolve().parent / "broker"
+        folder = filesystem_folder(settings)
         for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         return {

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     seg_destination_token: str = Field(default="", repr=False)
     seg_destination_username: str = ""
     seg_destination_password: str = Field(default="", repr=False)
+    # Or a DICOM AE, by C-STORE (app/services/destination_dimse.py), calling as dimse_ae_title; one or the other.
+    seg_destination_dimse_host: str = ""
+    seg_destination_dimse_port: int | None = Field(default=None, ge=1, le=65535)
+    seg_destination_ae_title: str = ""  # the destination's (called) AE title
     # The retry schedule: attempt n (1-based) failing waits min(base * 2**(n-1), max) before the next; after
     # max_attempts the delivery is failed (an admin may send it again).
     delivery_max_attempts: int = Field(default=10, ge=1, le=100)
@@ -115,6 +119,17 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"  # json: one object per line (ts, level, logger, message, ...)
     access_log: bool = True  # one line per request: method, route template, status, duration (never the path)
+
+    @model_validator(mode="after")
+    def _one_seg_destination(self) -> Settings:
+        if self.seg_destination_dimse_host:
+            if self.seg_destination_url:
+                raise ValueError("set GATEKEEPER_SEG_DESTINATION_URL (STOW-RS) or "
+                                 "GATEKEEPER_SEG_DESTINATION_DIMSE_HOST (C-STORE), not both")  # fmt: skip
+            if self.seg_destination_dimse_port is None or not 1 <= len(self.seg_destination_ae_title.strip()) <= 16:
+                raise ValueError("GATEKEEPER_SEG_DESTINATION_DIMSE_HOST needs GATEKEEPER_SEG_DESTINATION_DIMSE_PORT "
+                                 "and GATEKEEPER_SEG_DESTINATION_AE_TITLE (1-16 characters)")  # fmt: skip
+        return self
 
 
 @lru_cache

@@ -29,6 +29,11 @@ def stored_digests(session: Session, sop_uids: list[str]) -> dict[str, str]:
     return {uid: sha for uid, sha in rows}
 
 
+def stored_path(session: Session, sop_uid: str) -> str | None:
+    """The storage path of a stored instance (relative to the storage root)."""
+    return session.scalar(select(Instance.storage_path).where(Instance.sop_instance_uid == sop_uid))
+
+
 def stored_paths(session: Session, paths: list[str]) -> set[str]:
     """Those of paths that an instance row references."""
     if not paths:

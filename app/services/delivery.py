@@ -4,7 +4,8 @@ A delivery row is written in the transaction that accepts a result (``routing.re
 auto-segmentation's SEG, ``labeling.submit_contour`` for a radiologist's contour), so a crash before the
 commit loses both and one after it loses neither. The dispatcher's relay publishes due rows to the
 ``delivery`` queue (the id only); a worker claims the row (compare-and-set, attempt + 1, a lease), sends the
-SEG by STOW-RS and marks it delivered only once the destination listed it as stored. A failure that may pass
+SEG by STOW-RS or by C-STORE (``app/services/destination_dimse.py``) and marks it delivered only once the
+destination listed it as stored (STOW-RS) or answered a success status (C-STORE). A failure that may pass
 waits ``min(base * 2**(n-1), max)`` seconds and goes back to the relay, at most
 ``GATEKEEPER_DELIVERY_MAX_ATTEMPTS`` times; a refusal (401, 409, a FailureReason) fails at once. A worker that
 dies mid-send leaves a lease that runs out; the reconciler then hands the row back to the relay.
@@ -32,6 +33,7 @@ from app.db.tables import Case, Delivery, Series
 from app.services import audit
 from app.services.derived import add_derived_instance, write_object
 from app.services.destination import SendResult, send_seg
+from app.services.destination_dimse import dimse_destination, send_seg_dimse
 from app.services.storage import InstanceStore
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,14 @@ def lease_s(settings: Settings) -> float:
     return 4 * settings.delivery_timeout_s + 60
 
 
+def destination_configured(settings: Settings) -> bool:
+    return bool(settings.seg_destination_url or settings.seg_destination_dimse_host)
+
+
 def destination_of(settings: Settings) -> str:
+    """The DICOMweb base URL, or ``dicom://AE@host:port`` for a C-STORE destination."""
+    if settings.seg_destination_dimse_host:
+        return dimse_destination(settings)
     return settings.seg_destination_url.rstrip("/")
 
 
@@ -70,7 +79,7 @@ def enqueue_auto_seg(
     session: Session, settings: Settings, *, series_id: int, revision: int, seg_path: str, seg_sop_uid: str
 ) -> Delivery | None:
     """In the caller's transaction: the auto-segmentation's stored SEG, to the configured PACS (if any)."""
-    if not settings.seg_destination_url:
+    if not destination_configured(settings):
         return None
     return deliveries.add(session, kind=DeliveryKind.AUTO_SEG, series_id=series_id, revision=revision,
                           destination=destination_of(settings), now=_now(), seg_path=seg_path,
@@ -81,7 +90,7 @@ def enqueue_contour_seg(
     session: Session, settings: Settings, *, series_id: int, revision: int, case_id: int
 ) -> Delivery | None:
     """In the caller's transaction: an accepted contour, written as a SEG by the delivery's first attempt."""
-    if not settings.seg_destination_url:
+    if not destination_configured(settings):
         return None
     return deliveries.add(session, kind=DeliveryKind.CONTOUR_SEG, series_id=series_id, revision=revision,
                           destination=destination_of(settings), now=_now(), case_id=case_id)  # fmt: skip
@@ -125,7 +134,8 @@ def deliver(settings: Settings, *, delivery_id: int) -> str:
         seg_path, sop_uid = (a.seg_path, a.seg_sop_uid) if a.seg_path else _write_contour_seg(settings, store, a)
         if seg_path is None or sop_uid is None:
             return "fenced"
-        result = send_seg(settings, (settings.storage_dir / seg_path).read_bytes(), sop_uid)
+        send = send_seg_dimse if settings.seg_destination_dimse_host else send_seg  # C-STORE, or STOW-RS
+        result = send(settings, (settings.storage_dir / seg_path).read_bytes(), sop_uid)
     except TRANSIENT as exc:  # the disk, the database, memory: worth another attempt
         result = SendResult(False, True, None, f"error before sending: {type(exc).__name__}")
     except Exception as exc:  # noqa: BLE001 - the same SEG fails the same way again (no PHI: the type only)

@@ -5,7 +5,8 @@ parse every file -> look up SOP Instance UIDs -> move new files to their final
 place after fsyncing them (in parallel) and fsync their directories -> insert rows in one
 transaction -> acknowledge. A file whose row did not commit is deleted; a row
 never exists without its file. The same bytes sent again are a success with no
-new row; other bytes under a stored SOP Instance UID are refused and audited, and
+new row, and so is the same data set under another file meta (the same instance by STOW-RS and by
+C-STORE); another data set under a stored SOP Instance UID is refused and audited, and
 so is an instance that breaks the identity rules (app/services/identity.py).
 """
 
@@ -15,6 +16,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
@@ -25,7 +27,7 @@ from app.db.tables import Instance
 from app.dicom.parse import InstanceHeader, ParseLimits, parse_instance
 from app.services import audit, identity, labeling
 from app.services.failures import FailureReason, InvalidInstance
-from app.services.storage import InstanceStore, ReceivedFile
+from app.services.storage import InstanceStore, ReceivedFile, dataset_sha256
 
 log = logging.getLogger(__name__)
 
@@ -91,17 +93,36 @@ def _parse_all(
     return outcomes, accepted
 
 
-def _classify(session: Session, accepted: list[_Accepted], actor: str) -> list[_Accepted]:
+def _same_data_set(session: Session, store: InstanceStore, item: _Accepted, first: dict[str, Path]) -> bool:
+    """Whether a file whose bytes differ from the stored copy's holds the same data set: only the file meta
+    differs (the sender's implementation UID or AE title: the same instance by STOW-RS and by C-STORE,
+    whose receiver rebuilds the meta). Read only for such a mismatch, which is rare."""
+    uid = item.header.sop_instance_uid
+    known = first.get(uid)
+    if known is None:
+        relative = ingest_sql.stored_path(session, uid)
+        if relative is None:
+            return False
+        known = store.absolute(relative)
+    try:
+        return dataset_sha256(known) == dataset_sha256(item.received.path)
+    except Exception:  # noqa: BLE001 - either unreadable as Part 10: not the same data set
+        return False
+
+
+def _classify(session: Session, store: InstanceStore, accepted: list[_Accepted], actor: str) -> list[_Accepted]:
     """Mark duplicates and conflicts; return the items that need a new row."""
     digests = ingest_sql.stored_digests(session, [a.header.sop_instance_uid for a in accepted])
+    first: dict[str, Path] = {}  # the batch's own first copy of a new UID
     new: list[_Accepted] = []
     for item in accepted:
         uid, sha = item.header.sop_instance_uid, item.received.sha256
         known = digests.get(uid)
         if known is None:
             digests[uid] = sha  # a second copy in the same batch is a duplicate of the first
+            first[uid] = item.received.path
             new.append(item)
-        elif known == sha:
+        elif known == sha or _same_data_set(session, store, item, first):
             item.outcome.duplicate = True
         else:
             item.outcome.reason = FailureReason.DUPLICATE_CONFLICT
@@ -193,7 +214,7 @@ def _insert_rows(session: Session, new: list[_Accepted], actor: str) -> None:
 
 def _commit(store: InstanceStore, accepted: list[_Accepted], actor: str) -> None:
     with session_scope() as session:
-        new = _classify(session, accepted, actor)
+        new = _classify(session, store, accepted, actor)
         # Only new files need to reach the disk; duplicates and refusals are deleted.
         store.sync_files(item.received.path for item in new)
         try:

@@ -163,9 +163,11 @@ class DatabaseCollector(Collector):
         yield from families
 
 
-def exposition(session_factory: Callable[[], AbstractContextManager[Session]]) -> bytes:
+def exposition(
+    session_factory: Callable[[], AbstractContextManager[Session]], broker: Collector | None = None
+) -> bytes:
     """The text exposition: this process's (or, in multiprocess mode, every API process's) metrics, then the
-    database's."""
+    database's and the broker's (app/services/broker_metrics.py)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         local = CollectorRegistry()
         MultiProcessCollector(local)
@@ -173,4 +175,6 @@ def exposition(session_factory: Callable[[], AbstractContextManager[Session]]) -
         local = REGISTRY
     database = CollectorRegistry(auto_describe=False)
     database.register(DatabaseCollector(session_factory))
+    if broker is not None:
+        database.register(broker)
     return generate_latest(local) + generate_latest(database)

@@ -224,6 +224,20 @@ class InstanceStore:
         return removed
 
 
+def dataset_sha256(path: Path) -> str:
+    """sha256 of a Part 10 file's data set: the bytes after its preamble and file meta group (0002), which
+    name the sender (implementation UID, source AE title) rather than the instance."""
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    digest = hashlib.sha256()
+    with path.open("rb") as fp:
+        read_preamble(fp, False)
+        _read_file_meta_info(fp)
+        while chunk := fp.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fp:

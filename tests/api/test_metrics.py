@@ -130,3 +130,31 @@ def test_several_api_processes_are_summed(stack: Stack, tmp_path) -> None:  # ty
         assert seen == {8.0}, seen
     finally:
         stop_group(proc)
+
+
+@pytest.mark.parametrize("broker", ["redis", "filesystem"])
+def test_broker_queue_depth(stack_factory, broker: str) -> None:  # type: ignore[no-untyped-def]
+    """Messages waiting per Celery queue, read from the broker: with no worker, a completed series' scoring job
+    waits in the scoring queue (a Redis list, or a file of the filesystem broker)."""
+    overrides = {"GATEKEEPER_BROKER_URL": "filesystem://"} if broker == "filesystem" else {}
+    s = stack_factory(worker=False, **overrides)
+    before = scrape(s)
+    assert value(before, "gatekeeper_broker_up") == 1.0
+    for queue in ("scoring", "delivery", "training"):
+        assert ("gatekeeper_broker_queue_messages", (("queue", queue),)) in before and value(
+            before, "gatekeeper_broker_queue_messages", queue=queue) == 0  # fmt: skip
+    spec, blobs = make_series(3)
+    with s.client("pacs") as pacs:
+        assert stow(pacs, blobs).status_code == 200
+        assert pacs.post(f"/series/{spec.series_uid}/complete").status_code == 200
+    s.wait_published()
+    deadline = time.monotonic() + 30
+    while value(m := scrape(s), "gatekeeper_broker_queue_messages", queue="scoring") != 1:
+        assert time.monotonic() < deadline, f"scoring queue never showed the job: {m}"
+        time.sleep(0.2)
+    assert value(m, "gatekeeper_broker_queue_messages", queue="training") == 0
+    if broker == "redis":  # the broker down: the scrape still answers, and says so
+        s.broker.stop()  # type: ignore[attr-defined]
+        down = scrape(s)
+        assert value(down, "gatekeeper_broker_up") == 0.0 and value(down, "gatekeeper_database_up") == 1.0
+        assert not any(name == "gatekeeper_broker_queue_messages" for name, _ in down)

@@ -70,16 +70,13 @@ def p99(latencies: list[float]) -> float:
     return statistics.quantiles(latencies, n=100)[98]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known failing since the #15 merges: one stall of 107-136 ms during the pushes on a quiet machine "
-    "(median 2 ms; 44.5 ms p99 before the merge); not yet found (a shorter GIL switch interval did not help)",
-)
 def test_healthz_p99_stays_under_100_ms_during_large_compressed_pushes(quiet: Stack) -> None:
     """The bound is the issue's 100 ms over the p99 the same probe sees just before, with the API idle: on
     these 2 shared cores (this test runs niced, beside other sessions' training) scheduling alone can cost
     tens of ms. A machine whose idle p99 is already over IDLE_P99_MAX cannot measure a 100 ms bound: the test
-    says so and skips. With the inflation on the event loop the p99 was 2.2 s (BENCHMARKS.md)."""
+    says so and skips. With the inflation on the event loop the p99 was 2.2 s (BENCHMARKS.md); with the
+    start-up heap left to the collector, one full collection (132 ms) stalled about half the runs past the
+    bound (app/core/heap.py)."""
     bomb = gzip_zeros(250 * 1024**2)  # 250 MiB inflated, as in the issue; under the 256 MiB instance limit
     _, _, blobs = sample_visit("GK-RESPONSIVE")
     stow_body, stow_headers = stow_gzip(blobs)

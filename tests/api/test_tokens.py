@@ -141,6 +141,23 @@ def test_failed_attempts_are_limited_per_client(any_stack: Stack, tmp_path: Path
         assert c.get("/healthz").status_code == 200  # the probes need no token and are never limited
 
 
+def test_failed_attempts_are_counted_across_api_processes(stack: Stack, tmp_path: Path) -> None:
+    """Two API processes on one Redis broker share one count per client: with a count per process, an
+    attacker got the limit once per process (``--workers N``: N times the guesses)."""
+    limited = {"GATEKEEPER_AUTH_MAX_FAILURES": "4", "GATEKEEPER_AUTH_FAILURE_WINDOW_S": "30"}
+    good = _bearer(stack.tokens["pacs"])
+    with extra_api(stack, tmp_path / "a", **limited) as a, extra_api(stack, tmp_path / "b", **limited) as b, \
+            httpx.Client(base_url=a.url) as one, httpx.Client(base_url=b.url) as other:  # fmt: skip
+        for c in (one, other):
+            assert c.get("/dicomweb/studies", headers=good).status_code in (200, 204)
+        for i, c in enumerate((one, other, one, other)):  # two guesses on each: four in all
+            assert c.get("/dicomweb/studies", headers=_bearer(f"spread-{i}")).status_code == 401
+        for c in (one, other):
+            r = c.get("/dicomweb/studies", headers=good)
+            assert r.status_code == 429, r.text
+            assert 1 <= int(r.headers["retry-after"]) <= 30 and "too many invalid tokens" in r.json()["detail"]
+
+
 def test_bootstrap_token_strength_and_expiry(any_stack: Stack, tmp_path: Path) -> None:
     future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()

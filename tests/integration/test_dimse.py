@@ -20,6 +20,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
 from pynetdicom import AE
 
+from app.client import stow
 from testkit.dicom_factory import make_series
 from testkit.dimse import Receiver, dcmtk_available, echoscu, start_receiver, storescu, write_files
 from testkit.servers import Stack
@@ -122,6 +123,40 @@ def test_each_success_is_durable_before_it_is_acknowledged(dimse_stack: tuple[St
             assert all((stack.storage / r[2]).is_file() for r in rows)
     finally:
         assoc.release()
+
+
+def test_the_same_instance_by_stow_and_by_c_store_is_one_duplicate(
+    dimse_stack: tuple[Stack, Receiver], tmp_path: Path
+) -> None:
+    """The same data set sent by STOW-RS and by C-STORE, in either order, is stored once: the two files
+    differ only in their file meta (the sender's own; the one the receiver rebuilds). It was a conflict
+    (0x0111), and the second sender was told its instance clashed with itself."""
+    stack, receiver = dimse_stack
+    conflicts = "SELECT count(*) FROM audit_events WHERE action = 'instance.conflict'"
+    before = stack.scalar(conflicts)
+    spec, blobs = make_series(3)
+    with stack.client("pacs") as c:
+        assert stow(c, blobs).status_code == 200
+    rows = _rows(stack, spec.series_uid)
+    done = storescu(receiver.port, write_files(tmp_path / "after-stow", blobs))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.count("Received Store Response (Success)") == 3, done.stderr[-2000:]
+    assert sorted(_rows(stack, spec.series_uid)) == sorted(rows)
+    # C-STORE first, then STOW-RS: every part listed as stored (a duplicate), nothing new
+    spec, blobs = make_series(2)
+    assert storescu(receiver.port, write_files(tmp_path / "first", blobs)).returncode == 0
+    rows = _rows(stack, spec.series_uid)
+    with stack.client("pacs") as c:
+        r = stow(c, blobs)
+    assert r.status_code == 200 and len(r.json()["00081199"]["Value"]) == 2, r.text
+    assert "00081198" not in r.json()
+    assert sorted(_rows(stack, spec.series_uid)) == sorted(rows)
+    assert stack.scalar(conflicts) == before
+    # other pixel data under a stored UID is still a conflict, whichever protocol stored it
+    changed = _datasets(blobs)[0]
+    changed.PixelData = bytes(len(changed.PixelData))
+    assert [s for s, _ in _send(receiver.port, [changed])] == [0x0111]
+    assert stack.scalar(conflicts) == before + 1
 
 
 def _nested(depth: int) -> Dataset:
