@@ -1,5 +1,6 @@
 """A radiologist's contour stored by STOW-RS: a DICOM SEG (drawn or corrected in OHIF, 3D Slicer...) taken as
-the contour of the case its sender holds, exactly as an upload to ``/queue/{id}/contour`` is.
+the contour of the case its sender holds, exactly as an upload to ``/queue/{id}/contour`` is. Binary SEGs
+(Segmentation Storage) and label maps (Label Map Segmentation Storage, OHIF 3.13's default, RLE Lossless).
 
 The SEG names its series (ReferencedSeriesSequence); the case of that series' current revision must be
 claimed by the sender, and the SEG must lie on the series' grid in its frame of reference
@@ -35,6 +36,8 @@ from app.services.storage import InstanceStore, ReceivedFile
 
 log = logging.getLogger(__name__)
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+LABEL_MAP_SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"  # what OHIF 3.13 stores by default (RLE Lossless)
+SEG_CLASSES = frozenset({SEG_STORAGE, LABEL_MAP_SEG_STORAGE})
 _UIDS = re.compile(r"\d+(\.\d+){2,}")
 COMMENT = 64  # ErrorComment is an LO
 
@@ -100,7 +103,8 @@ def _check_identity(session, seg: Dataset, series: Series) -> None:  # type: ign
 
 def _accept(session, settings: Settings, store: InstanceStore, received: ReceivedFile, seg: Dataset,
             reader: str) -> Outcome:  # type: ignore[no-untyped-def]  # fmt: skip
-    if str(seg.get("SOPClassUID", "")) != SEG_STORAGE or str(seg.get("Modality", "")) != "SEG":
+    sop_class = str(seg.get("SOPClassUID", ""))
+    if sop_class not in SEG_CLASSES or str(seg.get("Modality", "")) != "SEG":
         raise Refused(FailureReason.SOP_CLASS_NOT_SUPPORTED, "a radiologist stores DICOM SEG contours only")
     series = reads.series_by_uid(session, _referenced_series(seg))
     if series is None or series.status == SeriesStatus.DERIVED:
@@ -121,7 +125,7 @@ def _accept(session, settings: Settings, store: InstanceStore, received: Receive
         sop_uid = str(seg.SOPInstanceUID)
         attributes = {k: v for k, v in seg.to_json_dict().items() if k in _SERIES_TAG_HEX}
         add_derived_instance(session, study_id=series.study_id, series_uid=str(seg.SeriesInstanceUID),
-                             sop_uid=sop_uid, sop_class_uid=SEG_STORAGE, modality="SEG", relative=relative,
+                             sop_uid=sop_uid, sop_class_uid=sop_class, modality="SEG", relative=relative,
                              sha256=received.sha256, size=received.size, attributes=attributes,
                              transfer_syntax_uid=str(seg.file_meta.TransferSyntaxUID))  # fmt: skip
         deliveries.attach_case_seg(session, case_id=case.id, seg_path=relative, seg_sop_uid=sop_uid)
@@ -134,7 +138,7 @@ def _accept(session, settings: Settings, store: InstanceStore, received: Receive
             (settings.storage_dir / contour).unlink(missing_ok=True)
         raise
     study_uid = str(seg.StudyInstanceUID)
-    return Outcome(SEG_STORAGE, sop_uid, study_uid, str(seg.SeriesInstanceUID), stored=True)
+    return Outcome(sop_class, sop_uid, study_uid, str(seg.SeriesInstanceUID), stored=True)
 
 
 _SERIES_TAG_HEX = frozenset(f"{pydicom.datadict.tag_for_keyword(k):08X}" for k in SERIES_TAGS)
@@ -168,7 +172,7 @@ def is_contour_part(role: Role, received: ReceivedFile) -> bool:
         meta = pydicom.filereader.read_file_meta_info(received.path)
     except Exception:  # noqa: BLE001 - an unreadable part goes to ingest, which refuses it precisely
         return False
-    return str(meta.get("MediaStorageSOPClassUID", "")) == SEG_STORAGE
+    return str(meta.get("MediaStorageSOPClassUID", "")) in SEG_CLASSES
 
 
 def store_parts(*, settings: Settings, store: InstanceStore, files: list[ReceivedFile], role: Role, actor: str,

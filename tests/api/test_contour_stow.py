@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import io
 
+import highdicom as hd
 import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.sr.codedict import codes
+from pydicom.uid import RLELossless, generate_uid
 
 from app.client import stow
-from app.dicom.seg import write_seg
+from app.dicom.seg import _prepared_sources, write_seg
 from testkit.dicom_factory import make_series
 from tests.conftest import Stack
 
@@ -112,6 +114,29 @@ def test_a_seg_corrected_from_the_automatic_one_is_accepted(q: Stack) -> None:
     contour = q.scalar("SELECT contour_path FROM cases WHERE id=:i", i=case_id)
     stored = np.asarray(nib.load(q.storage / str(contour)).dataobj)
     assert int(stored.sum()) == int(box(datasets).sum()) - 12 * 6
+
+
+def test_a_label_map_seg_in_rle_as_ohif_stores_it_is_accepted(q: Stack) -> None:
+    """OHIF 3.13 stores a segmentation as a Label Map SEG (SOP class ...66.7) in RLE Lossless by default."""
+    datasets, case_id = manual_case(q)
+    liver = hd.seg.SegmentDescription(
+        segment_number=1, segment_label="Liver", segmented_property_category=codes.cid7150.AnatomicalStructure,
+        segmented_property_type=codes.SCT.Liver, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+    )  # fmt: skip
+    seg = hd.seg.Segmentation(
+        source_images=_prepared_sources(datasets), pixel_array=box(datasets), segment_descriptions=[liver],
+        segmentation_type=hd.seg.SegmentationTypeValues.LABELMAP, transfer_syntax_uid=RLELossless,
+        series_instance_uid=generate_uid(), series_number=901, sop_instance_uid=generate_uid(), instance_number=1,
+        manufacturer="OHIF", manufacturer_model_name="OHIF Viewer", software_versions="3.13.2",
+        device_serial_number="1",
+    )  # fmt: skip
+    assert seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.7"
+    with q.client("radiologist") as reader:
+        assert reader.post(f"/queue/{case_id}/claim").status_code == 200
+        r = stow(reader, [to_blob(seg)])
+        assert r.status_code == 200, r.text
+    contour = q.scalar("SELECT contour_path FROM cases WHERE id=:i", i=case_id)
+    assert int(np.asarray(nib.load(q.storage / str(contour)).dataobj).sum()) == int(box(datasets).sum())
 
 
 def test_each_refusal_names_its_reason_and_changes_nothing(q: Stack) -> None:
