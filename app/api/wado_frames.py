@@ -16,7 +16,7 @@ from app.services.dicomweb import multipart_boundary, stream_parts
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 INSTANCE = "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
-FrameList = Annotated[str, Path(max_length=70_000, description="1-based frame numbers, comma-separated")]
+FrameList = Annotated[str, Path(max_length=8000, description="1-based frame numbers, comma-separated")]
 TagPath = Annotated[str, Path(max_length=600, description="TTTTTTTT[/item/TTTTTTTT]..., as in a BulkDataURI")]
 Window = Annotated[str | None, Query(max_length=80, description="center,width[,linear]")]
 

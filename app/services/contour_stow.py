@@ -64,27 +64,24 @@ def _header(received: ReceivedFile, limits: ParseLimits) -> Dataset:
 def _referenced_series(seg: Dataset) -> str:
     uids = {str(item.get("SeriesInstanceUID", "")) for item in seg.get("ReferencedSeriesSequence", [])}
     if len(uids) != 1 or "" in uids:
-        raise Refused(FailureReason.DATASET_MISMATCH, f"a contour SEG references one series, this one {len(uids)}")
+        raise Refused(FailureReason.DATASET_MISMATCH, f"ReferencedSeriesSequence names {len(uids)} series, not 1")
     return uids.pop()
 
 
 def _held_case(session, series: Series, reader: str) -> Case:  # type: ignore[no-untyped-def]
+    """The case of the series' current revision, claimed by ``reader`` with a live lease; else Refused."""
     now = datetime.now(UTC)
     case = cases.of_series(session, series_id=series.id, revision=series.revision)
     if case is None or case.status not in (cases.OPEN, cases.CLAIMED):
         held = cases.held_by_reader(session, reader=reader, now=now)
-        if held:
-            return _refuse_no_case(f"series of no open case; you hold case {held[0]}")
-        return _refuse_no_case("the referenced series has no open case")
-    if case.status == cases.CLAIMED and case.lease_until >= now and case.claimed_by != reader:  # type: ignore[operator]
-        return _refuse_no_case(f"case {case.id} is claimed by another reader")
-    if case.status != cases.CLAIMED or case.claimed_by != reader or case.lease_until < now:  # type: ignore[operator]
-        return _refuse_no_case(f"claim case {case.id} first (it is not claimed by you)")
+        message = f"series of no open case; you hold case {held[0]}" if held else "the series has no open case"
+        raise Refused(FailureReason.NO_CLAIMED_CASE, message)
+    live = case.status == cases.CLAIMED and case.lease_until >= now  # type: ignore[operator]
+    if live and case.claimed_by != reader:
+        raise Refused(FailureReason.NO_CLAIMED_CASE, f"case {case.id} is claimed by another reader")
+    if not live:
+        raise Refused(FailureReason.NO_CLAIMED_CASE, f"claim case {case.id} first (it is not claimed by you)")
     return case
-
-
-def _refuse_no_case(message: str) -> Case:
-    raise Refused(FailureReason.NO_CLAIMED_CASE, message)
 
 
 def _check_identity(session, seg: Dataset, series: Series) -> None:  # type: ignore[no-untyped-def]

@@ -32,7 +32,7 @@ COMPRESSED_MEDIA = {
     "1.2.840.10008.1.2.4.81": "image/jls", "1.2.840.10008.1.2.4.90": "image/jp2",
     "1.2.840.10008.1.2.4.91": "image/jp2", "1.2.840.10008.1.2.5": "image/x-dicom-rle",
 }  # fmt: skip
-MAX_FRAMES_LISTED = 10_000
+MAX_FRAMES_LISTED = 1000  # the path stays far below GATEKEEPER_HTTP_MAX_HEADER_BYTES
 _FRAME_LIST = re.compile(r"^[0-9]{1,6}(,[0-9]{1,6})*$")
 _TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
 RENDERED_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG"}

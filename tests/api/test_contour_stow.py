@@ -25,8 +25,9 @@ SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 
 @pytest.fixture(scope="module")
 def q(stack_factory) -> Stack:  # type: ignore[no-untyped-def]
-    """No scorer is promoted here, so every series lands in the manual queue."""
-    return stack_factory()
+    """No scorer is promoted here, so every series lands in the manual queue; a destination (that refuses
+    connections) so that accepted contours get a delivery row."""
+    return stack_factory(GATEKEEPER_SEG_DESTINATION_URL="http://127.0.0.1:9/dicom-web")
 
 
 def manual_case(stack: Stack, n: int = 4) -> tuple[list[Dataset], int]:
@@ -82,6 +83,11 @@ def test_a_seg_of_the_held_case_is_its_contour_and_is_served_in_its_study(q: Sta
         assert status == "submitted"
         stored = np.asarray(nib.load(q.storage / contour).dataobj)
         assert int(stored.sum()) == int(box(datasets).sum())  # the SEG's voxels, now the case's mask
+        # the PACS is sent this very SEG (its stored file), not one rewritten from the mask
+        path = q.scalar("SELECT storage_path FROM instances WHERE sop_instance_uid=:u", u=str(seg.SOPInstanceUID))
+        assert (q.storage / str(path)).read_bytes() == blob
+        deliveries = q.rows("SELECT seg_path, seg_sop_uid FROM deliveries WHERE case_id=:i", i=case_id)
+        assert deliveries == [(path, str(seg.SOPInstanceUID))]
         # QIDO finds it in its study (so the viewer lists it over the CT); WADO returns the very bytes sent
         series = reader.get(f"/dicomweb/studies/{study}/series", params={"Modality": "SEG"}).json()
         assert [s["0020000E"]["Value"][0] for s in series] == [seg_series]
