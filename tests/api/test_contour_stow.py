@@ -17,7 +17,7 @@ from pydicom.uid import RLELossless, generate_uid
 from app.client import stow
 from app.dicom.seg import _prepared_sources, write_seg
 from testkit.dicom_factory import make_series
-from tests.conftest import Stack
+from tests.conftest import ROOT, Stack
 
 pytestmark = pytest.mark.integration
 SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -143,6 +143,29 @@ def test_a_label_map_seg_in_rle_as_ohif_stores_it_is_accepted(q: Stack) -> None:
         assert r.status_code == 200, r.text
     contour = q.scalar("SELECT contour_path FROM cases WHERE id=:i", i=case_id)
     assert int(np.asarray(nib.load(q.storage / str(contour)).dataobj).sum()) == int(box(datasets).sum())
+
+
+def test_the_seg_ohif_itself_exported_is_accepted(q: Stack) -> None:
+    """tests/data/ohif-3.13.2-labelmap-seg.dcm: what OHIF 3.13.2 stored by STOW-RS from /viewer/ after a
+    radiologist erased part of a liver SEG over the Apache-2.0 sample (a label map in RLE whose frames have no
+    FrameContentSequence, segment coded T-D0050 but labelled Liver). It was refused (0xA900, highdicom could not
+    read it) until the frames were placed by their source images."""
+    sample = ROOT / "samples" / "totalseg-example" / "ct-dicom"
+    blobs = [p.read_bytes() for p in sorted(sample.iterdir())]
+    series_uid = str(pydicom.dcmread(io.BytesIO(blobs[0]), stop_before_pixels=True).SeriesInstanceUID)
+    with q.client("pacs") as c:
+        assert stow(c, blobs).status_code == 200
+        c.post(f"/series/{series_uid}/complete")
+    state = q.wait_status(series_uid, {"manual"})
+    case_id = q.scalar("SELECT id FROM cases WHERE series_id=:i", i=state["id"])
+    exported = (ROOT / "tests" / "data" / "ohif-3.13.2-labelmap-seg.dcm").read_bytes()
+    with q.client("radiologist") as reader:
+        assert reader.post(f"/queue/{case_id}/claim").status_code == 200
+        r = stow(reader, [exported])
+        assert r.status_code == 200, r.text
+    contour = q.scalar("SELECT contour_path FROM cases WHERE id=:i", i=case_id)
+    liver = int(pydicom.dcmread(io.BytesIO(exported)).pixel_array.astype(bool).sum())
+    assert int(np.asarray(nib.load(q.storage / str(contour)).dataobj).sum()) == liver == 360609
 
 
 def test_each_refusal_names_its_reason_and_changes_nothing(q: Stack) -> None:
