@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint bench-ingest clean
+.PHONY: install viewer run test test-fast lint bench-ingest clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -18,7 +18,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0 -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) viewer
+
+# The OHIF viewer at /viewer/ (pinned @ohif/app from npm, into var/ohif; a no-op once there). Without npm or
+# the registry the service still runs and /viewer/ answers 503 with how to install it.
+viewer:
+	bash scripts/install-ohif.sh || echo "OHIF viewer not installed: /viewer/ answers 503 until scripts/install-ohif.sh runs"
 
 run: install
 	$(BIN)/gatekeeper demo

@@ -27,7 +27,9 @@ from app.api import (
     stow,
     tokens,
     training,
+    viewer,
     wado,
+    wado_frames,
 )
 from app.api.access import AccessLog
 from app.api.deps import get_store
@@ -70,13 +72,29 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
 
 
 ROUTERS = tuple(
-    m.router for m in (health, stow, qido, wado, orthanc, series, queue, models, training, tokens, metrics, deliveries)
+    m.router
+    for m in (
+        health,
+        stow,
+        qido,
+        wado,
+        wado_frames,
+        orthanc,
+        series,
+        queue,
+        models,
+        training,
+        tokens,
+        metrics,
+        deliveries,
+    )
 )
 app = FastAPI(title="gatekeeper", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
 app.add_middleware(AccessLog, enabled=get_settings().access_log)
 for router in ROUTERS:
     app.include_router(router)
 docs.mount(app)  # /docs from local assets (a hospital network usually has no internet)
+viewer.mount(app)  # /viewer/: OHIF on the service's own DICOMweb
 # Forwarded headers only from GATEKEEPER_TRUSTED_PROXIES (uvicorn's own handling is off: app/cli/main.py serve).
 app.add_middleware(ForwardedHeadersMiddleware, trusted=parse_trusted(get_settings().trusted_proxies))
 

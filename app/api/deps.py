@@ -100,4 +100,6 @@ RadiologistPrincipal = Annotated[Principal, Depends(require_roles(Role.RADIOLOGI
 EngineerPrincipal = Annotated[Principal, Depends(require_roles(Role.ML_ENGINEER))]
 AdminPrincipal = Annotated[Principal, Depends(require_roles())]
 MonitoringPrincipal = Annotated[Principal, Depends(require_roles(Role.MONITORING))]
+# STOW-RS: a PACS stores images, a radiologist stores contour SEGs (app/services/contour_stow.py).
+StowPrincipal = Annotated[Principal, Depends(require_roles(Role.PACS, Role.RADIOLOGIST))]
 ReaderPrincipal = Annotated[Principal, Depends(require_roles(Role.PACS, Role.RADIOLOGIST, Role.ML_ENGINEER))]

@@ -8,13 +8,14 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import PacsPrincipal, SettingsDep, StoreDep
+from app.api.deps import SettingsDep, StoreDep, StowPrincipal
 from app.core.config import Settings
 from app.core.proxy import request_base_url
 from app.dicom.parse import ParseLimits
 from app.services import metrics
 from app.services.body import BadCompressedBody, BodyTooLarge, Decoder, UnsupportedEncoding
-from app.services.ingest import StorageUnavailable, ingest_files
+from app.services.contour_stow import store_parts
+from app.services.ingest import StorageUnavailable
 from app.services.multipart import Limits, MultipartError, parse_content_type, read_parts
 from app.services.storage import ReceivedFile, TempWriter
 from app.services.stow import part_refused, stow_body, stow_status
@@ -87,8 +88,14 @@ async def _store(request: Request, settings: Settings, store, principal, study: 
         parse_limits = ParseLimits(settings.max_pixel_bytes, settings.max_sequence_depth)
         try:
             stored = await run_in_threadpool(
-                lambda: ingest_files(
-                    store=store, files=files, expected_study=study, actor=principal.name, limits=parse_limits
+                lambda: store_parts(
+                    settings=settings,
+                    store=store,
+                    files=files,
+                    role=principal.role,
+                    actor=principal.name,
+                    expected_study=study,
+                    limits=parse_limits,
                 )
             )
         except StorageUnavailable as exc:
@@ -101,16 +108,24 @@ async def _store(request: Request, settings: Settings, store, principal, study: 
     return JSONResponse(stow_body(outcomes, base_url(request, settings)), stow_status(outcomes), media_type=DICOM_JSON)
 
 
-@router.post("/studies", summary="STOW-RS: store instances of any study")
+STOW_DESCRIPTION = (
+    "A PACS stores CT images. A radiologist stores DICOM SEG contours: each is taken as the contour of the case "
+    "of the series it references, which the radiologist must hold (claimed, lease live), validated against "
+    "that series' grid and frame of reference like an upload to /queue/{case_id}/contour; a refusal is a "
+    "FailureReason with an ErrorComment (0000,0902) that says why."
+)
+
+
+@router.post("/studies", summary="STOW-RS: store instances of any study", description=STOW_DESCRIPTION)
 async def store_instances(
-    request: Request, principal: PacsPrincipal, settings: SettingsDep, store: StoreDep
+    request: Request, principal: StowPrincipal, settings: SettingsDep, store: StoreDep
 ) -> JSONResponse:
     return await _store(request, settings, store, principal, None)
 
 
-@router.post("/studies/{study_uid}", summary="STOW-RS: store instances of one study")
+@router.post("/studies/{study_uid}", summary="STOW-RS: store instances of one study", description=STOW_DESCRIPTION)
 async def store_study_instances(
-    study_uid: str, request: Request, principal: PacsPrincipal, settings: SettingsDep, store: StoreDep
+    study_uid: str, request: Request, principal: StowPrincipal, settings: SettingsDep, store: StoreDep
 ) -> JSONResponse:
     if not re.match(UID_PATTERN, study_uid) or len(study_uid) > 64:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "StudyInstanceUID in the URL is not a valid UID")

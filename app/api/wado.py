@@ -9,7 +9,8 @@ from app.api.deps import ReaderPrincipal, SessionDep, SettingsDep, StoreDep
 from app.api.qido import UidPath
 from app.api.stow import DICOM_JSON, base_url
 from app.db import reads
-from app.services.dicomweb import metadata_json, multipart_boundary, stream_multipart
+from app.services.dicomweb import multipart_boundary, stream_multipart
+from app.services.frames import metadata_json
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 

@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     storage_dir: Path = Path("var/storage")
     models_dir: Path = Path("var/models")  # registered model files, named by kind, version and sha256
     data_dir: Path = Path("../shared/data")
+    ohif_dir: Path = Path("var/ohif")  # the OHIF viewer's dist/ (scripts/install-ohif.sh), served at /viewer/
 
     # Ingest limits: a body over max_body_bytes gets 413 before it is buffered.
     max_body_bytes: int = 2 * 1024**3

@@ -113,3 +113,13 @@ def move_own(session: Session, *, case_id: int, reader: str, now: datetime, stat
     """claimed-by-reader (lease still valid) -> status."""
     stmt = update(Case).where(Case.id == case_id, _held_by(reader, now)).values(status=status, updated_at=now, **values)
     return affected(session, stmt) == 1
+
+
+def of_series(session: Session, *, series_id: int, revision: int) -> Case | None:
+    """The case of the series' ``revision`` (one at most: uq_case), whatever its status."""
+    return session.scalar(select(Case).where(Case.series_id == series_id, Case.revision == revision))
+
+
+def held_by_reader(session: Session, *, reader: str, now: datetime) -> list[int]:
+    """The ids of the cases ``reader`` holds now (a live claim)."""
+    return list(session.scalars(select(Case.id).where(_held_by(reader, now)).order_by(Case.id)))

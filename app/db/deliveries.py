@@ -141,3 +141,13 @@ def send_again(session: Session, *, delivery_id: int, now: datetime) -> bool:
         )  # fmt: skip
     )
     return affected(session, stmt) == 1
+
+
+def attach_case_seg(session: Session, *, case_id: int, seg_path: str, seg_sop_uid: str) -> int:
+    """Name a contour's own stored SEG on its pending delivery, so the PACS gets that SEG (none is rewritten)."""
+    stmt = (
+        update(Delivery)
+        .where(Delivery.case_id == case_id, Delivery.seg_path.is_(None))
+        .values(seg_path=seg_path, seg_sop_uid=seg_sop_uid)
+    )
+    return int(session.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]

@@ -196,9 +196,15 @@ def check_seg_against_series(seg: pydicom.Dataset, source_datasets: Sequence[pyd
 
 
 def read_seg_mask(seg_dataset: pydicom.Dataset, source_datasets: Sequence[pydicom.Dataset]) -> np.ndarray:
-    """The liver of a submitted SEG as (Z, Y, X) uint8 in the order of ``source_datasets``; validated first."""
+    """The liver of a submitted SEG as (Z, Y, X) uint8 in the order of ``source_datasets``; validated first.
+
+    A SEG whose frames carry no FrameContentSequence (OHIF 3.13's label maps: its frames are placed by their
+    source image only) is read frame by frame from the source each frame derives from; highdicom reads the rest.
+    """
     check_seg_against_series(seg_dataset, source_datasets)
     segment_numbers = _liver_segment_numbers(seg_dataset)
+    if not all("FrameContentSequence" in f for f in seg_dataset.PerFrameFunctionalGroupsSequence):
+        return _mask_by_source_frames(seg_dataset, source_datasets, segment_numbers)
     seg = hd.seg.Segmentation.from_dataset(seg_dataset, copy=True)
     pixels = seg.get_pixels_by_source_instance(
         source_sop_instance_uids=[instance_uid(ds) for ds in source_datasets],
@@ -207,6 +213,39 @@ def read_seg_mask(seg_dataset: pydicom.Dataset, source_datasets: Sequence[pydico
         assert_missing_frames_are_empty=True,  # slices without a frame carry no liver
     )  # (Z, Y, X, n_segments)
     return (pixels.max(axis=-1) > 0).astype(np.uint8)
+
+
+def _frame_segment(frame: pydicom.Dataset, shared: pydicom.Dataset | None) -> int | None:
+    for group in (frame, shared):
+        if group is not None and "SegmentIdentificationSequence" in group:
+            return int(group.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+    return None
+
+
+def _mask_by_source_frames(
+    seg: pydicom.Dataset, source_datasets: Sequence[pydicom.Dataset], segment_numbers: list[int]
+) -> np.ndarray:
+    """Each frame onto the slice of the one source image it derives from: a label map's pixels are segment
+    numbers, a binary frame belongs to the segment its SegmentIdentificationSequence names."""
+    index = {instance_uid(ds): k for k, ds in enumerate(source_datasets)}
+    rows, cols = int(seg.Rows), int(seg.Columns)
+    pixels = seg.pixel_array.reshape(-1, rows, cols)  # (frames, Y, X)
+    shared = seg.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in seg else None
+    label_map = str(seg.get("SegmentationType", "")) == "LABELMAP"
+    mask = np.zeros((len(source_datasets), rows, cols), np.uint8)
+    for i, frame in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        refs = {str(src.ReferencedSOPInstanceUID) for derivation in frame.get("DerivationImageSequence", [])
+                for src in derivation.get("SourceImageSequence", [])}  # fmt: skip
+        if len(refs) != 1:
+            raise ValueError(f"SEG frame {i + 1} derives from {len(refs)} source images; one is needed to place it")
+        if label_map:
+            hit = np.isin(pixels[i], segment_numbers)
+        elif _frame_segment(frame, shared) in segment_numbers:
+            hit = pixels[i] > 0
+        else:
+            continue
+        mask[index[refs.pop()]] |= hit.astype(np.uint8)
+    return mask
 
 
 def geometry_affine(geometry: SeriesGeometry) -> np.ndarray:

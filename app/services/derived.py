@@ -24,13 +24,14 @@ def write_object(store: InstanceStore, blob: bytes) -> tuple[str, str, int]:
 
 def add_derived_instance(
     session: Session, *, study_id: int, series_uid: str, sop_uid: str, sop_class_uid: str, modality: str,
-    relative: str, sha256: str, size: int, transfer_syntax_uid: str,
+    relative: str, sha256: str, size: int, transfer_syntax_uid: str, attributes: dict | None = None,
 ) -> int:  # fmt: skip
-    """Insert the derived series (status DERIVED, never scored) and its one instance; return the instance id."""
+    """Insert the derived series (status DERIVED, never scored) and its one instance; return the instance id.
+    ``attributes``: the series' DICOM JSON for QIDO-RS (SeriesDescription, SeriesNumber...), from the object."""
     series_id = session.scalar(select(Series.id).where(Series.series_uid == series_uid))
     if series_id is None:
         series = Series(study_id=study_id, series_uid=series_uid, modality=modality, status=SeriesStatus.DERIVED,
-                        attributes={"0020000E": {"vr": "UI", "Value": [series_uid]},
+                        attributes={**(attributes or {}), "0020000E": {"vr": "UI", "Value": [series_uid]},
                                     "00080060": {"vr": "CS", "Value": [modality]}})  # fmt: skip
         session.add(series)
         session.flush()

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pydicom
 from pydicom.datadict import tag_for_keyword
 
 from app.db.tables import Instance, Series, Study
@@ -95,16 +94,17 @@ def returned(attributes: dict[str, Any], defaults: frozenset[str], include: froz
     return {tag: attributes[tag] for tag in sorted(attributes) if keep is None or tag in keep}
 
 
-def metadata_json(path: Path, bulk_url: str) -> dict[str, Any]:
-    """The header as DICOM JSON; pixel data is referenced, not inlined."""
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
-    out = ds.to_json_dict(bulk_data_threshold=4096, bulk_data_element_handler=lambda _e: bulk_url)
-    out["7FE00010"] = {"vr": "OW", "BulkDataURI": bulk_url}
-    return out
-
-
 def multipart_boundary() -> str:
     return f"gatekeeper-{uuid.uuid4().hex}"
+
+
+def stream_parts(parts: list[tuple[bytes, str]], boundary: str) -> Iterator[bytes]:
+    """multipart/related from in-memory parts, each (body, its Content-Type)."""
+    for body, media in parts:
+        yield f"--{boundary}\r\nContent-Type: {media}\r\n\r\n".encode()
+        yield body
+        yield b"\r\n"
+    yield f"--{boundary}--\r\n".encode()
 
 
 def stream_multipart(paths: list[Path], boundary: str) -> Iterator[bytes]:

@@ -3,7 +3,8 @@
 Codes follow DICOM PS3.18 Annex I / PS3.4 status codes. No code is standardised for
 the study mismatch or the identity conflicts: the study mismatch and the patient
 conflict follow dcm4chee-arc (0xC409, 0xA778 CONFLICTING_PID_NOT_ACCEPTED); the
-series conflict, which dcm4chee has no code for, takes the next code after 0xC409.
+series conflict, which dcm4chee has no code for, takes the next code after 0xC409, and a contour SEG whose
+case the sender does not hold the one after that.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class FailureReason(IntEnum):
     STUDY_MISMATCH = 0xC409  # StudyInstanceUID differs from the one in the request URL
     PATIENT_CONFLICT = 0xA778  # PatientID (or its issuer) differs from that of the stored study
     SERIES_CONFLICT = 0xC40A  # StudyInstanceUID, Modality or FrameOfReferenceUID differs from the series'
+    NO_CLAIMED_CASE = 0xC40B  # a contour SEG whose series' case the sender does not hold (claimed, live lease)
 
     @property
     def is_conflict(self) -> bool:
@@ -30,6 +32,7 @@ class FailureReason(IntEnum):
             FailureReason.STUDY_MISMATCH,
             FailureReason.PATIENT_CONFLICT,
             FailureReason.SERIES_CONFLICT,
+            FailureReason.NO_CLAIMED_CASE,
         )
 
 

@@ -15,11 +15,13 @@ from tests.conftest import Stack
 
 pytestmark = pytest.mark.integration
 SAMPLE_PATH = {"study_uid": "1.2.3", "series_uid": "1.2.4", "sop_uid": "1.2.5", "case_id": "999999",
-               "model_id": "999999", "job_id": "999999", "token_id": "999999", "delivery_id": "999999"}  # fmt: skip
+               "model_id": "999999", "job_id": "999999", "token_id": "999999", "delivery_id": "999999",
+               "frame_list": "1", "frame_number": "1", "tag_path": "7FE00010"}  # fmt: skip
 
 PACS, RADIOLOGIST, ML_ENGINEER, ADMIN = Role.PACS, Role.RADIOLOGIST, Role.ML_ENGINEER, Role.ADMIN
 OPEN = {("GET", "/healthz"), ("GET", "/readyz")}  # the probes: no token at all
 INGEST = frozenset({PACS, ADMIN})
+STOW = INGEST | {RADIOLOGIST}  # a radiologist's STOW stores contour SEGs only (app/services/contour_stow.py)
 READERS = frozenset({PACS, RADIOLOGIST, ML_ENGINEER, ADMIN})
 QUEUE = frozenset({RADIOLOGIST, ADMIN})
 MODELS = frozenset({ML_ENGINEER, ADMIN})
@@ -27,9 +29,9 @@ MONITORING = Role.MONITORING
 ADMINS = frozenset({ADMIN})
 
 EXPECTED: dict[tuple[str, str], frozenset[Role]] = {
-    # STOW-RS and Orthanc peer push: only a PACS writes instances
-    ("POST", "/dicomweb/studies"): INGEST,
-    ("POST", "/dicomweb/studies/{study_uid}"): INGEST,
+    # STOW-RS: a PACS writes images, a radiologist contours; Orthanc peer push: only a PACS
+    ("POST", "/dicomweb/studies"): STOW,
+    ("POST", "/dicomweb/studies/{study_uid}"): STOW,
     ("POST", "/instances"): INGEST,
     ("GET", "/system"): INGEST,
     # QIDO-RS and WADO-RS: every role that works with the images
@@ -45,6 +47,14 @@ EXPECTED: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/dicomweb/studies/{study_uid}/metadata"): READERS,
     ("GET", "/dicomweb/studies/{study_uid}/series/{series_uid}/metadata"): READERS,
     ("GET", "/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata"): READERS,
+    # what a viewer reads: frames, bulk data, rendered frames
+    ("GET", "/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frame_list}"): READERS,
+    ("GET", "/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/bulkdata/{tag_path:path}"): READERS,
+    ("GET", "/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/rendered"): READERS,
+    (
+        "GET",
+        "/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frame_number}/rendered",
+    ): READERS,
     # a series' state is read by all; completing it early is the sender's call
     ("GET", "/series/{series_uid}"): READERS,
     ("POST", "/series/{series_uid}/complete"): INGEST,
@@ -90,7 +100,7 @@ def quiet(stack_factory) -> Stack:  # type: ignore[no-untyped-def]
 def test_every_cell(quiet: Stack, role: Role) -> None:
     with quiet.client(role.value) as c:
         for (method, template), allowed in EXPECTED.items():
-            path = template.format(**SAMPLE_PATH)
+            path = template.replace(":path}", "}").format(**SAMPLE_PATH)
             r = c.request(method, path, content=b"{}", headers={"Content-Type": "application/json"})
             assert r.status_code < 500, (role, method, path, r.status_code, r.text[:200])
             if role in allowed:
