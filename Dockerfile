@@ -25,8 +25,16 @@ COPY models /src/models
 COPY migrations /src/migrations
 RUN pip wheel --no-deps --wheel-dir /wheels /src
 
+# The OHIF viewer for /viewer/: the pinned @ohif/app from npm, checked and rebased by the project's own script.
+FROM base AS ohif
+RUN apt-get update && apt-get install -y --no-install-recommends npm && rm -rf /var/lib/apt/lists/*
+COPY scripts/install-ohif.sh scripts/rebase_ohif.py /src/scripts/
+RUN cd /src && GATEKEEPER_OHIF_DIR=/opt/ohif bash scripts/install-ohif.sh
+
 FROM base AS api
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+COPY --from=ohif /opt/ohif /opt/ohif
+ENV GATEKEEPER_OHIF_DIR=/opt/ohif
 COPY --from=wheel /wheels /wheels
 # torch==2.13.0 again: the CPU build installed above satisfies it, so pip never resolves a CUDA torch here.
 RUN pip install torch==2.13.0 /wheels/*.whl && rm -rf /wheels

@@ -117,3 +117,13 @@ def test_the_build_context_keeps_what_the_images_copy() -> None:
     copied = [src for i in _stages(DOCKERFILE.read_text())["wheel"] if i.startswith("COPY ") for src in i.split()[1:-1]]
     assert set(copied) == {"pyproject.toml", "README.md", "app", "workers", "models", "migrations"}
     assert all((ROOT / src).exists() and src not in ignored for src in copied), copied
+
+
+def test_the_api_image_carries_the_viewer() -> None:
+    """/viewer/ answers 503 without the OHIF build: the API image installs it with the project's own script."""
+    stages = _stages(DOCKERFILE.read_text())
+    assert any("scripts/install-ohif.sh" in i and "GATEKEEPER_OHIF_DIR=/opt/ohif" in i for i in stages["ohif"])
+    assert "COPY --from=ohif /opt/ohif /opt/ohif" in stages["api"]
+    assert "ENV GATEKEEPER_OHIF_DIR=/opt/ohif" in stages["api"]
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    assert "scripts" not in ignored and (ROOT / "scripts" / "rebase_ohif.py").exists()
