@@ -13,18 +13,25 @@ from app.core.plotting import pyplot
 TOP_K = 3
 
 
+Box = tuple[float, float, float, float]
+
+
 def save_evidence(path: Path, *, slice_scores: np.ndarray, heatmaps: np.ndarray, positions_mm: list[float],
-                  threshold: float | None) -> list[int]:  # fmt: skip
-    """Write scores and the top-k heat-maps to one .npz (atomically); return the top slice indices."""
+                  threshold: float | None, heatmap_box: Box | None = None) -> list[int]:  # fmt: skip
+    """Write scores and the top-k heat-maps to one .npz (atomically); return the top slice indices.
+    ``heatmap_box``: where the heat-maps lie on the slice, (y0, y1, x0, x1) in the slice's pixel edges."""
     top = [int(i) for i in np.argsort(-slice_scores)[:TOP_K]]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
+    arrays: dict[str, np.ndarray] = {
+        "slice_scores": slice_scores.astype(np.float32), "top_slices": np.asarray(top),
+        "heatmaps": heatmaps[top].astype(np.float16), "positions_mm": np.asarray(positions_mm, np.float32),
+        "threshold": np.asarray(np.nan if threshold is None else threshold, np.float32),
+    }  # fmt: skip
+    if heatmap_box is not None:
+        arrays["heatmap_box"] = np.asarray(heatmap_box, np.float32)
     with tmp.open("wb") as fp:
-        np.savez_compressed(
-            fp, slice_scores=slice_scores.astype(np.float32), top_slices=np.asarray(top),
-            heatmaps=heatmaps[top].astype(np.float16), positions_mm=np.asarray(positions_mm, np.float32),
-            threshold=np.float32(np.nan if threshold is None else threshold),
-        )  # fmt: skip
+        np.savez_compressed(fp, **arrays)  # type: ignore[arg-type]
     os.replace(tmp, path)
     return top
 

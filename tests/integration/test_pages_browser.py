@@ -5,6 +5,7 @@ are refused."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -101,4 +102,37 @@ def test_an_ml_engineer_promotes_a_version_from_the_models_page(world, browser) 
     assert rollback.count() == 1
     page.goto(f"{stack.service.url}/ui/queue")
     assert "may not use this page" in page.inner_text("main")  # an ML engineer has no queue
+    context.close()
+
+
+def test_an_ml_engineer_follows_and_cancels_a_running_job(world, browser) -> None:  # type: ignore[no-untyped-def]
+    """After the radiologist's contour there is labelled data: a long segmenter job runs on it, its progress
+    shows on /ui/training, and the cancel button stops it on the worker, which registers nothing."""
+    stack, _ = world
+    params = {"steps": 20000, "base_width": 4, "batch_size": 2, "include_base_data": False}
+    with stack.client("ml_engineer") as eng:
+        job_id = eng.post("/training-jobs", json={"kind": "segmenter", "params": params}).json()["id"]
+        deadline = time.monotonic() + 120
+        while (eng.get(f"/training-jobs/{job_id}").json()["progress"] or {}).get("step", 0) < 10:
+            assert time.monotonic() < deadline, eng.get(f"/training-jobs/{job_id}").json()
+            time.sleep(0.5)
+    context = browser.new_context()
+    page = context.new_page()
+    login(page, stack.service.url, stack.tokens["ml_engineer"], "/ui/login?next=%2Fui%2Ftraining")
+    row = page.locator(f"#job-{job_id}")
+    assert row.locator(".job-status").inner_text() == "running"
+    assert "train" in row.inner_text() and "/20000" in row.inner_text()  # phase and steps from the run's metrics
+    with page.expect_navigation():
+        row.locator("button.cancel").click()
+    assert page.locator(f"#job-{job_id} .job-status").inner_text() == "cancelled"
+    log = stack.service.log_dir / "worker.log"
+    deadline = time.monotonic() + 60
+    while "'cancelled'" not in log.read_text(errors="replace"):  # the task's result: it stopped training
+        assert time.monotonic() < deadline, "the worker did not stop the cancelled job"
+        time.sleep(0.5)
+    assert stack.scalar("SELECT count(*) FROM model_versions WHERE training_job_id = :i", i=job_id) == 0
+    assert stack.scalar("SELECT status FROM training_jobs WHERE id = :i", i=job_id) == "cancelled"
+    step = int(stack.scalar("SELECT count(*) FROM audit_events WHERE action = 'training.stopped' "
+                            "AND entity_id = :i", i=str(job_id)))  # type: ignore[arg-type]  # fmt: skip
+    assert step == 1
     context.close()
