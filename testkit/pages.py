@@ -60,24 +60,31 @@ def register_candidate(env: dict[str, str], kind: str, path: Path, metrics: dict
     return int(out.stdout.split("(id ")[1].split(")")[0])
 
 
-def prepare(stack: Stack, tmp: Path) -> Scenario:
-    """A promoted scorer that sends every series to a radiologist, a candidate scorer, a segmenter; then the
-    sample pushed by STOW-RS and scored into the manual queue (with its evidence file)."""
+def prepare(stack: Stack, tmp: Path, series_threshold: float = ALL_MANUAL) -> Scenario:
+    """A promoted scorer that sends the sample to a radiologist (its series threshold: ``series_threshold``),
+    a candidate scorer that accepts every series, a segmenter; then the sample pushed by STOW-RS and scored
+    into the manual queue (with its evidence file)."""
     tmp.mkdir(parents=True, exist_ok=True)
     scorer = train_tiny_scorer(tmp / "scorer")
-    promoted = register_model(stack.service.env, "scorer", with_series_threshold(scorer, ALL_MANUAL, tmp / "m.pt"))
+    promoted = register_model(stack.service.env, "scorer", with_series_threshold(scorer, series_threshold,
+                                                                                tmp / "m.pt"))  # fmt: skip
     candidate = register_candidate(stack.service.env, "scorer", with_series_threshold(scorer, 1e9, tmp / "a.pt"))
     register_model(stack.service.env, "segmenter", train_tiny_segmenter(tmp / "segmenter"))
     for model_id, fpr in ((promoted, 0.08), (candidate, 0.05)):  # gate metrics, as a training job records them
         stack.scalar("UPDATE model_versions SET metrics = CAST(:m AS json) WHERE id = :i RETURNING id",
                      m=f'{{"test_fpr_at_threshold": {fpr}, "threshold": 0.5}}', i=model_id)  # fmt: skip
+    study, series, state = push_sample(stack, {"manual"})
+    case_id = int(stack.scalar("SELECT id FROM cases WHERE series_id = :i", i=state["id"]))  # type: ignore[arg-type]
+    return Scenario(case_id, series, study, promoted, candidate)
+
+
+def push_sample(stack: Stack, statuses: set[str]) -> tuple[str, str, dict[str, Any]]:
+    """A new visit of the sample by STOW-RS, completed and followed until its series is in ``statuses``."""
     study, series, blobs = sample_visit(f"pages-{time.monotonic_ns()}")
     with stack.client("pacs") as c:
         assert stow(c, blobs).status_code == 200
         c.post(f"/series/{series}/complete")
-    state = stack.wait_status(series, {"manual"}, timeout_s=180)
-    case_id = int(stack.scalar("SELECT id FROM cases WHERE series_id = :i", i=state["id"]))  # type: ignore[arg-type]
-    return Scenario(case_id, series, study, promoted, candidate)
+    return study, series, stack.wait_status(series, statuses, timeout_s=180)
 
 
 def login(page: Any, base: str, token: str, path: str = "/ui") -> None:

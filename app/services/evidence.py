@@ -101,7 +101,7 @@ def render_overlay(npz_path: Path, rank: int, hu: np.ndarray) -> bytes:
     ax = fig.add_axes((0, 0, columns / (columns + bar_px), rows / (rows + title_px)))
     ax.imshow(hu, cmap="gray", vmin=level - width / 2, vmax=level + width / 2, interpolation="nearest")
     top = float(np.nanmax(heat)) if np.isfinite(heat).any() else 1.0
-    shown = np.ma.masked_less_equal(heat, 0.05 * top if top > 0 else 0.0)  # faint heat hides nothing
+    shown = np.ma.masked_less_equal(heat, 0.25 * top if top > 0 else 0.0)  # faint heat leaves the CT readable
     im = ax.imshow(shown, cmap="inferno", alpha=0.55, vmin=0.0, vmax=top or 1.0, interpolation="bilinear",
                    extent=(x0 - 0.5, x1 - 0.5, y1 - 0.5, y0 - 0.5))  # fmt: skip
     ax.set_xlim(-0.5, columns - 0.5)

@@ -19,6 +19,7 @@ from app.services.labeling import CaseNotFound
 
 # Why a series is a radiologist's case, in words (DecisionReason -> sentence).
 WHY = {
+    DecisionReason.IN_DISTRIBUTION: "the series scored at or below the scorer's calibrated series threshold",
     DecisionReason.ANOMALOUS: "the anomaly score of the series is above the scorer's calibrated series threshold",
     DecisionReason.NO_SCORER: "no scorer was promoted when the series was scored",
     DecisionReason.SCORER_UNAVAILABLE: "the pinned scorer's file was missing, corrupt or failed to load",
@@ -108,8 +109,9 @@ def profile_svg(scores: np.ndarray, positions: np.ndarray, threshold: float | No
     pad_l, pad_r, pad_t, pad_b = 56, 12, 12, 36
     w, h = width - pad_l - pad_r, height - pad_t - pad_b
     lo_x, hi_x = float(positions.min()), float(positions.max())
-    values = [*scores.tolist(), *([threshold] if threshold is not None else [])]
-    lo_y, hi_y = min(0.0, min(values)), max(values) or 1.0
+    lo_y, hi_y = min(0.0, float(scores.min())), float(scores.max()) or 1.0
+    if threshold is not None and lo_y - (hi_y - lo_y) <= threshold <= hi_y + (hi_y - lo_y):
+        lo_y, hi_y = min(lo_y, threshold), max(hi_y, threshold)  # a threshold far off the scores is not drawn
     span_x, span_y = (hi_x - lo_x) or 1.0, (hi_y - lo_y) or 1.0
 
     def xy(p: float, v: float) -> tuple[float, float]:
@@ -120,7 +122,7 @@ def profile_svg(scores: np.ndarray, positions: np.ndarray, threshold: float | No
              f'viewBox="0 0 {width} {height}" role="img" aria-label="anomaly score along the series">',
              f'<rect x="{pad_l}" y="{pad_t}" width="{w}" height="{h}" fill="#fff" stroke="#999"/>',
              f'<polyline points="{line}" fill="none" stroke="#1f5fbf" stroke-width="1.5"/>']  # fmt: skip
-    if threshold is not None:
+    if threshold is not None and lo_y <= threshold <= hi_y:
         _, ty = xy(lo_x, threshold)
         parts.append(f'<line x1="{pad_l}" x2="{pad_l + w}" y1="{ty:.1f}" y2="{ty:.1f}" stroke="#c00" '
                      f'stroke-dasharray="5,4"><title>threshold {threshold:.4g}</title></line>')  # fmt: skip

@@ -167,7 +167,7 @@ def job_progress(settings: Settings, job: TrainingJob) -> dict[str, Any]:
             record = json.loads(line)
         except ValueError:
             continue
-        if isinstance(record, dict) and "step" in record:
+        if isinstance(record, dict) and "step" in record and (record.get("phase") or record.get("kind")) in totals:
             last = record
             break
     phase = str(last.get("phase") or last.get("kind") or "")

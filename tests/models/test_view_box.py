@@ -50,4 +50,4 @@ def test_the_overlay_is_the_slice_size_with_its_colour_bar(tmp_path) -> None:  #
     warm = (rgb[..., 0] - rgb[..., 2]) > 40  # the heat (inferno) over the grey CT
     ys, xs = np.nonzero(warm)
     # the hot block is heat pixels 4..8 of 16 over rows 100..200, columns 50..150: rows 125..150, cols 75..100
-    assert 122 <= ys.min() and ys.max() <= 153 and 72 <= xs.min() and xs.max() <= 103, (ys.min(), ys.max())
+    assert ys.min() >= 122 and ys.max() <= 153 and xs.min() >= 72 and xs.max() <= 103, (ys.min(), ys.max())
