@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hmac
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
+from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import SessionDep, SettingsDep, browser_session, get_limiter
 from app.api.ui_common import (
@@ -14,7 +16,6 @@ from app.api.ui_common import (
     AnyPage,
     checked_form,
     cookie_secure,
-    may_use,
     new_login_nonce,
     page,
     read_form,
@@ -29,7 +30,7 @@ HOME = {Role.RADIOLOGIST: "/ui/queue", Role.ML_ENGINEER: "/ui/models"}
 
 
 def _home(role: Role) -> str:
-    return HOME.get(role, "/ui/series" if may_use(role, {Role.PACS}) else "/ui/login")
+    return HOME.get(role, "/ui/series")  # a role without pages (monitoring) gets that page's 403, which says so
 
 
 def _safe_next(target: str | None) -> str | None:
@@ -72,8 +73,9 @@ async def login(request: Request, db: SessionDep, settings: SettingsDep) -> Resp
     nonce = request.cookies.get(LOGIN_COOKIE, "")
     if not nonce or not hmac.compare_digest(nonce.encode(), form.get("csrf", "").encode()):
         return _login_page(request, 403, "the login form expired or came from another site: try again")
+    secret = form.get("token", "").strip()
     try:
-        started = ui_sessions.start(session=db, secret=form.get("token", "").strip(), settings=settings)
+        started = await run_in_threadpool(lambda: ui_sessions.start(session=db, secret=secret, settings=settings))
     except DomainError as exc:
         return _login_page(request, exc.status_code, str(exc))
     except OperationalError:
@@ -83,7 +85,7 @@ async def login(request: Request, db: SessionDep, settings: SettingsDep) -> Resp
         return _login_page(request, 401, "invalid, revoked or expired token")
     cookie, browser = started
     response = see_other(_safe_next(form.get("next")) or _home(browser.principal.role))
-    max_age = max(1, int((browser.expires_at - browser.expires_at.now(browser.expires_at.tzinfo)).total_seconds()))
+    max_age = max(1, int((browser.expires_at - datetime.now(UTC)).total_seconds()))
     response.set_cookie(ui_sessions.SESSION_COOKIE, cookie, max_age=max_age, httponly=True, samesite="lax",
                         secure=cookie_secure(), path="/")  # fmt: skip
     response.delete_cookie(LOGIN_COOKIE, path="/ui/login")
@@ -93,8 +95,18 @@ async def login(request: Request, db: SessionDep, settings: SettingsDep) -> Resp
 @router.post("/logout")
 async def logout(request: Request, browser: AnyPage, db: SessionDep) -> Response:
     await checked_form(request, browser)
-    ui_sessions.end(session=db, cookie=request.cookies.get(ui_sessions.SESSION_COOKIE, ""),
-                    actor=browser.principal.name)  # fmt: skip
+    cookie = request.cookies.get(ui_sessions.SESSION_COOKIE, "")
+    await run_in_threadpool(lambda: ui_sessions.end(session=db, cookie=cookie, actor=browser.principal.name))
     response = see_other("/ui/login")
     response.delete_cookie(ui_sessions.SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=cookie_secure())
     return response
+
+
+@router.get("/session")
+def session_info(browser: AnyPage) -> JSONResponse:
+    """The session's CSRF token for same-origin scripts (the viewer's STOW of a SEG sends it as X-CSRF-Token);
+    another site's script cannot read this reply (no CORS), and without the cookie it is a login redirect."""
+    return JSONResponse({"name": browser.principal.name, "role": browser.principal.role,
+                         "csrf_token": browser.csrf_token, "csrf_header": ui_sessions.CSRF_HEADER,
+                         "expires_at": browser.expires_at.isoformat()},
+                        headers={"Cache-Control": "no-store"})  # fmt: skip

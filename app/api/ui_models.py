@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import MAX_ROW_ID, SessionDep, SettingsDep
 from app.api.ui_common import EngineerPage, PageError, checked_form, domain_page, page, see_other
@@ -25,7 +26,7 @@ def models_page(browser: EngineerPage, db: SessionDep, settings: SettingsDep) ->
 async def promote(model_id: RowId, request: Request, browser: EngineerPage, db: SessionDep) -> Response:
     await checked_form(request, browser)
     try:
-        registry.promote(session=db, model_id=model_id, actor=browser.principal.name)
+        await run_in_threadpool(lambda: registry.promote(session=db, model_id=model_id, actor=browser.principal.name))
     except DomainError as exc:
         db.rollback()
         return domain_page(exc, browser)
@@ -39,7 +40,7 @@ async def rollback(request: Request, browser: EngineerPage, db: SessionDep) -> R
     if kind not in registry.KINDS:
         raise PageError(422, f"kind must be one of {', '.join(registry.KINDS)}")
     try:
-        registry.rollback(session=db, kind=kind, actor=browser.principal.name)
+        await run_in_threadpool(lambda: registry.rollback(session=db, kind=kind, actor=browser.principal.name))
     except DomainError as exc:
         db.rollback()
         return domain_page(exc, browser)
@@ -68,8 +69,9 @@ async def start_job(request: Request, browser: EngineerPage, db: SessionDep, set
     limits = training.TrainingLimits(max_steps=settings.training_max_steps,
                                      max_active_jobs=settings.training_max_active_jobs)  # fmt: skip
     try:
-        training.request_job(session=db, kind=kind, params=params, auto_promote=form.get("auto_promote") == "on",
-                             actor=browser.principal.name, limits=limits)  # fmt: skip
+        await run_in_threadpool(lambda: training.request_job(
+            session=db, kind=kind, params=params, auto_promote=form.get("auto_promote") == "on",
+            actor=browser.principal.name, limits=limits))  # fmt: skip
     except DomainError as exc:
         db.rollback()
         return domain_page(exc, browser)
@@ -80,7 +82,7 @@ async def start_job(request: Request, browser: EngineerPage, db: SessionDep, set
 async def cancel(job_id: RowId, request: Request, browser: EngineerPage, db: SessionDep) -> Response:
     await checked_form(request, browser)
     try:
-        training.cancel_job(session=db, job_id=job_id, actor=browser.principal.name)
+        await run_in_threadpool(lambda: training.cancel_job(session=db, job_id=job_id, actor=browser.principal.name))
     except DomainError as exc:
         db.rollback()
         return domain_page(exc, browser)

@@ -7,12 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import MAX_ROW_ID, SessionDep, SettingsDep
 from app.api.ui_common import PageError, RadiologistPage, checked_form, domain_page, page, see_other
 from app.core.errors import DomainError
 from app.services import evidence, labeling, pages
+from app.services.ui_sessions import BrowserSession
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 CaseId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
@@ -47,14 +49,14 @@ def case_page(case_id: CaseId, browser: RadiologistPage, db: SessionDep, setting
 async def heatmap_png(case_id: CaseId, rank: Rank, browser: RadiologistPage, db: SessionDep,
                       settings: SettingsDep) -> Response:  # fmt: skip
     """The rank-th top slice's heat-map over its CT slice, at the slice's size (rendered here, never cached)."""
-    view = pages.case_for_reader(session=db, case_id=case_id, reader=browser.principal.name)
-    view = pages.with_evidence(view, settings)
-    npz = pages.evidence_path(view, settings)
-    if npz is None or rank >= len(view.top_slices):
-        raise PageError(404, "this case has no heat-map of that rank (the series was not scored)")
-    index = view.top_slices[rank]["index"]
 
     def render() -> bytes:
+        view = pages.with_evidence(pages.case_for_reader(session=db, case_id=case_id, reader=browser.principal.name),
+                                   settings)  # fmt: skip
+        npz = pages.evidence_path(view, settings)
+        if npz is None or rank >= len(view.top_slices):
+            raise PageError(404, "this case has no heat-map of that rank (the series was not scored)")
+        index = view.top_slices[rank]["index"]
         hu = pages.slice_hu(session=db, settings=settings, series_id=view.case.series_id, index=index)
         return evidence.render_overlay(npz, rank, hu)
 
@@ -64,6 +66,11 @@ async def heatmap_png(case_id: CaseId, rank: Rank, browser: RadiologistPage, db:
 async def _act(request: Request, browser: RadiologistPage, db: SessionDep, case_id: int, action: str,
                lease_s: float) -> Response:  # fmt: skip
     form = await checked_form(request, browser)
+    return await run_in_threadpool(_apply, browser, db, case_id, action, lease_s, form)
+
+
+def _apply(browser: BrowserSession, db: Session, case_id: int, action: str, lease_s: float,
+           form: dict[str, str]) -> Response:  # fmt: skip
     reader = browser.principal.name
     try:
         if action == "claim":

@@ -89,6 +89,8 @@ def test_login_sets_a_session_cookie_the_api_accepts_with_its_csrf_header(site: 
     refused = c.post("/queue/next")
     assert refused.status_code == 403 and "X-CSRF-Token" in refused.json()["detail"]
     csrf = _csrf(c.get("/ui/queue").text)
+    info = c.get("/ui/session").json()  # what the viewer's scripts read before they store a SEG
+    assert info["csrf_token"] == csrf and info["role"] == "radiologist" and info["csrf_header"] == "X-CSRF-Token"
     assert c.post("/queue/next", headers={"X-CSRF-Token": csrf}).status_code == 404  # allowed: the queue is empty
     with site.client("radiologist") as bearer:
         assert bearer.get("/queue").status_code == 200  # the bearer path is unchanged
