@@ -29,6 +29,8 @@ WHY = {
     DecisionReason.SEGMENTER_UNAVAILABLE: "the segmenter's file was missing, corrupt or failed to load",
     DecisionReason.NO_SEGMENTER: "no segmenter was pinned to segment it",
     DecisionReason.NO_LIVER_FOUND: "the segmenter found no liver for the scorer to look at",
+    DecisionReason.SEGMENTATION_RISK: "the series looks typical, but the segmenter is likely to fail on slices "
+                                      "of the liver's core (the fused failure risk is over its threshold)",
     DecisionReason.FAILED: "the pipeline could not handle the series",
     DecisionReason.SLICE_GAP: "a slice is missing: the series has no regular grid",
     DecisionReason.DUPLICATE_POSITIONS: "two images lie at one position along the slice normal",
@@ -57,6 +59,7 @@ class CasePage:
     versions: list[ModelVersion]
     top_slices: list[dict[str, Any]] = field(default_factory=list)  # index, score, position_mm
     profile_svg: str | None = None
+    detail: str | None = None  # the routing's words for a radiologist (which signal, which slices, how far over)
 
 
 def case_for_reader(*, session: Session, case_id: int, reader: str) -> CasePage:
@@ -75,9 +78,11 @@ def case_for_reader(*, session: Session, case_id: int, reader: str) -> CasePage:
     decision = decisions.decision_for(session, series_id=series.id, revision=case.revision)
     ids = [] if decision is None else [decision.scorer_version_id, decision.segmenter_version_id]
     versions = [v for v in (session.get(ModelVersion, i) for i in ids if i is not None) if v is not None]
-    return CasePage(case, series.series_uid, study_uid, series.status, available, mine,
+    page = CasePage(case, series.series_uid, study_uid, series.status, available, mine,
                     cases.position(session, case, now) if available else None,
                     why(case.reason), decision, versions)  # fmt: skip
+    page.detail = series.last_error if series.revision == case.revision else None
+    return page
 
 
 def with_evidence(page: CasePage, settings: Settings) -> CasePage:
