@@ -61,6 +61,7 @@ def shoot(out: Path) -> None:
                 page.set_input_files("#contour-file", str(CONTOUR))
                 page.click("#contour-submit")
                 page.wait_for_function("document.querySelector('#case-status').textContent === 'submitted'")
+                heatmaps_loaded(page)
                 page.screenshot(path=str(out / "case-submitted.png"), full_page=True)
                 with page.expect_navigation():
                     page.click("#logout")
