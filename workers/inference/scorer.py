@@ -176,6 +176,9 @@ def score_volume(
     else:
         pred = predict_slices(model, pre.images, pos, valid, batch_size, device, fast, engine)
     threshold = metadata.get("calibration", {}).get("threshold")
+    # where the view lies on the slice, so the case page can draw the heat-map over the CT
+    box = view_box(hu.shape[1], hu.shape[2], pixel_spacing_mm, view_centre(torch.as_tensor(hu), pixel_spacing_mm,
+                                                                           preprocess), preprocess)  # fmt: skip
     scores = pred.slice_scores.numpy()
     flagged = scores > threshold if threshold is not None else np.zeros(scores.shape, dtype=bool)
     return VolumeScores(
@@ -187,6 +190,5 @@ def score_volume(
         threshold=threshold,
         flagged=flagged,
         region_pixels=region_pixels,
-        heatmap_box=view_box(hu.shape[1], hu.shape[2], pixel_spacing_mm,
-                             view_centre(torch.as_tensor(hu), pixel_spacing_mm, preprocess), preprocess),
+        heatmap_box=box,
     )
