@@ -32,6 +32,8 @@ test: install
 	bash scripts/start-services.sh
 	# the real peers the interoperability tests talk to (Orthanc, dcmtk); without them those tests skip
 	bash scripts/install-orthanc.sh || echo "Orthanc/dcmtk not installed: their tests will skip"
+	# Debian's chromium for the pages' browser tests (tests/integration/test_pages_browser.py skip without it)
+	bash scripts/install-chromium.sh || echo "chromium not installed: the browser tests will skip"
 	OMP_NUM_THREADS=1 $(BIN)/pytest -q
 
 # Services, queries and pure logic in process (PostgreSQL, each test rolled back): under a minute.

@@ -27,6 +27,11 @@ from app.api import (
     stow,
     tokens,
     training,
+    ui_auth,
+    ui_common,
+    ui_models,
+    ui_queue,
+    ui_series,
     viewer,
     wado,
     wado_frames,
@@ -95,6 +100,8 @@ for router in ROUTERS:
     app.include_router(router)
 docs.mount(app)  # /docs from local assets (a hospital network usually has no internet)
 viewer.mount(app)  # /viewer/: OHIF on the service's own DICOMweb
+# the browser pages (/ui/...): sessions from /ui/login; not in api_routes(), their access is tested page by page
+ui_common.mount(app, [m.router for m in (ui_auth, ui_queue, ui_models, ui_series)])
 # Forwarded headers only from GATEKEEPER_TRUSTED_PROXIES (uvicorn's own handling is off: app/cli/main.py serve).
 app.add_middleware(ForwardedHeadersMiddleware, trusted=parse_trusted(get_settings().trusted_proxies))
 

@@ -176,6 +176,15 @@ def _resampled_window(
     return out_h, out_w, int(round(cy - config.size / 2)), int(round(cx - config.size / 2))
 
 
+def view_box(rows: int, cols: int, pixel_spacing_mm: tuple[float, float], centre_mm: tuple[float, float],
+             config: PreprocessConfig) -> tuple[float, float, float, float]:  # fmt: skip
+    """Where the view lies on the series' own pixel grid: (y0, y1, x0, x1) in pixel edges (pixel i spans
+    [i, i + 1)), so that a heat-map of the view can be drawn over the original slice."""
+    out_h, out_w, top, left = _resampled_window(rows, cols, pixel_spacing_mm, centre_mm, config)
+    return (top * rows / out_h, (top + config.size) * rows / out_h, left * cols / out_w,
+            (left + config.size) * cols / out_w)  # fmt: skip
+
+
 def resample_inplane(
     planes: torch.Tensor,
     pixel_spacing_mm: tuple[float, float],

@@ -15,6 +15,7 @@ from app.core.config import Settings, get_settings
 from app.core.db import session_scope
 from app.core.ratelimit import Limiter, failure_limiter
 from app.core.security import Principal, Role, authenticate
+from app.services import ui_sessions
 from app.services.storage import InstanceStore
 
 
@@ -62,6 +63,8 @@ def _principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
 ) -> Principal:
     secret = credentials.credentials.strip() if credentials is not None else ""
+    if not secret and request.cookies.get(ui_sessions.SESSION_COOKIE):
+        return _session_principal(request)  # a browser: the pages, the viewer's DICOMweb requests
     if not secret:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token", headers=_UNAUTHORIZED)
     limiter, client = get_limiter(), request.client.host if request.client else "unknown"
@@ -80,6 +83,34 @@ def _principal(
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid, revoked or expired token", headers=_UNAUTHORIZED)
     request.state.principal = principal
     return principal
+
+
+def browser_session(request: Request) -> ui_sessions.BrowserSession | None:
+    """The live browser session of the request's cookie (None: none, or it ended)."""
+    cookie = request.cookies.get(ui_sessions.SESSION_COOKIE, "")
+    if not cookie:
+        return None
+    try:
+        with session_scope() as session:
+            return ui_sessions.current(session=session, cookie=cookie)
+    except OperationalError:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "database unavailable", headers={"Retry-After": "5"})
+
+
+def _session_principal(request: Request) -> Principal:
+    """The session cookie in place of a bearer token; a request that changes state must also carry the
+    session's CSRF token in X-CSRF-Token, which another site's form or script cannot know."""
+    browser = browser_session(request)
+    if browser is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "browser session ended or expired: log in again at "
+                            "/ui/login", headers=_UNAUTHORIZED)  # fmt: skip
+    if request.method not in ui_sessions.SAFE_METHODS and not ui_sessions.csrf_ok(
+        browser, request.headers.get(ui_sessions.CSRF_HEADER)
+    ):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"missing or wrong {ui_sessions.CSRF_HEADER} header: a browser "
+                            "session must send its CSRF token with every request that changes state")  # fmt: skip
+    request.state.principal = browser.principal
+    return browser.principal
 
 
 def require_roles(*roles: Role) -> Callable[..., Principal]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import MAX_ROW_ID, EngineerPrincipal, SessionDep, SettingsDep
@@ -46,6 +46,8 @@ class JobOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    progress: dict[str, Any] | None = Field(default=None, description="phase, step, total, fraction, it_per_s "
+                                            "(from the run's metrics; absent on the reply to a new job)")  # fmt: skip
 
 
 class Refusal(BaseModel):
@@ -69,7 +71,27 @@ def start_job(body: JobIn, engineer: EngineerPrincipal, db: SessionDep, settings
     return JobOut.model_validate(job)
 
 
-@router.get("/{job_id}", summary="A training job's state and the model version it produced")
-def read_job(job_id: Annotated[int, Path(ge=1, le=MAX_ROW_ID)], _: EngineerPrincipal, db: SessionDep) -> JobOut:
-    job: TrainingJob = training.get_job(session=db, job_id=job_id)
-    return JobOut.model_validate(job)
+JobId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
+
+
+def _with_progress(job: TrainingJob, settings: SettingsDep) -> JobOut:
+    out = JobOut.model_validate(job)
+    out.progress = training.job_progress(settings, job)
+    return out
+
+
+@router.get("", summary="Training jobs, newest first, with their progress")
+def list_jobs(_: EngineerPrincipal, db: SessionDep, settings: SettingsDep,
+              limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[JobOut]:  # fmt: skip
+    return [_with_progress(job, settings) for job in training.list_jobs(session=db, limit=limit)]
+
+
+@router.get("/{job_id}", summary="A training job's state, progress and the model version it produced")
+def read_job(job_id: JobId, _: EngineerPrincipal, db: SessionDep, settings: SettingsDep) -> JobOut:
+    return _with_progress(training.get_job(session=db, job_id=job_id), settings)
+
+
+@router.post("/{job_id}/cancel", summary="Cancel a queued or running job (a running one stops at its next step)",
+             responses={409: {"model": Refusal, "description": "the job already finished"}})  # fmt: skip
+def cancel_job(job_id: JobId, engineer: EngineerPrincipal, db: SessionDep, settings: SettingsDep) -> JobOut:
+    return _with_progress(training.cancel_job(session=db, job_id=job_id, actor=engineer.name), settings)

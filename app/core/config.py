@@ -78,6 +78,9 @@ class Settings(BaseSettings):
 
     # The manual queue: a claim lasts this long unless renewed.
     claim_lease_s: float = 1800.0
+    # Browser sessions (/ui/login): a session ends after this long, at logout, or when its token is revoked or
+    # expires. The cookie is Secure when public_base_url is https.
+    ui_session_ttl_s: float = Field(default=8 * 3600.0, gt=0)
     # Optional DICOMweb destination (the PACS) for produced SEGs (auto-segmentations and accepted contours),
     # sent by STOW-RS from the results outbox (app/services/delivery.py), with a bearer token or Basic auth.
     seg_destination_url: str = ""

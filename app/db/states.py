@@ -90,10 +90,14 @@ class ModelStatus(StrEnum):
 
 
 class TrainingJobStatus(StrEnum):
+    """queued -> running -> succeeded | failed; queued or running -> cancelled (an ML engineer's call: a
+    queued job is never started, a running one stops at its next step check and registers nothing)."""
+
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class DeliveryKind(StrEnum):

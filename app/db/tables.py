@@ -70,6 +70,20 @@ class ApiToken(Base):
     )  # fmt: skip
 
 
+class UiSession(Base):
+    """A browser session (``/ui/login``): only the sha256 of its cookie is stored. Every request re-reads it
+    with its token, so revoking or expiring the token ends its sessions at once."""
+
+    __tablename__ = "ui_sessions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))  # per session: hidden form field / X-CSRF-Token header
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]  # logout
+
+
 class Study(Base):
     __tablename__ = "studies"
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from app.core.errors import Invalid, NotFound, TooMany
+from app.core.config import Settings
+from app.core.errors import Conflict, Invalid, NotFound, TooMany
 from app.db.rows import affected
 from app.db.states import TrainingJobStatus
 from app.db.tables import OutboxEvent, TrainingJob
@@ -28,6 +31,10 @@ class JobTooLarge(Invalid):
 
 
 class TooManyJobs(TooMany):
+    pass
+
+
+class JobFinished(Conflict):
     pass
 
 
@@ -106,3 +113,66 @@ def finish_job(session: Session, *, job_id: int, task_id: str, status: str, **va
         .values(status=status, finished_at=datetime.now(UTC), **values)
     )
     return affected(session, stmt) == 1
+
+
+def list_jobs(*, session: Session, limit: int = 100) -> list[TrainingJob]:
+    """The latest jobs, newest first."""
+    return list(session.scalars(select(TrainingJob).order_by(TrainingJob.id.desc()).limit(limit)))
+
+
+def cancel_job(*, session: Session, job_id: int, actor: str) -> TrainingJob:
+    """queued or running -> cancelled. A queued job is then never claimed (``claim_job`` takes queued ones
+    only); a running one is stopped by its worker at the next check (``is_cancelled``) and registers nothing."""
+    stmt = (
+        update(TrainingJob)
+        .where(TrainingJob.id == job_id, TrainingJob.status.in_(ACTIVE))
+        .values(status=TrainingJobStatus.CANCELLED, finished_at=datetime.now(UTC))
+    )
+    if affected(session, stmt) != 1:
+        job = get_job(session=session, job_id=job_id)
+        raise JobFinished(f"training job {job_id} is already {job.status}: only a queued or running job can be "
+                          "cancelled")  # fmt: skip
+    audit.record(session, actor=actor, action="training.cancelled", entity_type="training_job", entity_id=job_id)
+    job = get_job(session=session, job_id=job_id)
+    session.refresh(job)
+    return job
+
+
+def is_cancelled(session: Session, *, job_id: int) -> bool:
+    return session.scalar(select(TrainingJob.status).where(TrainingJob.id == job_id)) == TrainingJobStatus.CANCELLED
+
+
+def job_dir(settings: Settings, job_id: int) -> Path:
+    """Where the training worker keeps a job's data links, run folder and checkpoints."""
+    return settings.storage_dir.resolve().parent / "training" / f"job-{job_id}"
+
+
+PROGRESS_TAIL_BYTES = 16 * 1024
+
+
+def job_progress(settings: Settings, job: TrainingJob) -> dict[str, Any]:
+    """How far a job got, from the last lines of its run's metrics.jsonl: phase, step, total, rate (it/s)."""
+    totals = {"train": int(job.params.get("steps", 0)), "gan": int(job.params.get("steps", 0)),
+              "encoder": int(job.params.get("encoder_steps", 0))}  # fmt: skip
+    path = job_dir(settings, job.id) / "run" / "metrics.jsonl"
+    last: dict[str, Any] = {}
+    try:
+        with path.open("rb") as fp:
+            fp.seek(max(0, path.stat().st_size - PROGRESS_TAIL_BYTES))
+            lines = fp.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        lines = []
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "step" in record and (record.get("phase") or record.get("kind")) in totals:
+            last = record
+            break
+    phase = str(last.get("phase") or last.get("kind") or "")
+    step, total = int(last.get("step", 0)), totals.get(phase, totals["train"])
+    done = step + (totals["gan"] if job.kind == "scorer" and phase == "encoder" else 0)
+    whole = job_steps(job.kind, job.params) or 1
+    return {"phase": phase, "step": step, "total": total, "fraction": min(1.0, done / whole),
+            "it_per_s": last.get("it_per_s")}  # fmt: skip

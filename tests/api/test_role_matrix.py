@@ -72,7 +72,9 @@ EXPECTED: dict[tuple[str, str], frozenset[Role]] = {
     ("POST", "/models/{model_id}/promote"): MODELS,
     ("POST", "/models/rollback"): MODELS,
     ("POST", "/training-jobs"): MODELS,
+    ("GET", "/training-jobs"): MODELS,
     ("GET", "/training-jobs/{job_id}"): MODELS,
+    ("POST", "/training-jobs/{job_id}/cancel"): MODELS,
     # tokens: admins only; metrics: Prometheus' token (role monitoring) and admins
     ("GET", "/tokens"): ADMINS,
     ("POST", "/tokens/{token_id}/revoke"): ADMINS,

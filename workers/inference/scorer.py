@@ -19,7 +19,7 @@ import torch
 
 from models.body_position import BodyPositionConfig, find_body_position
 from models.scorer import ConvAutoencoder, FAnoGAN, ScorerConfig, ScorerPrediction, aggregate_series
-from models.transforms import PreprocessConfig, preprocess_series
+from models.transforms import PreprocessConfig, preprocess_series, view_box, view_centre
 from workers.inference.checkpoint import read_checkpoint
 from workers.inference.liver_roi import roi_of, roi_valid
 from workers.inference.patch_scorer import PATCH_KIND, patch_scorer_from, score_series
@@ -92,6 +92,7 @@ class VolumeScores:
     threshold: float | None  # calibrated slice threshold, None when the checkpoint is uncalibrated
     flagged: np.ndarray  # (Z,) bool: slice score above the threshold (all False when uncalibrated)
     region_pixels: int | None = None  # view pixels a liver-restricted scorer looked at; None: whole view
+    heatmap_box: tuple[float, float, float, float] | None = None  # the heat-maps' (y0, y1, x0, x1) on the slice
 
 
 def is_patch_scorer(metadata: dict[str, Any]) -> bool:
@@ -124,8 +125,10 @@ def score_volume_patches(
     out = score_series(model, metadata, hu, pixel_spacing_mm, slice_positions_mm, liver, body.normalised, bf16)
     scores = out.slice_scores.astype(np.float32)
     flagged = scores > threshold if threshold is not None else np.zeros(n, dtype=bool)
+    box = out.grid.box  # the liver grid's window in series pixels
     return VolumeScores(scores, out.heatmaps.numpy().astype(np.float16), body.normalised, body.landmark,
-                        out.series_score, threshold, flagged, region_pixels=int(out.region.sum()))  # fmt: skip
+                        out.series_score, threshold, flagged, region_pixels=int(out.region.sum()),
+                        heatmap_box=(float(box.y0), float(box.y1), float(box.x0), float(box.x1)))  # fmt: skip
 
 
 def configs_from_metadata(metadata: dict[str, Any]) -> tuple[PreprocessConfig, BodyPositionConfig]:
@@ -173,6 +176,9 @@ def score_volume(
     else:
         pred = predict_slices(model, pre.images, pos, valid, batch_size, device, fast, engine)
     threshold = metadata.get("calibration", {}).get("threshold")
+    # where the view lies on the slice, so the case page can draw the heat-map over the CT
+    box = view_box(hu.shape[1], hu.shape[2], pixel_spacing_mm, view_centre(torch.as_tensor(hu), pixel_spacing_mm,
+                                                                           preprocess), preprocess)  # fmt: skip
     scores = pred.slice_scores.numpy()
     flagged = scores > threshold if threshold is not None else np.zeros(scores.shape, dtype=bool)
     return VolumeScores(
@@ -184,4 +190,5 @@ def score_volume(
         threshold=threshold,
         flagged=flagged,
         region_pixels=region_pixels,
+        heatmap_box=box,
     )

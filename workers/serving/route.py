@@ -125,7 +125,8 @@ def assess(settings: Settings, claimed: Claimed, volume: SeriesVolume) -> Assess
     threshold = (metadata.get("calibration") or {}).get("series_threshold")
     relative = f"evidence/{a.series_id}-r{a.revision}-m{row.id}.npz"
     top = save_evidence(settings.storage_dir / relative, slice_scores=scores.slice_scores, heatmaps=scores.heatmaps,
-                        positions_mm=g.slice_positions_mm, threshold=threshold)  # fmt: skip
+                        positions_mm=g.slice_positions_mm, threshold=threshold,
+                        heatmap_box=scores.heatmap_box)  # fmt: skip
     found = Assessment(key, row.id, None, scores, threshold, relative, top, liver)
     if risk_model is not None:
         anomaly = np.nan_to_num(np.asarray(scores.slice_scores, np.float64), nan=0.0)  # as it was fit (failure_eval)

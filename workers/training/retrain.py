@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -88,7 +90,27 @@ def _base_link(settings: Settings, data_root: Path, params: dict[str, Any]) -> b
     return False
 
 
-def train_segmenter_job(settings: Settings, job_dir: Path, params: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+StopCheck = Callable[[], bool]
+CANCEL_CHECK_S = 2.0  # how often a running job asks the database whether it was cancelled
+
+
+def cancel_check(job_id: int, every_s: float = CANCEL_CHECK_S) -> StopCheck:
+    """A ``should_stop`` for the training loops: True once the job was cancelled (read at most every ``every_s``)."""
+    last, cancelled = 0.0, False
+
+    def should_stop() -> bool:
+        nonlocal last, cancelled
+        if not cancelled and time.monotonic() - last >= every_s:
+            last = time.monotonic()
+            with session_scope() as session:
+                cancelled = training.is_cancelled(session, job_id=job_id)
+        return cancelled
+
+    return should_stop
+
+
+def train_segmenter_job(settings: Settings, job_dir: Path, params: dict[str, Any],
+                        should_stop: StopCheck | None = None) -> tuple[Path, dict[str, Any]]:  # fmt: skip
     from models.segmenter import SegmenterConfig
     from workers.inference.segmenter import load_segmenter
     from workers.training.segmenter_data import MaskedCase, SegmenterDataConfig, load_masked_volume
@@ -114,7 +136,7 @@ def train_segmenter_job(settings: Settings, job_dir: Path, params: dict[str, Any
     config = SegmenterTrainConfig(model=model, data=data, steps=steps, batch_size=int(params.get("batch_size", 16)),
                                   seed=int(params.get("seed", 0)), checkpoint_every=max(1, steps // 4),
                                   eval_every=steps)  # fmt: skip
-    checkpoint = train_segmenter(config, job_dir / "run", resume=True)
+    checkpoint = train_segmenter(config, job_dir / "run", resume=True, should_stop=should_stop)
     net, _ = load_segmenter(checkpoint)
     results = [evaluate(net, load_masked_volume(c, data_root), c.name)[0] for c in test]
     metrics: dict[str, Any] = {"n_train_cases": len(train), "n_test_cases": len(test), "steps": steps}
@@ -152,7 +174,8 @@ def _promoted_scorer() -> tuple[Any, Any]:
         return None, None
 
 
-def train_scorer_job(settings: Settings, job_dir: Path, params: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+def train_scorer_job(settings: Settings, job_dir: Path, params: dict[str, Any],
+                     should_stop: StopCheck | None = None) -> tuple[Path, dict[str, Any]]:  # fmt: skip
     from models.scorer import ScorerConfig
     from workers.training.scorer_data import CaseSpec, ScorerDataConfig
     from workers.training.scorer_training import ScorerTrainConfig, train_scorer
@@ -178,7 +201,7 @@ def train_scorer_job(settings: Settings, job_dir: Path, params: dict[str, Any]) 
     config = replace(base, model=model, data=data, gan_steps=int(params.get("steps", 2000)),
                      encoder_steps=int(params.get("encoder_steps", 1000)),
                      batch_size=int(params.get("batch_size", 16)), seed=int(params.get("seed", 0)))  # fmt: skip
-    checkpoint = train_scorer(config, job_dir / "run", resume=True)
+    checkpoint = train_scorer(config, job_dir / "run", resume=True, should_stop=should_stop)
     if roi is not None:  # the promoted scorer looks inside the liver: so does its successor, calibrated there
         from workers.training.scorer_training import calibrate_checkpoint
 
@@ -200,6 +223,9 @@ def _finish(job_id: int, task_id: str, kind: str, auto: bool, checkpoint: Path, 
     settings = get_settings()
     card = checked_card(checkpoint, kind, training_job_id=job_id, data="frozen splits")
     with session_scope() as session:
+        if training.is_cancelled(session, job_id=job_id):  # cancelled after its last step: nothing registered
+            log.info("training job %d was cancelled; its checkpoint is not registered", job_id)
+            return
         row = registry.register(session=session, models_dir=settings.models_dir, kind=kind, source=checkpoint,
                                 metrics=metrics, card=card,
                                 actor=f"training_job:{job_id}", training_job_id=job_id)  # fmt: skip
@@ -233,10 +259,18 @@ def train_model_impl(*, job_id: int, task_id: str) -> str:
             return "succeeded"
         audit.record(session, actor=f"training_job:{job_id}", action="training.started", entity_type="training_job",
                      entity_id=job_id, kind=kind)  # fmt: skip
-    job_dir = settings.storage_dir.resolve().parent / "training" / f"job-{job_id}"
+    job_dir = training.job_dir(settings, job_id)
+    from workers.training.scorer_training import TrainingStopped
+
     try:
         trainer = train_segmenter_job if kind == "segmenter" else train_scorer_job
-        checkpoint, metrics = trainer(settings, job_dir, params)
+        checkpoint, metrics = trainer(settings, job_dir, params, cancel_check(job_id))
+    except TrainingStopped as stopped:
+        log.info("training job %d cancelled: %s", job_id, stopped)
+        with session_scope() as session:
+            audit.record(session, actor=f"training_job:{job_id}", action="training.stopped",
+                         entity_type="training_job", entity_id=job_id, detail=str(stopped))  # fmt: skip
+        return "cancelled"
     except Exception as exc:  # noqa: BLE001 - recorded on the job; no PHI in a type name and our own messages
         log.warning("training job %d failed: %s", job_id, type(exc).__name__)
         with session_scope() as session:

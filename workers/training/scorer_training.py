@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,6 +233,10 @@ def save_sample_grid(
     plt.close(fig)
 
 
+class TrainingStopped(Exception):
+    """``should_stop`` said stop (a cancelled job): the latest checkpoint was saved, nothing final was written."""
+
+
 class RunFolder:
     """config.json, metrics.jsonl, samples/, checkpoints/ of one training run."""
 
@@ -272,7 +277,8 @@ def _metadata(config: ScorerTrainConfig, state: TrainState, data: SliceSet, phas
 
 
 def _run_phase(phase: str, total: int, state: TrainState, data: SliceSet, config: ScorerTrainConfig,
-               folder: RunFolder, device: torch.device) -> None:  # fmt: skip
+               folder: RunFolder, device: torch.device,
+               should_stop: Callable[[], bool] | None = None) -> None:  # fmt: skip
     step_of = (lambda: state.gan_step) if phase == "gan" else (lambda: state.encoder_step)
     iterate = gan_iteration if phase == "gan" else encoder_iteration
     columns = [TextColumn(f"[bold]{phase}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -281,6 +287,9 @@ def _run_phase(phase: str, total: int, state: TrainState, data: SliceSet, config
         task = bar.add_task(phase, total=total, completed=step_of(), rate=0.0, info="")
         t0, s0 = time.perf_counter(), step_of()
         while step_of() < total:
+            if should_stop is not None and should_stop():
+                save_checkpoint(folder.latest, state.state_dict(), _metadata(config, state, data, phase))
+                raise TrainingStopped(f"stopped at {phase} step {step_of()} of {total}")
             stats = iterate(state, data, config, device)
             step = step_of()
             rate = (step - s0) / max(time.perf_counter() - t0, 1e-9)
@@ -318,8 +327,10 @@ def calibrate(
     }
 
 
-def train_scorer(config: ScorerTrainConfig, run_dir: Path, resume: bool = True) -> Path:
-    """Train (or resume) a scorer in ``run_dir``; returns the final checkpoint's path."""
+def train_scorer(config: ScorerTrainConfig, run_dir: Path, resume: bool = True,
+                 should_stop: Callable[[], bool] | None = None) -> Path:  # fmt: skip
+    """Train (or resume) a scorer in ``run_dir``; returns the final checkpoint's path. ``should_stop`` is
+    asked before every step: True saves the latest checkpoint and raises ``TrainingStopped``."""
     torch.set_num_threads(config.num_threads)
     device = pick_device(config.device)
     folder = RunFolder(run_dir)
@@ -339,9 +350,9 @@ def train_scorer(config: ScorerTrainConfig, run_dir: Path, resume: bool = True) 
             state.encoder_step,
         )
     if isinstance(state.model, FAnoGAN):
-        _run_phase("gan", config.gan_steps, state, train, config, folder, device)
+        _run_phase("gan", config.gan_steps, state, train, config, folder, device, should_stop)
         freeze_for_encoder(state.model)
-    _run_phase("encoder", config.encoder_steps, state, train, config, folder, device)
+    _run_phase("encoder", config.encoder_steps, state, train, config, folder, device, should_stop)
     heldout = build_slice_set(config.data, "heldout", REPO_ROOT)
     metadata = _metadata(config, state, train, "done") | {
         "calibration": calibrate(state.model, heldout, config, device)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from models.segmenter import LiverSegmenter, SegmenterConfig
 from workers.inference.checkpoint import save_checkpoint
 from workers.inference.segmenter import segment_mask
 from workers.training.model_card import write_card
-from workers.training.scorer_training import RunFolder, pick_device
+from workers.training.scorer_training import RunFolder, TrainingStopped, pick_device
 from workers.training.segmenter_data import (
     AugmentConfig,
     MaskedVolume,
@@ -223,8 +224,10 @@ def _eval_and_log(state: TrainState, heldout: MaskedVolume, config: SegmenterTra
     save_overlay(heldout, pred, folder.samples / f"heldout-{state.step:07d}.png")
 
 
-def train_segmenter(config: SegmenterTrainConfig, run_dir: Path, resume: bool = True) -> Path:
-    """Train (or resume) a segmenter in ``run_dir``; returns the final checkpoint's path."""
+def train_segmenter(config: SegmenterTrainConfig, run_dir: Path, resume: bool = True,
+                    should_stop: Callable[[], bool] | None = None) -> Path:  # fmt: skip
+    """Train (or resume) a segmenter in ``run_dir``; returns the final checkpoint's path. ``should_stop`` is
+    asked before every step: True saves the latest checkpoint and raises ``TrainingStopped``."""
     torch.set_num_threads(config.num_threads)
     device = pick_device(config.device)
     folder = RunFolder(run_dir)
@@ -243,6 +246,9 @@ def train_segmenter(config: SegmenterTrainConfig, run_dir: Path, resume: bool = 
         task = bar.add_task("train", total=config.steps, completed=state.step, rate=0.0, info="")
         t0, s0 = time.perf_counter(), state.step
         while state.step < config.steps:
+            if should_stop is not None and should_stop():
+                save_checkpoint(folder.latest, state.state_dict(), _metadata(config, state, data))
+                raise TrainingStopped(f"stopped at step {state.step} of {config.steps}")
             x, y = sample_batch(data, liver_idx, config, state.sampler)
             loss = train_step(state, x, y, loss_fn, config, device)
             rate = (state.step - s0) / max(time.perf_counter() - t0, 1e-9)
