@@ -24,6 +24,7 @@ from app.dicom.seg import read_nifti_mask, write_seg
 from app.dicom.volume import order_and_check
 from app.services.derived import add_derived_instance, write_object
 from app.services.storage import InstanceStore
+from testkit.pages import login
 from tests.conftest import ROOT, Stack
 
 pytestmark = pytest.mark.integration
@@ -86,12 +87,12 @@ class Browser:
 
     ARGS = ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]  # WebGL without a GPU
 
-    def __init__(self, playwright, token: str) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, playwright, token: str | None) -> None:  # type: ignore[no-untyped-def]
         self.browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=self.ARGS)
-        # a bearer token, as an OHIF configured with requestOptions would send; a browser session's cookie
-        # reaches the same dependencies (app/api/deps.py)
-        context = self.browser.new_context(viewport={"width": 1280, "height": 800},
-                                           extra_http_headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        # a bearer token, as an OHIF configured with requestOptions would send; None: the page logs in at
+        # /ui/login first and the session's cookie (and, for the STOW, its CSRF token) authenticates OHIF
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        context = self.browser.new_context(viewport={"width": 1280, "height": 800}, extra_http_headers=headers)
         self.outside: list[str] = []
         self.answered: list[tuple[str, int]] = []
         context.route("**/*", self._guard)
@@ -228,8 +229,9 @@ def test_a_contour_corrected_in_ohif_and_stored_from_it_is_the_case_contour(stac
     with stack.client("radiologist") as reader:
         assert reader.post(f"/queue/{case_id}/claim").status_code == 200
     with sync_playwright() as p:
-        b = Browser(p, stack.tokens["radiologist"])
+        b = Browser(p, None)  # the radiologist's browser session, as in the pages: no bearer token
         try:
+            login(b.page, stack.service.url, stack.tokens["radiologist"])
             b.page.goto(f"{stack.service.url}/viewer/segmentation?StudyInstanceUIDs={study_uid}")
             assert b.wait_drawn(f"/dicomweb/studies/{study_uid}/series/{series_uid}/instances/") > 5
             tour = b.page.get_by_text("Skip all")
