@@ -161,4 +161,5 @@ def test_the_checks_are_fast_on_a_300_slice_series(data_dir: Path) -> None:
     liver_doubts(mask, hu, v.pixel_spacing_mm, 1.6, cov)
     t2 = time.perf_counter()
     print(f"302 slices: HU check {1000 * (t1 - t0):.0f} ms, coverage and liver checks {1000 * (t2 - t1):.0f} ms")
-    assert t1 - t0 < 1.0 and t2 - t1 < 5.0
+    # 15-30 ms and 0.7-0.9 s on a quiet 2-core machine (2.2 s beside a stack test): bounds for a loaded one
+    assert t1 - t0 < 1.0 and t2 - t1 < 10.0
