@@ -26,6 +26,19 @@ class SeriesSpec:
     modality: str = "CT"
 
 
+def ct_like_pixels(rows: int, cols: int, index: int) -> np.ndarray:
+    """Stored values (HU + 1024, int16) of a CT-like slice: air around a fat rim around soft tissue whose texture
+    changes with the slice index. The gate refuses a volume without CT's air, fat and soft-tissue populations
+    (models/input_checks.py: not_ct_hu); a series that should be scored must have them."""
+    yy, xx = np.mgrid[:rows, :cols]
+    r = ((yy - rows / 2) / (rows * 0.42)) ** 2 + ((xx - cols / 2) / (cols * 0.45)) ** 2
+    hu = np.full((rows, cols), -1000, dtype=np.int16)
+    hu[r < 1] = -100
+    core = r < 0.6
+    hu[core] = (40 + (yy + xx + index) % 40)[core]
+    return (hu + 1024).astype(np.int16)
+
+
 def ct_dataset(spec: SeriesSpec, index: int, sop_uid: str | None = None) -> Dataset:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
@@ -47,8 +60,7 @@ def ct_dataset(spec: SeriesSpec, index: int, sop_uid: str | None = None) -> Data
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
-    pixels = (np.arange(spec.rows * spec.cols, dtype=np.int16).reshape(spec.rows, spec.cols) + index) % 2000
-    ds.PixelData = pixels.astype(np.int16).tobytes()
+    ds.PixelData = ct_like_pixels(spec.rows, spec.cols, index).tobytes()
     return ds
 
 

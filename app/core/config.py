@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     # series (1.03-1.28x here; never overlapping inference: a background compile hung the process);
     # "eager": same as auto; "fp32": eager fp32 on the CPU, the reference that training evaluates with.
     scorer_engine: Literal["auto", "compiled", "eager", "fp32"] = "auto"
+    # A liver cut by the field of view (in-plane, or continuing past the first or last slice): "refuse" sends the
+    # series to a radiologist (liver_cut_by_fov); "accept", for a site that scans liver slabs on purpose, logs it
+    # and judges the series like any other (models/input_checks.py).
+    partial_liver_coverage: Literal["refuse", "accept"] = "refuse"
 
     # Credentials. The bootstrap token (optional) is an admin token read from the
     # environment, for first set-up and the embedded demo; tokens otherwise live

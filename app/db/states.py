@@ -68,6 +68,11 @@ class DecisionReason(StrEnum):
     SLICE_GAP = "slice_gap"  # a slice is missing: no regular grid
     DUPLICATE_POSITIONS = "duplicate_positions"  # two images at one position along the normal
     MIXED_ORIENTATION = "mixed_orientation"  # no clear primary stack
+    # The gate cannot judge the input (models.input_checks): the volume before any model, the liver after segmenting
+    NOT_CT_HU = "not_ct_hu"  # the voxel histogram lacks the air, fat or soft-tissue populations of CT in HU
+    NO_LIVER_EXPECTED = "no_liver_expected"  # liver found where the coverage holds none (a chest or pelvis series)
+    TOO_LITTLE_LIVER = "too_little_liver"  # far less liver found than the coverage holds
+    LIVER_CUT_BY_FOV = "liver_cut_by_fov"  # the field of view cuts through the liver (in-plane or at an end)
 
 
 class CaseStatus(StrEnum):

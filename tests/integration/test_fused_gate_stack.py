@@ -34,7 +34,10 @@ def with_risk(segmenter: Path, intercept: float, out: Path, *, scorer_sha256: st
 @pytest.fixture(scope="module", params=["postgresql", "sqlite"])
 def fused_stack(stack_factory, tmp_path_factory, request):  # type: ignore[no-untyped-def]
     tmp = tmp_path_factory.mktemp("fused-models")
-    stack = stack_factory(database=request.param, GATEKEEPER_MODELS_DIR=str(tmp / "registry"))
+    # the sample is a 40 mm slab through the liver, which the input checks refuse (liver_cut_by_fov) before any
+    # score; this module tests the fused risk, so partial coverage is accepted (test_input_checks_stack: the refusal)
+    stack = stack_factory(database=request.param, GATEKEEPER_MODELS_DIR=str(tmp / "registry"),
+                          GATEKEEPER_PARTIAL_LIVER_COVERAGE="accept")  # fmt: skip
     scorer = with_patch_calibration(train_tiny_patch_scorer(tmp / "patch"), ALL_AUTO, tmp / "p-auto.pt")
     return stack, tmp, scorer
 

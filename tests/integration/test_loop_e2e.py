@@ -78,7 +78,12 @@ def model_metadata(stack: Stack, model_id: int) -> dict:
 @pytest.fixture(scope="module", params=["postgresql", "sqlite"])
 def loop(stack_factory, tmp_path_factory, request) -> Stack:  # type: ignore[no-untyped-def]
     tmp = tmp_path_factory.mktemp("models")
-    return stack_factory(database=request.param, GATEKEEPER_MODELS_DIR=str(tmp / "registry")), tmp
+    # the sample is a 40 mm slab through the liver: cut by the field of view, which sends a series a liver-restricted
+    # scorer segments to a radiologist before any score; the loop's tests accept partial coverage
+    # (tests/integration/test_input_checks_stack.py tests the refusal)
+    stack = stack_factory(database=request.param, GATEKEEPER_MODELS_DIR=str(tmp / "registry"),
+                          GATEKEEPER_PARTIAL_LIVER_COVERAGE="accept")  # fmt: skip
+    return stack, tmp
 
 
 def push_and_route(stack: Stack, statuses: set[str], patient_id: str = TRAIN_PATIENT) -> tuple[str, str, dict]:

@@ -25,6 +25,7 @@ from workers.inference.liver_roi import LiverRoi, roi_of
 from workers.inference.quality import segment_with_quality
 from workers.inference.scorer import VolumeScores, score_volume
 from workers.inference.segmenter import segment_volume
+from workers.serving.input_checks import liver_doubt
 from workers.serving.model_cache import load_version
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class Assessment:
     top_slices: list[int] | None = None
     liver_mask: np.ndarray | None = None
     risk: FusedRisk | None = None  # the second signal, when the segmenter carries a failure-risk model
+    detail: str | None = None  # with ``refused``: the segmenter's liver says the gate cannot judge the input
 
 
 @dataclass
@@ -117,6 +119,9 @@ def assess(settings: Settings, claimed: Claimed, volume: SeriesVolume) -> Assess
             liver = quality.mask
         else:
             liver = segment_volume(seg_loaded[0], volume.hu, g)
+        doubt = liver_doubt(settings, volume, liver, metadata, seg_loaded[1], series_id=a.series_id)
+        if doubt is not None:  # before any score: the input is one the gate cannot judge (workers.serving.input_checks)
+            return Assessment(key, row.id, refused=doubt[0], liver_mask=liver, detail=doubt[1])
     # fast path: channels_last + bf16 where the CPU has it (parity with fp32 tested in tests/models)
     scores = score_volume(model, volume.hu, g.pixel_spacing_mm, g.slice_positions_mm, metadata, fast=True,
                           liver=liver)  # fmt: skip

@@ -8,7 +8,9 @@ instead of looping.
 Only transient errors (the disk, the database, memory) are retried: the same data would fail the same
 way again, so any other error fails the series at once into a radiologist's case, with the primary
 stack's geometry so that it can be contoured. A volume the gate cannot judge (a missing slice, two
-images at one position, no clear primary stack) goes to a radiologist before anything is scored.
+images at one position, no clear primary stack, not CT in HU) goes to a radiologist before any model runs; one
+whose segmented liver the gate cannot judge (where the coverage holds none, too little, cut by the field of view)
+before anything is scored (``workers.serving.input_checks``).
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.core.config import Settings, get_settings
 from app.db.states import DecisionReason, Route
-from app.dicom.volume import SeriesGeometryError, SeriesVolume, geometry_doubt, load_series_volume, read_geometry
+from app.dicom.volume import SeriesGeometryError, SeriesVolume, load_series_volume, read_geometry
 from app.services import routing
 from app.services.routing import Claimed, Decision
 from app.services.storage import InstanceStore
+from workers.serving.input_checks import volume_doubt
 from workers.serving.route import assess, decide
 from workers.serving.segment import segment_series
 
@@ -94,11 +97,14 @@ def score_series_impl(*, series_id: int, revision: int, task_id: str) -> str:
         return _failed(claimed, exc, "loading the volume", None)
     geometry = volume.geometry.as_json()
     try:
-        doubt = geometry_doubt(volume.geometry)
-        if doubt is not None:  # before any score: the gate cannot judge this volume
-            return _cannot_judge(claimed, DecisionReason(doubt[0]), doubt[1], geometry)
+        doubt = volume_doubt(volume)
+        if doubt is not None:  # before any model: the gate cannot judge this volume (geometry, not CT in HU)
+            return _cannot_judge(claimed, doubt[0], doubt[1], geometry)
         t1 = time.perf_counter()
-        d = decide(assess(settings, claimed, volume))
+        found = assess(settings, claimed, volume)
+        if found.refused is not None and found.detail is not None:  # the segmenter's liver: before any score
+            return _cannot_judge(claimed, found.refused, found.detail, geometry)
+        d = decide(found)
         d.scoring_s = time.perf_counter() - t1
         segmenter_id = claimed.segmenter.id if claimed.segmenter else None
         if not routing.record_decision(a, d, segmenter_id):
