@@ -51,6 +51,7 @@ STATUS_FOR_REASON: dict[FailureReason, int] = {
     FailureReason.SERIES_CONFLICT: 0xC40A,  # the series' study, Modality or frame of reference differs
     FailureReason.STUDY_MISMATCH: 0xC409,  # (STOW only: DIMSE has no study in a URL)
     FailureReason.PROCESSING_FAILURE: 0x0110,  # Failure: processing failure
+    FailureReason.NO_CLAIMED_CASE: 0xC40B,  # (STOW only: a radiologist's contour SEG for a case it does not hold)
 }
 UNAVAILABLE = 0xA700  # the database or the disk is down: nothing stored, the sender should retry
 
