@@ -59,6 +59,8 @@ class CasePage:
     versions: list[ModelVersion]
     top_slices: list[dict[str, Any]] = field(default_factory=list)  # index, score, position_mm
     profile_svg: str | None = None
+    risk_svg: str | None = None  # the second signal: the segmentation's failure risk per slice, when scored
+    risk_flagged: list[int] = field(default_factory=list)  # slices of the liver's core over the risk threshold
     detail: str | None = None  # the routing's words for a radiologist (which signal, which slices, how far over)
 
 
@@ -97,6 +99,12 @@ def with_evidence(page: CasePage, settings: Settings) -> CasePage:
     page.top_slices = [{"rank": k, "index": i, "score": float(scores[i]), "position_mm": float(positions[i])}
                        for k, i in enumerate(top)]  # fmt: skip
     page.profile_svg = profile_svg(scores, positions, threshold, top)
+    if "slice_risk" in ev.files:  # the fused gate's second signal (workers.serving.route.FusedRisk)
+        risk = ev["slice_risk"].astype(float)
+        risk_threshold = float(ev["risk_threshold"]) if np.isfinite(ev["risk_threshold"]) else None
+        page.risk_flagged = [int(i) for i in np.flatnonzero(ev["risk_flagged"])]
+        worst = sorted(page.risk_flagged, key=lambda i: -risk[i])[:3]
+        page.risk_svg = profile_svg(risk, positions, risk_threshold, worst, label="segmentation failure risk")
     return page
 
 
@@ -109,7 +117,7 @@ def evidence_path(page: CasePage, settings: Settings) -> Path | None:
 
 
 def profile_svg(scores: np.ndarray, positions: np.ndarray, threshold: float | None, top: list[int],
-                width: int = 640, height: int = 220) -> str:  # fmt: skip
+                width: int = 640, height: int = 220, label: str = "anomaly score") -> str:  # fmt: skip
     """The score along the series (x: position along the normal, mm), the threshold dashed, top slices marked."""
     pad_l, pad_r, pad_t, pad_b = 56, 12, 12, 36
     w, h = width - pad_l - pad_r, height - pad_t - pad_b
@@ -124,7 +132,7 @@ def profile_svg(scores: np.ndarray, positions: np.ndarray, threshold: float | No
 
     line = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(p, v) for p, v in zip(positions, scores, strict=True)))
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="profile" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="anomaly score along the series">',
+             f'viewBox="0 0 {width} {height}" role="img" aria-label="{label} along the series">',
              f'<rect x="{pad_l}" y="{pad_t}" width="{w}" height="{h}" fill="#fff" stroke="#999"/>',
              f'<polyline points="{line}" fill="none" stroke="#1f5fbf" stroke-width="1.5"/>']  # fmt: skip
     if threshold is not None and lo_y <= threshold <= hi_y:

@@ -12,6 +12,7 @@ import torch
 
 from models.risk import FailureRisk
 from testkit.tiny_models import ALL_AUTO, train_tiny_patch_scorer, with_patch_calibration
+from tests.api.test_pages_access import browser
 from tests.integration.test_loop_e2e import push_and_route, register
 from tests.integration.test_patch_scorer_stack import segmenter_with_bias
 
@@ -62,6 +63,15 @@ def test_the_risk_flags_a_series_the_anomaly_score_accepts(fused_stack) -> None:
     # the core of a 20-slice liver: fractions 0.2-0.8 of its extent
     assert evidence["risk_flagged_slices"] == list(range(4, 16))
     assert evidence["detail"].startswith("segmentation risk: 12 slices of the liver's core over the threshold 0.010")
+    # the case page in a browser session draws the risk along the series and names the flagged slices
+    page_client, _ = browser(stack, stack.tokens["radiologist"])
+    try:
+        page = page_client.get(f"/ui/cases/{case['id']}")
+    finally:
+        page_client.close()
+    assert page.status_code == 200
+    assert 'aria-label="segmentation failure risk along the series"' in page.text
+    assert "over the risk threshold (dashed): 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15." in page.text
 
 
 def test_a_low_risk_series_goes_auto_and_a_risk_model_of_another_scorer_is_not_used(fused_stack) -> None:  # type: ignore[no-untyped-def]
