@@ -18,7 +18,7 @@ import numpy as np
 from models.metrics import auroc, bootstrap_auroc_ci
 from models.risk import FEATURES, FailureRule, crc_threshold, features
 from workers.evaluation.gate_metrics import aurc, coverage_at_risk, risk_coverage
-from workers.training.risk_fit import failures_of, fit_failure_risk, judged, pool, signals_of
+from workers.training.risk_fit import failures_of, fit_failure_risk, judged, out_of_case_risk, pool, signals_of
 
 
 def reference_core(t: dict[str, np.ndarray], rule: FailureRule) -> np.ndarray:
@@ -35,10 +35,6 @@ def predicted_core(t: dict[str, np.ndarray], rule: FailureRule) -> np.ndarray:
     """The core as the gate sees it: the middle of the *predicted* liver's extent (no reference needed)."""
     f = t["signal_fraction"]
     return (f >= rule.core[0]) & (f <= rule.core[1])
-
-
-def _pool(tables: dict[str, dict], names: list[str], rule: FailureRule, clinical: bool) -> tuple[dict, np.ndarray]:
-    return pool({n: tables[n] for n in names}, rule, clinical)
 
 
 # Each single signal in the direction that means "riskier" (fixed in advance, not fitted).
@@ -62,23 +58,15 @@ def lopo(
     per: dict[str, Any] = {}
     for held in patients:
         others = [p for p in patients if p != held]
-        sig, fail = _pool(tables, others, rule, clinical)
+        sig, fail = pool({p: tables[p] for p in others}, rule, clinical)
         model = fit_failure_risk(sig, fail, names=names)
         keep = judged(tables[held])
         risk = model.predict(signals_of(tables[held], keep))
-        cal_risk, cal_fail = [], []
-        for cal in others:
-            inner = [p for p in others if p != cal]
-            if not inner:
-                continue
-            s2, f2 = _pool(tables, inner, rule, clinical)
-            if not f2.any() or f2.all():
-                continue
-            m2 = fit_failure_risk(s2, f2, names=names)
-            k2 = judged(tables[cal])
-            cal_risk.append(m2.predict(signals_of(tables[cal], k2)))
-            cal_fail.append(failures_of(tables[cal], rule, clinical)[k2])
-        threshold = crc_threshold(np.concatenate(cal_risk), np.concatenate(cal_fail), alpha) if cal_risk else None
+        try:  # the others' risks, each from a model that left it out too (risk_fit.out_of_case_risk)
+            cal_risk, cal_fail = out_of_case_risk({p: tables[p] for p in others}, rule, names, clinical)
+            threshold = crc_threshold(cal_risk, cal_fail, alpha)
+        except ValueError:  # no other patient could be predicted from the rest
+            threshold = None
         per[held] = {"risk": risk, "failed": failures_of(tables[held], rule, clinical)[keep],
                      "features": features(signals_of(tables[held], keep), names), "threshold": threshold,
                      "model": model, "core": reference_core(tables[held], rule)[keep],

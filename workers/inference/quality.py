@@ -15,7 +15,7 @@ import torch
 
 from models.quality import keep_liver, slice_signals
 from models.segmenter import LiverSegmenter, mask_on_series_grid, to_model_grid
-from workers.inference.segmenter import _batches
+from workers.inference.segmenter import model_grid_probabilities
 
 # 4 px at 2 mm = 8 mm: well inside the training augmentation (8 % of the field), not a multiple of the
 # UNet's 16 px stride, so each pass sees a different sampling of the slice.
@@ -28,13 +28,6 @@ class SegmentationQuality:
     mask: np.ndarray  # (Z, Y, X) uint8 on the series grid: the largest 3D component
     signals: dict[str, np.ndarray]  # name -> (Z,) per slice (models.quality.SIGNALS)
     seconds: float
-
-
-def _probabilities(model: LiverSegmenter, images: torch.Tensor, batch_size: int) -> np.ndarray:
-    out = np.empty((images.shape[0], images.shape[2], images.shape[3]), dtype=np.float32)
-    for start, prob in _batches(model, images, batch_size, channels_last=True):
-        out[start : start + prob.shape[0]] = prob.numpy()
-    return out
 
 
 def segment_with_quality(
@@ -50,7 +43,7 @@ def segment_with_quality(
     """(Z, Y, X) HU -> the liver mask on the series grid and the quality signals per slice."""
     t0 = time.perf_counter()
     images, box = to_model_grid(hu, pixel_spacing_mm, slice_positions_mm, model.config)  # (Z, C, S, S)
-    base = _probabilities(model, images, batch_size)  # (Z, S, S)
+    base = model_grid_probabilities(model, images, batch_size=batch_size)  # (Z, S, S)
     threshold = model.config.threshold
     # the augmented passes only where the plain pass found liver (and 2 slices beyond its ends): elsewhere
     # they could only add islands that the largest-component rule drops; a 300-slice series has ~1/3 liver
@@ -58,17 +51,18 @@ def segment_with_quality(
     lo, hi = (max(0, found[0] - 2), min(len(base), found[-1] + 3)) if found.size else (0, 0)
     window = images[lo:hi]
 
-    def member(probs: np.ndarray) -> np.ndarray:
+    def member(images_of_window: torch.Tensor) -> np.ndarray:
+        """One augmented pass over the window, as (Z, S, S) on the whole series (0 outside the window)."""
         full = np.zeros_like(base)
-        full[lo:hi] = probs
+        full[lo:hi] = model_grid_probabilities(model, images_of_window, batch_size=batch_size)
         return full
 
     members = []
     for dy, dx in shifts:
         moved = torch.roll(window, shifts=(dy, dx), dims=(2, 3))  # the border is air: wrapping brings in air
-        members.append(member(np.roll(_probabilities(model, moved, batch_size), shift=(-dy, -dx), axis=(1, 2))))
+        members.append(np.roll(member(moved), shift=(-dy, -dx), axis=(1, 2)))
     if intensity is not None:
-        members.append(member(_probabilities(model, (window + intensity).clamp(-1.0, 1.0), batch_size)))
+        members.append(member((window + intensity).clamp(-1.0, 1.0)))
     kept = torch.from_numpy(keep_liver(base, threshold))
     mask = mask_on_series_grid(kept, box, threshold).numpy()
     positions = np.asarray(slice_positions_mm, dtype=np.float64)

@@ -23,6 +23,7 @@ from workers.inference.checkpoint import read_checkpoint
 
 __all__ = [
     "load_segmenter",
+    "model_grid_probabilities",
     "segment_mask",
     "segment_probabilities",
     "segment_volume",
@@ -57,6 +58,16 @@ def _batches(
             yield start, torch.sigmoid(model(x)[:, 0].float()).cpu()
 
 
+def model_grid_probabilities(
+    model: LiverSegmenter, images: torch.Tensor, *, batch_size: int = 32, channels_last: bool = True
+) -> np.ndarray:
+    """(Z, C, S, S) model-grid images -> (Z, S, S) float32 sigmoid probabilities on the model grid."""
+    out = np.empty((images.shape[0], images.shape[2], images.shape[3]), dtype=np.float32)
+    for start, prob in _batches(model, images, batch_size, channels_last):
+        out[start : start + prob.shape[0]] = prob.numpy()
+    return out
+
+
 def segment_probabilities(
     model: LiverSegmenter,
     hu: np.ndarray | torch.Tensor,
@@ -88,10 +99,8 @@ def segment_mask(
     The liver is one organ: islands elsewhere (spleen, heart, bowel) are dropped on the model grid, before
     the mask is put back on the series grid."""
     images, box = to_model_grid(hu, pixel_spacing_mm, slice_positions_mm, model.config)  # (Z, C, S, S)
-    prob = torch.empty((images.shape[0], box.size, box.size), dtype=torch.float32)
-    for start, p in _batches(model, images, batch_size, channels_last):
-        prob[start : start + p.shape[0]] = p
-    kept = torch.from_numpy(keep_liver(prob.numpy(), model.config.threshold))
+    prob = model_grid_probabilities(model, images, batch_size=batch_size, channels_last=channels_last)
+    kept = torch.from_numpy(keep_liver(prob, model.config.threshold))
     return mask_on_series_grid(kept, box, model.config.threshold).numpy()
 
 

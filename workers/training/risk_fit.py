@@ -79,19 +79,22 @@ def fit_failure_risk(
 
 
 def out_of_case_risk(
-    tables: dict[str, dict[str, np.ndarray]], rule: FailureRule, names: tuple[str, ...] = FEATURES
+    tables: dict[str, dict[str, np.ndarray]],
+    rule: FailureRule,
+    names: tuple[str, ...] = FEATURES,
+    clinical: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each case's risk from a model fit on the other cases (pooled over cases), and its failures: the
     calibration set of the conformal threshold, with no slice scored by a model that saw it."""
     risks, fails = [], []
     for held in tables:
         others = {k: v for k, v in tables.items() if k != held}
-        sig, fail = pool(others, rule)
+        sig, fail = pool(others, rule, clinical)
         if not fail.any() or fail.all():
             continue
         keep = judged(tables[held])
         risks.append(fit_failure_risk(sig, fail, names=names).predict(signals_of(tables[held], keep)))
-        fails.append(failures_of(tables[held], rule)[keep])
+        fails.append(failures_of(tables[held], rule, clinical)[keep])
     if not risks:
         raise ValueError("no case could be predicted from the others (each left-out fit needs failures and successes)")
     return np.concatenate(risks), np.concatenate(fails)
