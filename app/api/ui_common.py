@@ -16,6 +16,8 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import browser_session
 from app.core.config import get_settings
@@ -130,6 +132,19 @@ def mount(app: FastAPI, routers: list[Any]) -> None:
     @app.exception_handler(PageError)
     async def page_error(request: Request, exc: PageError) -> Response:
         return page("error.html", browser_session(request), exc.status, message=str(exc), status=exc.status)
+
+
+async def act_then_redirect(
+    action: Callable[[], object], *, db: Session, browser: BrowserSession, then: str
+) -> Response:
+    """Run a form's service call off the event loop; a service's refusal rolls back and shows its page, success
+    redirects to ``then`` (303)."""
+    try:
+        await run_in_threadpool(action)
+    except DomainError as exc:
+        db.rollback()
+        return domain_page(exc, browser)
+    return see_other(then)
 
 
 def domain_page(exc: DomainError, browser: BrowserSession) -> HTMLResponse:

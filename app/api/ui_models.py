@@ -6,11 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import MAX_ROW_ID, SessionDep, SettingsDep
-from app.api.ui_common import EngineerPage, PageError, checked_form, domain_page, page, see_other
-from app.core.errors import DomainError
+from app.api.ui_common import EngineerPage, PageError, act_then_redirect, checked_form, page
 from app.services import pages, registry, training
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -25,12 +23,12 @@ def models_page(browser: EngineerPage, db: SessionDep, settings: SettingsDep) ->
 @router.post("/models/{model_id}/promote")
 async def promote(model_id: RowId, request: Request, browser: EngineerPage, db: SessionDep) -> Response:
     await checked_form(request, browser)
-    try:
-        await run_in_threadpool(lambda: registry.promote(session=db, model_id=model_id, actor=browser.principal.name))
-    except DomainError as exc:
-        db.rollback()
-        return domain_page(exc, browser)
-    return see_other("/ui/models")
+    return await act_then_redirect(
+        lambda: registry.promote(session=db, model_id=model_id, actor=browser.principal.name),
+        db=db,
+        browser=browser,
+        then="/ui/models",
+    )
 
 
 @router.post("/models/rollback")
@@ -39,12 +37,12 @@ async def rollback(request: Request, browser: EngineerPage, db: SessionDep) -> R
     kind = form.get("kind", "")
     if kind not in registry.KINDS:
         raise PageError(422, f"kind must be one of {', '.join(registry.KINDS)}")
-    try:
-        await run_in_threadpool(lambda: registry.rollback(session=db, kind=kind, actor=browser.principal.name))
-    except DomainError as exc:
-        db.rollback()
-        return domain_page(exc, browser)
-    return see_other("/ui/models")
+    return await act_then_redirect(
+        lambda: registry.rollback(session=db, kind=kind, actor=browser.principal.name),
+        db=db,
+        browser=browser,
+        then="/ui/models",
+    )
 
 
 @router.get("/training")
@@ -68,22 +66,17 @@ async def start_job(request: Request, browser: EngineerPage, db: SessionDep, set
     params = TrainingParams(steps=steps, encoder_steps=steps // 2).model_dump()
     limits = training.TrainingLimits(max_steps=settings.training_max_steps,
                                      max_active_jobs=settings.training_max_active_jobs)  # fmt: skip
-    try:
-        await run_in_threadpool(lambda: training.request_job(
-            session=db, kind=kind, params=params, auto_promote=form.get("auto_promote") == "on",
-            actor=browser.principal.name, limits=limits))  # fmt: skip
-    except DomainError as exc:
-        db.rollback()
-        return domain_page(exc, browser)
-    return see_other("/ui/training")
+    return await act_then_redirect(lambda: training.request_job(
+        session=db, kind=kind, params=params, auto_promote=form.get("auto_promote") == "on",
+        actor=browser.principal.name, limits=limits), db=db, browser=browser, then="/ui/training")  # fmt: skip
 
 
 @router.post("/training/{job_id}/cancel")
 async def cancel(job_id: RowId, request: Request, browser: EngineerPage, db: SessionDep) -> Response:
     await checked_form(request, browser)
-    try:
-        await run_in_threadpool(lambda: training.cancel_job(session=db, job_id=job_id, actor=browser.principal.name))
-    except DomainError as exc:
-        db.rollback()
-        return domain_page(exc, browser)
-    return see_other("/ui/training")
+    return await act_then_redirect(
+        lambda: training.cancel_job(session=db, job_id=job_id, actor=browser.principal.name),
+        db=db,
+        browser=browser,
+        then="/ui/training",
+    )
