@@ -24,11 +24,13 @@ FEATURES = (
     "removed_ratio",
     "area_jump",
     "anomaly",
+    "feature_distance",
 )
 
 
 def features(signals: dict[str, np.ndarray], names: tuple[str, ...] = FEATURES) -> np.ndarray:
-    """(Z,) signals by name -> (Z, F) model inputs, in ``names``' order (missing anomaly: 0)."""
+    """(Z,) signals by name -> (Z, F) model inputs, in ``names``' order (missing anomaly or feature
+    distance: 0)."""
     area = np.asarray(signals["area_cm2"], dtype=np.float64)
     fraction = np.asarray(signals["fraction"], dtype=np.float64)
     columns = {
@@ -42,6 +44,8 @@ def features(signals: dict[str, np.ndarray], names: tuple[str, ...] = FEATURES) 
         "removed_ratio": np.asarray(signals["removed_ratio"], dtype=np.float64),
         "area_jump": np.clip(signals["area_jump"], 0.0, 2.0),
         "anomaly": np.asarray(signals.get("anomaly", np.zeros_like(area)), dtype=np.float64),
+        # a segmenter without a feature density: 0 (a constant column, coefficient 0 under L2)
+        "feature_distance": np.log1p(np.asarray(signals.get("feature_distance", np.zeros_like(area)), np.float64)),
     }
     return np.stack([columns[n] for n in names], axis=1)
 

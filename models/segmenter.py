@@ -22,6 +22,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.networks.layers.simplelayers import SkipConnection
 from monai.networks.nets import UNet
 from torch import nn
 
@@ -128,6 +129,25 @@ class LiverSegmenter(nn.Module):
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
             raise ValueError(f"expected (B, {self.config.in_channels}, S, S), got {tuple(x.shape)}")
         return self.head(self.unet(x))  # (B, head_channels, S, S) -> (B, 1, S, S) logits
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 1, S, S) logits and (B, C_bottom) the global average of the UNet's bottleneck output (the
+        features ``models.feature_density`` measures the distance to the training slices in)."""
+        captured: list[torch.Tensor] = []
+        handle = bottleneck(self.unet).register_forward_hook(lambda _m, _i, out: captured.append(out))
+        try:
+            logits = self(x)
+        finally:
+            handle.remove()
+        return logits, captured[0].float().mean(dim=(2, 3))
+
+
+def bottleneck(unet: UNet) -> nn.Module:
+    """The deepest block of a MONAI UNet: down, SkipConnection(inner), up, nested once per stride."""
+    block: nn.Module = unet.model
+    while isinstance(block, nn.Sequential) and len(block) == 3 and isinstance(block[1], SkipConnection):
+        block = block[1].submodule
+    return block
 
 
 @dataclass(frozen=True)

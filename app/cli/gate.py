@@ -60,3 +60,21 @@ def evaluate_failure_gate_cmd(
     from workers.evaluation.failure_report import main
 
     main(["--runs", str(runs), "--out", str(out), "--alpha", str(alpha)])
+
+
+def simulate_active_learning_cmd(
+    test: str = typer.Option("ircadb-01", help="The test patient: never labelled, never picked from."),
+    out: Path = typer.Option(Path("runs/active-learning"), help="Run folder (one sub-folder per test patient)."),
+    rounds: int = typer.Option(4, help="Labelling rounds."),
+    budget: int = typer.Option(16, help="Slices labelled per round."),
+    seeds: list[int] = typer.Option([0, 1, 2], help="Training seeds (the curves' noise). Repeat."),
+    report: Path = typer.Option(Path("reports/active-learning"), help="Where the report is written afterwards."),
+) -> None:
+    """Simulate the active-learning loop (gate, uncertainty and random picks; workers.evaluation.active_learning)
+    and write its report. Resumes: finished strategy x seed runs are kept."""
+    from workers.evaluation import active_learning, active_learning_report
+
+    seed_args = [str(s) for s in seeds]
+    active_learning.main(["--out", str(out), "--test", test, "--rounds", str(rounds), "--budget", str(budget),
+                          "--seeds", *seed_args])  # fmt: skip
+    active_learning_report.main(["--runs", str(out), "--out", str(report)])

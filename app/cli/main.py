@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from app.cli.gate import evaluate_failure_gate_cmd, fit_failure_risk_cmd
+from app.cli.gate import evaluate_failure_gate_cmd, fit_failure_risk_cmd, simulate_active_learning_cmd
 from app.cli.models import models_cli
 from app.cli.patch import calibrate_patch_scorer_cmd, evaluate_patch_scorer_cmd, train_patch_scorer_cmd
 from app.cli.train import (
@@ -37,6 +37,7 @@ cli.command("calibrate-patch-scorer")(calibrate_patch_scorer_cmd)
 cli.command("evaluate-patch-scorer")(evaluate_patch_scorer_cmd)
 cli.command("fit-failure-risk")(fit_failure_risk_cmd)
 cli.command("evaluate-failure-gate")(evaluate_failure_gate_cmd)
+cli.command("simulate-active-learning")(simulate_active_learning_cmd)
 console = Console(stderr=True)
 ROOT = Path(__file__).resolve().parents[2]  # the repository (app/cli/ is two below it)
 

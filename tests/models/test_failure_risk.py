@@ -26,7 +26,7 @@ def random_signals(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
             "fraction": rng.uniform(0, 1, n), "tta_dice": rng.uniform(0.5, 1, n), "tta_area_cv": rng.uniform(0, 1, n),
             "uncertain_ratio": rng.uniform(0, 2, n), "components": rng.integers(1, 4, n).astype(float),
             "removed_ratio": rng.uniform(0, 1, n), "area_jump": rng.uniform(0, 1, n),
-            "anomaly": rng.normal(0, 1, n)}  # fmt: skip
+            "anomaly": rng.normal(0, 1, n), "feature_distance": rng.uniform(0.5, 3.0, n)}  # fmt: skip
 
 
 def test_the_fitted_model_predicts_what_scikit_learn_predicts_and_survives_json() -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from workers.inference.quality import density_of
 from workers.inference.scorer import load_scorer
 from workers.inference.segmenter import load_segmenter
 from workers.training.risk_fit import case_table
@@ -55,7 +56,7 @@ def patient_table(config: FailureEvalConfig, patient: str, repo: Path) -> dict[s
                 return {k: z[k] for k in z.files}
     volume = load_masked_volume(PATIENTS[patient], (repo / config.data_dir).resolve())
     scorer = load_scorer(repo / config.anomaly_scorer) if config.anomaly_scorer else None
-    table: dict[str, Any] = {**case_table(model, scorer, volume), "key": np.array(key),
+    table: dict[str, Any] = {**case_table(model, scorer, volume, density_of(metadata)), "key": np.array(key),
                              "segmenter_step": np.int64(metadata.get("step", -1))}  # fmt: skip
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_name(f".{cache.stem}.tmp.npz")

@@ -41,6 +41,7 @@ def predicted_core(t: dict[str, np.ndarray], rule: FailureRule) -> np.ndarray:
 SINGLE_DIRECTION = {
     "log_area": -1, "end_distance": -1, "fraction_edge": -1, "tta_disagreement": 1, "tta_area_cv": 1,
     "uncertain_ratio": 1, "extra_components": 1, "removed_ratio": 1, "area_jump": 1, "anomaly": 1,
+    "feature_distance": 1,
 }  # fmt: skip
 
 

@@ -13,14 +13,21 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from models.feature_density import FeatureDensity
 from models.quality import keep_liver, slice_signals
 from models.segmenter import LiverSegmenter, mask_on_series_grid, to_model_grid
-from workers.inference.segmenter import model_grid_probabilities
+from workers.inference.segmenter import model_grid_probabilities, model_grid_probabilities_and_features
 
 # 4 px at 2 mm = 8 mm: well inside the training augmentation (8 % of the field), not a multiple of the
 # UNet's 16 px stride, so each pass sees a different sampling of the slice.
 TTA_SHIFTS: tuple[tuple[int, int], ...] = ((4, 4), (-4, -4))
 TTA_INTENSITY = 0.1  # windowed units ([-1, 1] over 400 HU): +20 HU
+
+
+def density_of(segmenter_metadata: dict) -> FeatureDensity | None:
+    """The segmenter checkpoint's feature density (``workers.training.feature_density``), if it has one."""
+    fitted = segmenter_metadata.get("feature_density")
+    return FeatureDensity.from_json(fitted) if fitted else None
 
 
 @dataclass
@@ -39,11 +46,16 @@ def segment_with_quality(
     shifts: tuple[tuple[int, int], ...] = TTA_SHIFTS,
     intensity: float | None = TTA_INTENSITY,
     batch_size: int = 32,
+    density: FeatureDensity | None = None,
 ) -> SegmentationQuality:
-    """(Z, Y, X) HU -> the liver mask on the series grid and the quality signals per slice."""
+    """(Z, Y, X) HU -> the liver mask on the series grid and the quality signals per slice; with the
+    segmenter's ``density`` (its checkpoint's ``feature_density``) also ``feature_distance``."""
     t0 = time.perf_counter()
     images, box = to_model_grid(hu, pixel_spacing_mm, slice_positions_mm, model.config)  # (Z, C, S, S)
-    base = model_grid_probabilities(model, images, batch_size=batch_size)  # (Z, S, S)
+    if density is None:
+        base, feats = model_grid_probabilities(model, images, batch_size=batch_size), None  # (Z, S, S)
+    else:
+        base, feats = model_grid_probabilities_and_features(model, images, batch_size=batch_size)
     threshold = model.config.threshold
     # the augmented passes only where the plain pass found liver (and 2 slices beyond its ends): elsewhere
     # they could only add islands that the largest-component rule drops; a 300-slice series has ~1/3 liver
@@ -67,4 +79,6 @@ def segment_with_quality(
     mask = mask_on_series_grid(kept, box, threshold).numpy()
     positions = np.asarray(slice_positions_mm, dtype=np.float64)
     signals = slice_signals(base, members, model.config.preprocess.pixel_mm, positions, threshold)
+    if density is not None and feats is not None:
+        signals["feature_distance"] = density.distance(feats)
     return SegmentationQuality(mask, signals, time.perf_counter() - t0)

@@ -22,7 +22,7 @@ from app.services.evidence import save_evidence, save_risk
 from app.services.routing import Claimed, Decision
 from models.risk import FailureRisk
 from workers.inference.liver_roi import LiverRoi, roi_of
-from workers.inference.quality import segment_with_quality
+from workers.inference.quality import density_of, segment_with_quality
 from workers.inference.scorer import VolumeScores, score_volume
 from workers.inference.segmenter import segment_volume
 from workers.serving.input_checks import liver_doubt
@@ -115,7 +115,8 @@ def assess(settings: Settings, claimed: Claimed, volume: SeriesVolume) -> Assess
             return Assessment(key, row.id, refused=DecisionReason.SEGMENTER_UNAVAILABLE)
         risk_model = risk_model_of(seg_loaded[1], row.sha256)
         if risk_model is not None:
-            quality = segment_with_quality(seg_loaded[0], volume.hu, g.pixel_spacing_mm, g.slice_positions_mm)
+            quality = segment_with_quality(seg_loaded[0], volume.hu, g.pixel_spacing_mm, g.slice_positions_mm,
+                                           density=density_of(seg_loaded[1]))  # fmt: skip
             liver = quality.mask
         else:
             liver = segment_volume(seg_loaded[0], volume.hu, g)

@@ -18,12 +18,13 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from app.services.storage import file_sha256
+from models.feature_density import FeatureDensity
 from models.metrics import dice
 from models.quality import SIGNALS
 from models.risk import FEATURES, FailureRisk, FailureRule, crc_threshold, features, slice_failures
 from models.segmenter import LiverSegmenter
 from workers.inference.checkpoint import read_checkpoint, save_checkpoint
-from workers.inference.quality import segment_with_quality
+from workers.inference.quality import density_of, segment_with_quality
 from workers.inference.scorer import load_scorer, score_volume
 from workers.inference.segmenter import load_segmenter
 from workers.training.segmenter_data import MaskedCase, MaskedVolume, load_masked_volume
@@ -32,7 +33,10 @@ log = logging.getLogger(__name__)
 
 
 def case_table(
-    segmenter: LiverSegmenter, scorer: tuple[Any, dict[str, Any]] | None, volume: MaskedVolume
+    segmenter: LiverSegmenter,
+    scorer: tuple[Any, dict[str, Any]] | None,
+    volume: MaskedVolume,
+    density: FeatureDensity | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-slice signals of one case with a reference mask, through the worker's own code: the segmenter with
     its quality passes, the anomaly scorer inside the predicted liver; and Dice and areas against the reference.
@@ -40,7 +44,8 @@ def case_table(
     Keys: ``signal_<name>`` (models.quality.SIGNALS and ``anomaly``), ``dice``, ``ref_area_cm2``,
     ``pred_area_cm2``, ``positions_mm`` (all (Z,)); ``series_dice`` and ``segment_seconds`` (scalars)."""
     t0 = time.perf_counter()
-    quality = segment_with_quality(segmenter, volume.hu, volume.pixel_spacing_mm, volume.positions_mm)
+    quality = segment_with_quality(segmenter, volume.hu, volume.pixel_spacing_mm, volume.positions_mm,
+                                   density=density)  # fmt: skip
     seconds = time.perf_counter() - t0
     pred, ref = quality.mask.astype(bool), volume.mask.astype(bool)
     px_cm2 = volume.pixel_spacing_mm[0] * volume.pixel_spacing_mm[1] / 100.0
@@ -51,7 +56,7 @@ def case_table(
                                   liver=quality.mask)  # fmt: skip
         anomaly = np.nan_to_num(np.asarray(scores.slice_scores, dtype=np.float64), nan=0.0)
     return {
-        **{f"signal_{k}": quality.signals[k] for k in SIGNALS},
+        **{f"signal_{k}": quality.signals[k] for k in (*SIGNALS, "feature_distance") if k in quality.signals},
         "signal_anomaly": anomaly,
         "dice": dice(pred, ref, axis=(1, 2)),
         "ref_area_cm2": ref.reshape(len(ref), -1).sum(1) * px_cm2,
@@ -110,7 +115,7 @@ def failures_of(t: dict[str, np.ndarray], rule: FailureRule, clinical: bool = Tr
 
 
 def signals_of(t: dict[str, np.ndarray], keep: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    names = (*SIGNALS, "anomaly")
+    names = [n for n in (*SIGNALS, "anomaly", "feature_distance") if f"signal_{n}" in t]
     return {n: (t[f"signal_{n}"] if keep is None else t[f"signal_{n}"][keep]) for n in names}
 
 
@@ -118,10 +123,12 @@ def pool(tables: dict[str, dict[str, np.ndarray]], rule: FailureRule, clinical: 
     """Signals and failures of the judged slices of several cases, concatenated."""
     sig: dict[str, list[np.ndarray]] = {}
     fails = []
+    common = set.intersection(*(set(signals_of(t)) for t in tables.values())) if tables else set()
     for t in tables.values():
         keep = judged(t)
         for k, v in signals_of(t, keep).items():
-            sig.setdefault(k, []).append(v)
+            if k in common:  # a signal some cases lack (a segmenter without a feature density) is left out
+                sig.setdefault(k, []).append(v)
         fails.append(failures_of(t, rule, clinical)[keep])
     if not fails:
         return {}, np.zeros(0, dtype=bool)
@@ -152,7 +159,7 @@ def fit_segmenter_risk(
     scorer = load_scorer(scorer_path)
     tables = {}
     for case in cases:
-        tables[case.name] = case_table(segmenter, scorer, load_masked_volume(case, data_dir))
+        tables[case.name] = case_table(segmenter, scorer, load_masked_volume(case, data_dir), density_of(seg_md))
         log.info("%s: series Dice %.3f", case.name, float(tables[case.name]["series_dice"]))
     cal_risk, cal_fail = out_of_case_risk(tables, rule)
     threshold = crc_threshold(cal_risk, cal_fail, alpha)

@@ -18,6 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from models.segmenter import SegmenterConfig, default_grid
+from workers.inference.engine import bf16_is_native
+from workers.training.scorer_training import pick_device
 from workers.training.segmenter_data import MaskedCase, SegmenterDataConfig
 from workers.training.segmenter_training import SegmenterTrainConfig, train_segmenter
 
@@ -51,14 +53,15 @@ def fold_model() -> SegmenterConfig:
     return SegmenterConfig(preprocess=replace(default_grid(), size=192, pixel_mm=2.0), context=2)
 
 
-def fold_config(heldout: str, *, steps: int = 3000, data_dir: str = "../shared/data") -> SegmenterTrainConfig:
+def fold_config(heldout: str, *, steps: int = 3000, data_dir: str = "../shared/data",
+                bf16: bool = False) -> SegmenterTrainConfig:  # fmt: skip
     if heldout not in PATIENTS:
         raise ValueError(f"unknown held-out patient {heldout!r}; one of {sorted(PATIENTS)}")
     train = tuple(c for name, c in PATIENTS.items() if name != heldout) + ALWAYS_TRAIN
     data = SegmenterDataConfig(data_dir=data_dir, cache_dir="runs/segmenter/cache", train=train,
                                heldout=PATIENTS[heldout])  # fmt: skip
     return SegmenterTrainConfig(model=fold_model(), data=data, batch_size=8, steps=steps, lr=2e-3,
-                                eval_every=1000, checkpoint_every=100, num_threads=1)  # fmt: skip
+                                eval_every=1000, checkpoint_every=100, num_threads=1, bf16=bf16)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -68,9 +71,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heldout", required=True, choices=sorted(PATIENTS))
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--fresh", action="store_true")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="auto: bf16 autocast where it is native (AMX/AVX512-BF16 or CUDA), else fp32")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    config = fold_config(args.heldout, steps=args.steps)
+    bf16 = args.precision == "bf16" or (args.precision == "auto" and bf16_is_native(pick_device("auto")))
+    config = fold_config(args.heldout, steps=args.steps, bf16=bf16)
     print(train_segmenter(config, args.runs / args.heldout, resume=not args.fresh))
 
 

@@ -28,6 +28,7 @@ from models.metrics import dice
 from models.segmenter import LiverSegmenter, SegmenterConfig
 from workers.inference.checkpoint import save_checkpoint
 from workers.inference.segmenter import segment_mask
+from workers.training.feature_density import density_on
 from workers.training.model_card import write_card
 from workers.training.scorer_training import RunFolder, TrainingStopped, pick_device
 from workers.training.segmenter_data import (
@@ -265,7 +266,12 @@ def train_segmenter(config: SegmenterTrainConfig, run_dir: Path, resume: bool = 
                 _eval_and_log(state, heldout, config, folder)
             if state.step % config.checkpoint_every == 0 or state.step == config.steps:
                 save_checkpoint(folder.latest, state.state_dict(), _metadata(config, state, data))
-    save_checkpoint(folder.final, {"model": state.model.state_dict()}, _metadata(config, state, data))
+    metadata = _metadata(config, state, data)
+    try:  # the gate's feature-distance signal (models.feature_density): the training slices' features
+        metadata["feature_density"] = density_on(state.model, data).as_json()
+    except ValueError as exc:
+        log.warning("no feature density: %s", exc)
+    save_checkpoint(folder.final, {"model": state.model.state_dict()}, metadata)
     write_card(folder.final)  # <name>.card.md beside the weights: data, licences, config, metrics
     return folder.final
 
