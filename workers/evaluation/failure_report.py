@@ -162,6 +162,13 @@ def _markdown(s: dict, runs: dict, config: FailureEvalConfig, seconds: float) ->
     lines += ["", "## Each signal alone (pooled, direction fixed in advance)", "",
               "| signal | AUROC |", "|---|---|"]  # fmt: skip
     lines += [f"| {k} | {_fmt(v)} |" for k, v in s["single_signal_auroc"].items()]
+    best = max(s["single_signal_auroc"], key=lambda k: s["single_signal_auroc"][k])
+    if s["single_signal_auroc"][best] > s["failure_auroc"]:
+        lines += ["", f"The best single signal, `{best}` ({_fmt(s['single_signal_auroc'][best])}, no parameters), "
+                  f"ranks failures better than the fused model ({_fmt(s['failure_auroc'])}): each leave-one-out "
+                  "fit sees 3 patients whose failure rates differ widely, so its coefficients and intercept move from "
+                  "fold to fold, which costs the pooled ranking and, with 11 correlated inputs, the per-patient one "
+                  "too. A fusion that beats its best input needs more contoured patients, or fewer parameters."]  # fmt: skip
     old = s["old_definition"]
     lines += [
         "",
