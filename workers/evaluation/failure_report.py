@@ -168,7 +168,8 @@ def _markdown(s: dict, runs: dict, config: FailureEvalConfig, seconds: float) ->
                   f"ranks failures better than the fused model ({_fmt(s['failure_auroc'])}): each leave-one-out "
                   "fit sees 3 patients whose failure rates differ widely, so its coefficients and intercept move from "
                   "fold to fold, which costs the pooled ranking and, with 11 correlated inputs, the per-patient one "
-                  "too. A fusion that beats its best input needs more contoured patients, or fewer parameters."]  # fmt: skip
+                  "too. A fusion that beats its best input needs more contoured patients, or fewer parameters.",
+                  ]  # fmt: skip
     old = s["old_definition"]
     lines += [
         "",
