@@ -35,7 +35,7 @@ from monai.losses import DiceCELoss
 from models.metrics import dice
 from models.risk import FEATURES, FailureRisk, FailureRule
 from models.segmenter import LiverSegmenter
-from workers.inference.checkpoint import save_checkpoint
+from workers.inference.checkpoint import read_checkpoint
 from workers.inference.engine import bf16_is_native
 from workers.inference.quality import segment_with_quality
 from workers.inference.segmenter import segment_mask
@@ -51,7 +51,13 @@ from workers.training.segmenter_data import (
     prepare_masked_case,
 )
 from workers.training.segmenter_folds import ALWAYS_TRAIN, PATIENTS, fold_config
-from workers.training.segmenter_training import SegmenterTrainConfig, TrainState, new_state, train_step
+from workers.training.segmenter_training import (
+    SegmenterTrainConfig,
+    TrainState,
+    new_state,
+    train_segmenter,
+    train_step,
+)
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
@@ -196,26 +202,14 @@ def load_pool(config: SimulationConfig, seg: SegmenterTrainConfig) -> dict[str, 
     return cases
 
 
-def seed_model(config: SimulationConfig, out: Path, bf16: bool, device: torch.device) -> tuple[dict, SegmenterSlices]:
-    """Train (or load) the seed segmenter: the TotalSegmentator sample only, the folds' schedule."""
+def seed_model(config: SimulationConfig, out: Path, bf16: bool) -> tuple[dict, SegmenterSlices]:
+    """Train (or resume, or load) the seed segmenter with the project's training loop: the TotalSegmentator
+    sample only, the folds' model and schedule; its run folder is ``out/seed``."""
     seg = train_config(config, config.seed_steps, 0, bf16)
-    seed_data = build_training_slices(seg.model, seg.data, REPO)
-    path = out / "seed.pt"
-    if path.exists():
-        return torch.load(path, map_location="cpu", weights_only=False)["state"]["model"], seed_data
-    state = new_state(seg, device)
-    loss_fn = DiceCELoss(sigmoid=True, batch=True)
-    liver_idx = torch.nonzero(seed_data.masks.flatten(1).amax(1) > 0)[:, 0]
-    from workers.training.segmenter_training import sample_batch
-
-    t0 = time.perf_counter()
-    while state.step < seg.steps:
-        x, y = sample_batch(seed_data, liver_idx, seg, state.sampler)
-        train_step(state, x, y, loss_fn, seg, device)
-        if state.step % 200 == 0:
-            log.info("seed model %d/%d, %.2f steps/s", state.step, seg.steps, state.step / (time.perf_counter() - t0))
-    save_checkpoint(path, {"model": state.model.state_dict()}, {"kind": "al-seed", "config": seg.as_json()})
-    return state.model.state_dict(), seed_data
+    final = out / "seed" / "checkpoints" / "final.pt"
+    if not final.exists():
+        final = train_segmenter(seg, out / "seed")
+    return read_checkpoint(final)["state"]["model"], build_training_slices(seg.model, seg.data, REPO)
 
 
 def done_runs(results: Path) -> set[tuple[str, int]]:
@@ -232,7 +226,7 @@ def simulate(config: SimulationConfig, out: Path) -> Path:
     device = pick_device("auto")
     bf16 = bf16_is_native(device)
     torch.set_num_threads(1)
-    seed_weights, seed_data = seed_model(config, out, bf16, device)
+    seed_weights, seed_data = seed_model(config, out, bf16)
     rule = FailureRule()
     risk = gate_risk(config, rule) if "gate" in config.strategies else None
     seg = train_config(config, config.round_steps, 0, bf16)
