@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from models.body_position import BodyPositionConfig, find_body_position
+from models.body_position import BodyPosition, BodyPositionConfig, find_body_position
 
 
 @dataclass(frozen=True)
@@ -121,12 +121,16 @@ class Coverage:
 
 def coverage_of(
     hu: np.ndarray, pixel_spacing_mm: tuple[float, float], positions_mm: Sequence[float],
-    config: BodyPositionConfig | None = None,
+    config: BodyPositionConfig | None = None, body: BodyPosition | None = None,
 ) -> Coverage:  # fmt: skip
-    """The robust lung base (see the module docstring) and every slice's position from it."""
+    """The robust lung base (see the module docstring) and every slice's position from it.
+
+    ``body``: this series' ``find_body_position`` under ``config``, when the caller has it already (the worker
+    computes it once for the checks and the patch scorer; it is most of this function's cost)."""
     config = config or BodyPositionConfig()
     positions = np.asarray(positions_mm, dtype=np.float64)
-    area = find_body_position(hu, pixel_spacing_mm, positions, config).lung_area_cm2
+    body = body if body is not None else find_body_position(hu, pixel_spacing_mm, positions, config)
+    area = body.lung_area_cm2
     runs, n = ndimage.label(area >= config.base_area_cm2)
     peak = int(np.argmax(area)) if area.size else 0
     if n == 0 or runs[peak] == 0 or area[peak] < MIN_LUNG_PEAK_CM2:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.body_position import BodyPositionConfig, find_body_position
+from models.body_position import BodyPosition, BodyPositionConfig, find_body_position
 from models.scorer import ConvAutoencoder, FAnoGAN, ScorerConfig, ScorerPrediction, aggregate_series
 from models.transforms import PreprocessConfig, preprocess_series, view_box, view_centre
 from workers.inference.checkpoint import read_checkpoint
@@ -106,11 +106,14 @@ def score_volume_patches(
     slice_positions_mm: list[float] | np.ndarray,
     metadata: dict[str, Any],
     liver: np.ndarray | None,
+    body: BodyPosition | None = None,
 ) -> VolumeScores:
-    """A patch scorer over the segmenter's liver; no liver at all gives ``region_pixels == 0`` (a radiologist)."""
+    """A patch scorer over the segmenter's liver; no liver at all gives ``region_pixels == 0`` (a radiologist).
+    ``body``: the series' ``find_body_position`` under the default configuration, if the caller has it."""
     if liver is None:
         raise ValueError("a patch scorer scores inside the liver: it needs the segmenter's mask of the series")
-    body = find_body_position(hu, pixel_spacing_mm, slice_positions_mm, BodyPositionConfig())
+    if body is None:
+        body = find_body_position(hu, pixel_spacing_mm, slice_positions_mm, BodyPositionConfig())
     calibration = metadata.get("calibration") or {}
     threshold = calibration.get("threshold")
     n = hu.shape[0]
@@ -148,19 +151,21 @@ def score_volume(
     engine: str | None = None,
     predictor: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], ScorerPrediction] | None = None,
     liver: np.ndarray | None = None,
+    body: BodyPosition | None = None,
 ) -> VolumeScores:
     """Score every slice of one series (``SeriesVolume.hu`` and its geometry); ``fast``: see ``predict_slices``.
 
     A scorer calibrated inside the liver (``liver_roi``) needs ``liver``, the segmenter's (Z, Y, X) mask
-    of this series: only the filled, eroded liver is scored.
+    of this series: only the filled, eroded liver is scored. ``body``: the series' ``find_body_position`` under
+    the default configuration, reused by a patch scorer (the others use their own configuration's).
 
     ``predictor`` (images, positions, valid) replaces ``predict_slices``: the benchmark runs other
     engines (a given ``FastScorer`` plan, ONNX Runtime) through this same code.
     """
     if is_patch_scorer(metadata):
-        return score_volume_patches(model, hu, pixel_spacing_mm, slice_positions_mm, metadata, liver)
-    preprocess, body = configs_from_metadata(metadata)
-    position = find_body_position(hu, pixel_spacing_mm, slice_positions_mm, body)
+        return score_volume_patches(model, hu, pixel_spacing_mm, slice_positions_mm, metadata, liver, body)
+    preprocess, body_config = configs_from_metadata(metadata)
+    position = find_body_position(hu, pixel_spacing_mm, slice_positions_mm, body_config)
     pre = preprocess_series(hu, pixel_spacing_mm, slice_positions_mm, preprocess)
     valid, region_pixels = pre.valid, None
     roi = roi_of(metadata)

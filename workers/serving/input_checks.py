@@ -13,6 +13,7 @@ import numpy as np
 from app.core.config import Settings
 from app.db.states import DecisionReason
 from app.dicom.volume import SeriesVolume, geometry_doubt
+from models.body_position import BodyPosition
 from models.input_checks import contrast_note, coverage_of, hu_doubt, liver_doubts
 
 log = logging.getLogger(__name__)
@@ -39,12 +40,14 @@ def _training_range(*metadata: dict[str, Any]) -> list[float] | None:
 
 
 def liver_doubt(
-    settings: Settings, volume: SeriesVolume, liver: np.ndarray, *metadata: dict[str, Any], series_id: int
+    settings: Settings, volume: SeriesVolume, liver: np.ndarray, *metadata: dict[str, Any], series_id: int,
+    body: BodyPosition | None = None,
 ) -> tuple[DecisionReason, str] | None:  # fmt: skip
     """After segmenting: liver where the coverage holds none, too little for it, or cut by the field of view;
-    the contrast phase (liver median HU against the training range) is evidence, never a refusal."""
+    the contrast phase (liver median HU against the training range) is evidence, never a refusal. ``body``: the
+    series' body position under the default configuration, if the caller computed it already."""
     g = volume.geometry
-    coverage = coverage_of(volume.hu, g.pixel_spacing_mm, g.slice_positions_mm)
+    coverage = coverage_of(volume.hu, g.pixel_spacing_mm, g.slice_positions_mm, body=body)
     doubts = liver_doubts(liver, volume.hu, g.pixel_spacing_mm, g.slice_spacing_mm, coverage)
     note = contrast_note(volume.hu, liver, _training_range(*metadata))
     if note is not None:

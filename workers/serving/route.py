@@ -20,6 +20,7 @@ from app.dicom.volume import SeriesVolume
 from app.services import routing
 from app.services.evidence import save_evidence, save_risk
 from app.services.routing import Claimed, Decision
+from models.body_position import find_body_position
 from models.risk import FailureRisk
 from workers.inference.liver_roi import LiverRoi, roi_of
 from workers.inference.quality import density_of, segment_with_quality
@@ -99,7 +100,7 @@ def assess(settings: Settings, claimed: Claimed, volume: SeriesVolume) -> Assess
         return Assessment(key, row.id, refused=DecisionReason.SCORER_UNAVAILABLE)
     model, metadata = loaded
     g = volume.geometry
-    liver, risk_model = None, None
+    liver, risk_model, body = None, None, None
     roi = roi_of(metadata)
     if roi is None and metadata.get("kind") == "patch-scorer":
         # a patch scorer always looks inside the liver; before calibration it has no region recorded yet, and
@@ -120,12 +121,14 @@ def assess(settings: Settings, claimed: Claimed, volume: SeriesVolume) -> Assess
             liver = quality.mask
         else:
             liver = segment_volume(seg_loaded[0], volume.hu, g)
-        doubt = liver_doubt(settings, volume, liver, metadata, seg_loaded[1], series_id=a.series_id)
+        # computed once: the coverage check and a patch scorer both need it (about 0.2 s on 129 slices)
+        body = find_body_position(volume.hu, g.pixel_spacing_mm, g.slice_positions_mm)
+        doubt = liver_doubt(settings, volume, liver, metadata, seg_loaded[1], series_id=a.series_id, body=body)
         if doubt is not None:  # before any score: the input is one the gate cannot judge (workers.serving.input_checks)
             return Assessment(key, row.id, refused=doubt[0], liver_mask=liver, detail=doubt[1])
     # fast path: channels_last + bf16 where the CPU has it (parity with fp32 tested in tests/models)
     scores = score_volume(model, volume.hu, g.pixel_spacing_mm, g.slice_positions_mm, metadata, fast=True,
-                          liver=liver)  # fmt: skip
+                          liver=liver, body=body)  # fmt: skip
     # The series score (mean of the top-k slices) is compared with a series-level threshold only:
     # the slice threshold would flag most normal series (their top slices sit above it by construction).
     threshold = (metadata.get("calibration") or {}).get("series_threshold")
