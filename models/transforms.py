@@ -219,7 +219,10 @@ def interpolate_along_z(volume: torch.Tensor, positions_mm: torch.Tensor, query_
     lower = upper - 1
     span = positions_mm[upper] - positions_mm[lower]
     t = ((q - positions_mm[lower]) / span).clamp(0, 1)[:, None, None]  # (M, 1, 1)
-    return volume[lower] * (1 - t) + volume[upper] * t
+    # in place on the gathered lower slices: two passes fewer over (M, H, W) than the written-out blend
+    if not volume.is_floating_point():
+        volume = volume.float()
+    return volume.index_select(0, lower).lerp_(volume.index_select(0, upper), t.to(volume.dtype))
 
 
 def _shifted(block: torch.Tensor, shift: float, pad: torch.Tensor | None) -> torch.Tensor:

@@ -60,8 +60,23 @@ class LiverGrid:
     liver_slices: np.ndarray  # (Z,) bool: slices with liver on the grid
 
 
+# background 4-connected in-plane only: components never cross slices
+_IN_PLANE_CROSS = np.array([[[0, 0, 0], [0, 0, 0], [0, 0, 0]], [[0, 1, 0], [1, 1, 1], [0, 1, 0]], [[0, 0, 0]] * 3])
+
+
 def fill_holes_2d(mask: np.ndarray) -> np.ndarray:
-    return np.stack([ndimage.binary_fill_holes(s) for s in np.asarray(mask, dtype=bool)])
+    """(Z, Y, X) bool -> each slice with its holes filled: exactly ``ndimage.binary_fill_holes`` per slice (a hole
+    is background not 4-connected to the slice's edge), in one labelling of the whole stack (about 10x faster:
+    the per-slice fill is an iterated dilation)."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.size == 0:
+        return mask.copy()
+    labels, n = ndimage.label(~mask, structure=_IN_PLANE_CROSS)
+    outside = np.zeros(n + 1, dtype=bool)  # per label: reaches an edge; label 0 is the mask itself
+    for edge in (labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]):
+        outside[edge] = True
+    outside[0] = True
+    return mask | ~outside[labels]
 
 
 def liver_fraction(liver: np.ndarray) -> np.ndarray:
