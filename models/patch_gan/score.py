@@ -86,8 +86,9 @@ def scoring_region(liver: torch.Tensor, erosion_px: int) -> torch.Tensor:
     if present.numel():
         # a minimum filter beyond the image's edge sees liver (cval 1): the image's own border does not erode, as
         # a min pool padded with +inf; scipy's filter is separable, several times faster than torch's 2-D pool
-        kept = liver[present].numpy().astype(np.uint8)
-        out[present] = torch.from_numpy(ndimage.minimum_filter(kept, size=(1, k, k), mode="constant", cval=1) > 0)
+        kept = liver[present].cpu().numpy().astype(np.uint8)
+        eroded = ndimage.minimum_filter(kept, size=(1, k, k), mode="constant", cval=1) > 0
+        out[present] = torch.from_numpy(eroded).to(liver.device)
     return out
 
 
