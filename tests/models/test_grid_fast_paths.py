@@ -1,5 +1,6 @@
 """The liver grid's fast paths give exactly what the plain formulations give: the one-labelling hole fill against
-``ndimage.binary_fill_holes`` slice by slice, the mean-pool erosion against a min pool, and the in-place z
+``ndimage.binary_fill_holes`` slice by slice, the minimum-filter erosion against a min pool, the deviation map
+smoothed where it varies against smoothing every slice, and the in-place z
 interpolation against the written-out blend."""
 
 from __future__ import annotations
