@@ -16,7 +16,8 @@ import io
 
 import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
+from pynetdicom import AE, evt
+from pynetdicom.pdu import A_ASSOCIATE_RJ
 
 from app.core.config import Settings
 from app.services.destination import DestinationNotConfigured, SendResult
@@ -47,6 +48,11 @@ def read_status(status: int) -> SendResult:
     return SendResult(False, False, None, f"destination refused the SEG (C-STORE {code})")
 
 
+def _note_rejection(event: evt.Event, rejections: list[int]) -> None:
+    if isinstance(event.pdu, A_ASSOCIATE_RJ):
+        rejections.append(int(event.pdu.result))
+
+
 def send_seg_dimse(settings: Settings, blob: bytes, sop_uid: str) -> SendResult:
     """C-STORE one SEG to ``GATEKEEPER_SEG_DESTINATION_AE_TITLE`` at ``…_DIMSE_HOST:…_DIMSE_PORT``, calling
     as ``GATEKEEPER_DIMSE_AE_TITLE``."""
@@ -63,10 +69,16 @@ def send_seg_dimse(settings: Settings, blob: bytes, sop_uid: str) -> SendResult:
     # The file's own transfer syntax; an uncompressed one may also go in the other uncompressed syntax.
     ae.add_requested_context(dataset.SOPClassUID, [syntax, *(s for s in UNCOMPRESSED if s != syntax)]
                              if syntax in UNCOMPRESSED else [syntax])  # fmt: skip
-    assoc = ae.associate(host, port, ae_title=settings.seg_destination_ae_title)
+    # The A-ASSOCIATE-RJ as its PDU arrives: pynetdicom 3.0 reports a rejection followed at once by the
+    # peer's close (Orthanc's, dcmtk's) as an abort about one time in six, and a permanent refusal would
+    # then be retried as if the destination were down (tests/unit/test_dimse_rejection.py).
+    rejections: list[int] = []
+    assoc = ae.associate(host, port, ae_title=settings.seg_destination_ae_title,
+                         evt_handlers=[(evt.EVT_PDU_RECV, lambda e: _note_rejection(e, rejections))])  # fmt: skip
     try:
-        if assoc.is_rejected:
-            result = assoc.acceptor.primitive.result if assoc.acceptor.primitive is not None else None
+        if assoc.is_rejected or rejections:
+            primitive = assoc.acceptor.primitive
+            result = rejections[0] if rejections else primitive.result if primitive is not None else None
             permanent = result == REJECTED_PERMANENT
             return SendResult(False, not permanent, None,
                               f"association rejected ({'permanent' if permanent else 'transient'})")  # fmt: skip

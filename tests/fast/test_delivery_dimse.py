@@ -119,7 +119,7 @@ def test_an_ae_orthanc_does_not_know_is_refused_at_once(
     orthanc.start()
     settings = settings_for(tmp_path, orthanc.dicom_port, dimse_ae_title="STRANGER")  # not in its modalities
     row = seg_delivery(db, settings, seg_blob)
-    assert delivery.deliver(settings, delivery_id=row.id) == "failed"
+    assert delivery.deliver(settings, delivery_id=row.id) == "failed", state(db, row).last_error
     got = state(db, row)
     assert got.status == DeliveryStatus.FAILED and got.attempts == 1, got.last_error
     assert got.last_error == "association rejected (permanent)"
@@ -155,8 +155,6 @@ def start_storescp(port: int, folder: Path, *args: str) -> subprocess.Popen:
 def test_c_store_to_dcmtk_storescp_sends_the_seg_as_stored(
     db: Session, tmp_path: Path, storescp: tuple[int, Path], seg_blob: bytes
 ) -> None:
-    """(storescp --refuse is no test of a permanent rejection: it drops the connection right after its
-    A-ASSOCIATE-RJ, and a loaded machine sometimes reads the reset first; Orthanc's refusal above is.)"""
     port, folder = storescp
     settings = settings_for(tmp_path, port)
     row = seg_delivery(db, settings, seg_blob)
@@ -171,6 +169,24 @@ def test_c_store_to_dcmtk_storescp_sends_the_seg_as_stored(
     got, sent = pydicom.dcmread(received), pydicom.dcmread(io.BytesIO(seg_blob))
     assert got.SOPInstanceUID == sent.SOPInstanceUID and got.PixelData == sent.PixelData
     assert got.SOPClassUID == sent.SOPClassUID and state(db, row).last_error is None
+
+
+def test_dcmtk_refusing_every_association_fails_at_once(
+    db: Session, tmp_path: Path, storescp: tuple[int, Path], seg_blob: bytes
+) -> None:
+    """storescp --refuse closes the connection right after its A-ASSOCIATE-RJ: still a permanent refusal
+    (pynetdicom alone reported it as an abort now and then: tests/unit/test_dimse_rejection.py)."""
+    port, folder = storescp
+    settings = settings_for(tmp_path, port)
+    refusing = start_storescp(port, folder, "--refuse")
+    try:
+        for _ in range(5):
+            row = seg_delivery(db, settings, seg_blob)
+            assert delivery.deliver(settings, delivery_id=row.id) == "failed", state(db, row).last_error
+            assert state(db, row).last_error == "association rejected (permanent)"
+    finally:
+        stop_group(refusing)
+    assert list(folder.iterdir()) == []
 
 
 def test_status_meanings_and_settings() -> None:
