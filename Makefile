@@ -34,8 +34,9 @@ test: install
 	bash scripts/install-orthanc.sh || echo "Orthanc/dcmtk not installed: their tests will skip"
 	# Debian's chromium for the pages' browser tests (tests/integration/test_pages_browser.py skip without it)
 	bash scripts/install-chromium.sh || echo "chromium not installed: the browser tests will skip"
-	# two pytest workers: most of the suite waits on servers, workers and browsers, so two overlap on 2 cores
-	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 --durations=25
+	# two pytest workers: most of the suite waits on servers, workers and browsers, so two overlap on 2 cores;
+	# a whole module to one worker, so that its module-scoped stack starts once (tests/conftest.py)
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 --dist loadscope --durations=25
 
 # Services, queries and pure logic in process (PostgreSQL, each test rolled back): under a minute.
 test-fast: install

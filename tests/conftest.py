@@ -18,6 +18,20 @@ __all__ = ["DATA_DIR", "PG_ADMIN", "ROOT", "Stack", "make_token"]
 DATA_DIR = Path(os.environ.get("GATEKEEPER_DATA_DIR", ROOT.parent / "shared" / "data"))
 
 
+# Whole modules run on one pytest-xdist worker (``--dist loadscope`` in the Makefile), so a module's stack
+# starts once; the modules that start stacks, browsers and trainings are handed out first and the quick
+# ones fill in behind them, so that no long module starts last and runs alone.
+HEAVY_FIRST = ("integration", "resilience", "deploy", "workers", "models", "api", "fast", "unit")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        parts = Path(str(item.path)).relative_to(ROOT / "tests").parts
+        return HEAVY_FIRST.index(parts[0]) if len(parts) > 1 and parts[0] in HEAVY_FIRST else len(HEAVY_FIRST)
+
+    items.sort(key=rank)  # stable: the order inside each module is kept
+
+
 @pytest.fixture(scope="session")
 def stack_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackFactory]:
     factory = StackFactory(tmp_path_factory.mktemp)
