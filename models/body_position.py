@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from models.masks import dilate_inplane_3x3, fill_holes_2d, largest_component_2d, open_inplane_3x3
+
 POSITION_SCALE_MM = 300.0  # normalised position = mm from the lung base / this, clipped
 POSITION_CLIP = 1.5
 
@@ -84,14 +86,7 @@ def _downsample(hu: np.ndarray, pixel_spacing_mm: tuple[float, float], work_mm: 
 
 def body_masks(hu: np.ndarray, config: BodyPositionConfig) -> np.ndarray:
     """(Z, y, x) bool: per slice, the largest tissue component with its holes (lungs, bowel) filled."""
-    out = np.zeros(hu.shape, dtype=bool)
-    for k, plane in enumerate(hu):
-        labels, n = ndimage.label(plane > config.tissue_hu)
-        if n == 0:
-            continue
-        sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, n + 1))
-        out[k] = ndimage.binary_fill_holes(labels == (int(np.argmax(sizes)) + 1))
-    return out
+    return fill_holes_2d(largest_component_2d(hu > config.tissue_hu))  # slice by slice, in one pass
 
 
 def lung_mask(hu: np.ndarray, positions_mm: np.ndarray, area_cm2: float, config: BodyPositionConfig) -> np.ndarray:
@@ -99,7 +94,7 @@ def lung_mask(hu: np.ndarray, positions_mm: np.ndarray, area_cm2: float, config:
     air = (hu < config.lung_hu) & (hu >= config.padding_threshold_hu) & body_masks(hu, config)
     # an in-plane opening cuts thin partial-volume bridges between lung and
     # bowel gas under the diaphragm before the 3-D labelling
-    core = ndimage.binary_opening(air, structure=np.ones((1, 3, 3), dtype=bool))
+    core = open_inplane_3x3(air)
     labels, n = ndimage.label(core)  # 6-connected in 3-D
     keep = np.zeros(n + 1, dtype=bool)
     for comp, sl in enumerate(ndimage.find_objects(labels), start=1):
@@ -113,7 +108,7 @@ def lung_mask(hu: np.ndarray, positions_mm: np.ndarray, area_cm2: float, config:
         reaches_top = z1 == hu.shape[0] - 1 and per_slice[-1] >= config.min_peak_area_cm2
         keep[comp] = large and (extent >= config.min_extent_mm or reaches_top)
     kept = keep[labels]
-    return ndimage.binary_dilation(kept, structure=np.ones((1, 3, 3), dtype=bool)) & air
+    return dilate_inplane_3x3(kept) & air
 
 
 def find_body_position(

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
+from models.masks import fill_holes_2d
 from models.transforms import interpolate_along_z
 
 
@@ -60,25 +60,6 @@ class LiverGrid:
     liver_slices: np.ndarray  # (Z,) bool: slices with liver on the grid
 
 
-# background 4-connected in-plane only: components never cross slices
-_IN_PLANE_CROSS = np.array([[[0, 0, 0], [0, 0, 0], [0, 0, 0]], [[0, 1, 0], [1, 1, 1], [0, 1, 0]], [[0, 0, 0]] * 3])
-
-
-def fill_holes_2d(mask: np.ndarray) -> np.ndarray:
-    """(Z, Y, X) bool -> each slice with its holes filled: exactly ``ndimage.binary_fill_holes`` per slice (a hole
-    is background not 4-connected to the slice's edge), in one labelling of the whole stack (about 10x faster:
-    the per-slice fill is an iterated dilation)."""
-    mask = np.asarray(mask, dtype=bool)
-    if mask.size == 0:
-        return mask.copy()
-    labels, n = ndimage.label(~mask, structure=_IN_PLANE_CROSS)
-    outside = np.zeros(n + 1, dtype=bool)  # per label: reaches an edge; label 0 is the mask itself
-    for edge in (labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]):
-        outside[edge] = True
-    outside[0] = True
-    return mask | ~outside[labels]
-
-
 def liver_fraction(liver: np.ndarray) -> np.ndarray:
     """(Z, Y, X) -> (Z,): slice index within the liver's cranio-caudal extent, 0 caudal .. 1 cranial; NaN outside.
 
@@ -94,12 +75,12 @@ def liver_fraction(liver: np.ndarray) -> np.ndarray:
     return out
 
 
-def _box(liver: np.ndarray, spacing: tuple[float, float], config: GridConfig) -> tuple[int, int, int, int]:
-    rows = np.flatnonzero(liver.any(axis=(0, 2)))
-    cols = np.flatnonzero(liver.any(axis=(0, 1)))
+def _box(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, ...], spacing: tuple[float, float],
+         config: GridConfig) -> tuple[int, int, int, int]:  # fmt: skip
+    """The liver's rows and columns (indices holding liver) plus the margin, inside the image."""
     my, mx = int(np.ceil(config.margin_mm / spacing[0])), int(np.ceil(config.margin_mm / spacing[1]))
-    y0, y1 = max(0, int(rows[0]) - my), min(liver.shape[1], int(rows[-1]) + 1 + my)
-    x0, x1 = max(0, int(cols[0]) - mx), min(liver.shape[2], int(cols[-1]) + 1 + mx)
+    y0, y1 = max(0, int(rows[0]) - my), min(shape[1], int(rows[-1]) + 1 + my)
+    x0, x1 = max(0, int(cols[0]) - mx), min(shape[2], int(cols[-1]) + 1 + mx)
     return y0, y1, x0, x1
 
 
@@ -110,36 +91,47 @@ def liver_grid(
     liver: np.ndarray,
     body_position: np.ndarray,
     config: GridConfig | None = None,
+    centre_only: bool = False,
 ) -> LiverGrid:
-    """See the module docstring. ``body_position`` (Z,) normalised (NaN unknown); ``liver`` must not be empty."""
+    """See the module docstring. ``body_position`` (Z,) normalised (NaN unknown); ``liver`` must not be empty.
+
+    ``centre_only``: ``images`` holds the slice itself only, (Z, 1, H, W), the same values as the centre
+    channel of the full grid: what the deviation rule reads, without the +-d mm planes it does not."""
     config = config or GridConfig()
     liver = np.asarray(liver, dtype=bool)
-    if not liver.any():
+    per_slice = np.asarray(liver.reshape(liver.shape[0], -1).any(1))  # the one pass over the whole mask
+    if not per_slice.any():
         raise ValueError("no liver in the mask: there is nothing for a liver scorer to look at")
     hu_t = torch.as_tensor(np.asarray(hu), dtype=torch.float32)
-    y0, y1, x0, x1 = _box(liver, spacing_mm, config)
+    # only the slices with liver (and the neighbours their +-d mm channels need) are resampled: in a
+    # 300-slice abdomen the liver spans about a third of them
+    present = np.flatnonzero(per_slice)
+    lo, hi = int(present[0]), int(present[-1]) + 1
+    rows, cols = np.flatnonzero(liver[lo:hi].any(axis=(0, 2))), np.flatnonzero(liver[lo:hi].any(axis=(0, 1)))
+    y0, y1, x0, x1 = _box(rows, cols, liver.shape, spacing_mm, config)
     height = max(1, round((y1 - y0) * spacing_mm[0] / config.pixel_mm))
     width = max(1, round((x1 - x0) * spacing_mm[1] / config.pixel_mm))
     box = GridBox(y0, y1, x0, x1, height, width)
-    median = float(torch.median(hu_t[torch.as_tensor(liver)]))
     pos = np.asarray(positions_mm, dtype=np.float64)
-    # only the slices with liver (and the neighbours their +-d mm channels need) are resampled: in a
-    # 300-slice abdomen the liver spans about a third of them
-    present = np.flatnonzero(liver.reshape(liver.shape[0], -1).any(1))
-    lo, hi = int(present[0]), int(present[-1]) + 1
+    inside = torch.as_tensor(liver[lo:hi, y0:y1, x0:x1])  # all of the liver, in the same order: the same median
+    median = float(torch.median(hu_t[lo:hi, y0:y1, x0:x1][inside]))
     step = float(np.min(np.diff(pos))) if pos.size > 1 else config.neighbour_mm
-    extra = int(np.ceil(config.neighbour_mm / max(step, 1e-3))) + 1
+    extra = 0 if centre_only else int(np.ceil(config.neighbour_mm / max(step, 1e-3))) + 1
     a, b = max(0, lo - extra), min(len(pos), hi + extra)
-    images = torch.full((len(pos), 3, height, width), -1.0)
-    images[lo:hi] = grid_images(hu_t[a:b], pos[a:b], box, median, config, pos[lo:hi])
+    offsets = (0.0,) if centre_only else (-config.neighbour_mm, 0.0, config.neighbour_mm)
+    images = torch.full((len(pos), len(offsets), height, width), -1.0)
+    images[lo:hi] = grid_images(hu_t[a:b], pos[a:b], box, median, config, pos[lo:hi], offsets)
+    # holes filled inside the liver's own box: the margin around it is background joined to the edge, so a
+    # hole of the tight box is exactly a hole of the margined one
+    ty0, ty1, tx0, tx1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
     filled = np.zeros((len(pos), y1 - y0, x1 - x0), dtype=bool)
-    filled[lo:hi] = fill_holes_2d(liver[lo:hi, y0:y1, x0:x1])
+    filled[lo:hi, ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0] = fill_holes_2d(liver[lo:hi, ty0:ty1, tx0:tx1])
     mask = F.interpolate(torch.as_tensor(filled, dtype=torch.float32)[:, None], size=(height, width), mode="bilinear")
     liver_g = mask[:, 0] >= 0.5
     conditions = torch.stack(
         [
             torch.as_tensor(np.asarray(body_position, dtype=np.float32)),
-            torch.as_tensor(liver_fraction(liver).astype(np.float32)),
+            torch.as_tensor(liver_fraction(per_slice[:, None, None]).astype(np.float32)),
         ],
         1,
     )
@@ -160,21 +152,32 @@ def grid_images(
     median_hu: float,
     config: GridConfig,
     query_mm: np.ndarray,
+    offsets_mm: tuple[float, ...] | None = None,
 ) -> torch.Tensor:
-    """(Z, Y, X) HU at ``positions_mm`` -> (M, C, H, W) grid images of slices at ``query_mm`` (+-neighbour_mm).
+    """(Z, Y, X) HU at ``positions_mm`` -> (M, C, H, W) grid images of slices at ``query_mm`` + each of
+    ``offsets_mm`` (default -neighbour_mm, 0, +neighbour_mm).
 
     ``hu`` may be a few slices around the queried ones (an edited slab in evaluation): neighbours are
-    interpolated between the slices given, edges replicated.
+    interpolated between the slices given, edges replicated. A plane that falls on given slices exactly
+    (the centre one, as a rule) is taken as it is: the interpolation there is the identity.
     """
+    offsets = (-config.neighbour_mm, 0.0, config.neighbour_mm) if offsets_mm is None else offsets_mm
     crop = torch.as_tensor(np.asarray(hu), dtype=torch.float32)[:, box.y0 : box.y1, box.x0 : box.x1]
     small = F.interpolate(
         crop[:, None], size=(box.height, box.width), mode="bilinear", antialias=True, align_corners=False
     )
     small = small[:, 0]  # (Z, H, W)
     pos, query = torch.as_tensor(positions_mm, dtype=torch.float64), torch.as_tensor(query_mm, dtype=torch.float64)
-    d = config.neighbour_mm
-    planes = [interpolate_along_z(small, pos, query + off).float() for off in (-d, 0.0, d)]
+    planes = [plane_at(small, pos, query + off) for off in offsets]
     return ((torch.stack(planes, 1) - median_hu) / config.hu_scale).clamp(-1, 1)  # (M, C, H, W)
+
+
+def plane_at(small: torch.Tensor, pos: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """(Z, H, W) at ``pos`` -> (M, H, W) at ``query``: a gather where every query is one of the positions."""
+    at = torch.searchsorted(pos, query).clamp(max=len(pos) - 1)
+    if bool((pos[at] == query).all()):
+        return small.index_select(0, at).float()
+    return interpolate_along_z(small, pos, query).float()
 
 
 def patch_conditions(slice_conditions: torch.Tensor, centres: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:

@@ -155,5 +155,6 @@ def score_series(
     grid_cfg = GridConfig(**metadata["config"]["grid"]) if metadata else GridConfig()
     scoring = ScoringConfig(**metadata["config"]["scoring"]) if metadata else ScoringConfig()
     patch = metadata["config"]["model"]["patch_size"] if metadata else 32
-    grid = liver_grid(hu, spacing_mm, positions_mm, liver, body_position, grid_cfg)
+    rule_only = model is None or isinstance(model, DeviationRule)  # reads the centre plane only
+    grid = liver_grid(hu, spacing_mm, positions_mm, liver, body_position, grid_cfg, centre_only=rule_only)
     return score_grid(model, grid, scoring, patch, grid_cfg.pixel_mm, bf16)
