@@ -49,7 +49,7 @@ def read_status(status: int) -> SendResult:
 
 
 def _note_rejection(event: evt.Event, rejections: list[int]) -> None:
-    if isinstance(event.pdu, A_ASSOCIATE_RJ):
+    if isinstance(event.pdu, A_ASSOCIATE_RJ) and event.pdu.result is not None:
         rejections.append(int(event.pdu.result))
 
 
