@@ -12,6 +12,7 @@ import socket
 import struct
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pydicom
@@ -22,6 +23,7 @@ from app.services.destination_dimse import send_seg_dimse
 from testkit.tiny_models import sample_visit
 
 
+@contextmanager
 def rejecting_peer(result: int) -> Iterator[int]:
     """A listening port whose peer reads each A-ASSOCIATE-RQ, answers A-ASSOCIATE-RJ (``result``: 1
     permanent, 2 transient; source 1, reason 3: calling AE title not recognised) and closes."""
@@ -73,6 +75,6 @@ def test_a_rejection_and_an_immediate_close_read_as_a_rejection(
     tmp_path: Path, seg: tuple[bytes, str], result: int, retryable: bool, detail: str
 ) -> None:
     blob, sop = seg
-    for port in rejecting_peer(result):
+    with rejecting_peer(result) as port:
         outcomes = [send_seg_dimse(settings(tmp_path, port), blob, sop) for _ in range(30)]
         assert [(o.acknowledged, o.retryable, o.detail) for o in outcomes] == [(False, retryable, detail)] * 30
