@@ -12,13 +12,17 @@ from workers.inference.quality import density_of, segment_with_quality
 from workers.inference.segmenter import model_grid_probabilities_and_features
 
 
-def test_feature_distance_with_a_density_only() -> None:
-    torch.manual_seed(0)
+def tiny_case(seed: int, hu_sd: float) -> tuple[LiverSegmenter, SegmenterConfig, np.ndarray, np.ndarray]:
+    """An untrained tiny segmenter and a 6-slice random series (3 mm apart)."""
+    torch.manual_seed(seed)
     config = SegmenterConfig(preprocess=PreprocessConfig(size=32, pixel_mm=4.0), channels=(4, 8), strides=(2,),
                              head_channels=2, context=1, prior=0.5)  # fmt: skip
-    model = LiverSegmenter(config).eval()
-    hu = np.random.default_rng(0).normal(40, 30, size=(6, 64, 64)).astype(np.float32)
-    positions = np.arange(6) * 3.0
+    hu = np.random.default_rng(seed).normal(40, hu_sd, size=(6, 64, 64)).astype(np.float32)
+    return LiverSegmenter(config).eval(), config, hu, np.arange(6) * 3.0
+
+
+def test_feature_distance_with_a_density_only() -> None:
+    model, config, hu, positions = tiny_case(0, 30.0)
     plain = segment_with_quality(model, hu, (2.0, 2.0), positions)
     assert "feature_distance" not in plain.signals
     images, _ = to_model_grid(hu, (2.0, 2.0), positions, config)
@@ -29,3 +33,28 @@ def test_feature_distance_with_a_density_only() -> None:
     distance = with_density.signals["feature_distance"]
     assert distance.shape == (6,) and np.isfinite(distance).all()
     np.testing.assert_array_equal(with_density.mask, plain.mask)
+
+
+def test_the_ensemble_mask_is_the_mean_of_the_passes_and_the_plain_one_without_passes() -> None:
+    from models.quality import keep_liver
+    from models.segmenter import mask_on_series_grid
+    from workers.inference.quality import TTA_INTENSITY, TTA_SHIFTS
+    from workers.inference.segmenter import model_grid_probabilities
+
+    model, config, hu, positions = tiny_case(1, 60.0)
+    alone = segment_with_quality(model, hu, (2.0, 2.0), positions, shifts=(), intensity=None, ensemble_mask=True)
+    plain = segment_with_quality(model, hu, (2.0, 2.0), positions, shifts=(), intensity=None, ensemble_mask=False)
+    np.testing.assert_array_equal(alone.mask, plain.mask)
+    # with the passes: the mean of the plain pass and each augmented one (all found liver on every slice here)
+    images, box = to_model_grid(hu, (2.0, 2.0), positions, config)
+    probs = [model_grid_probabilities(model, images)]
+    for dy, dx in TTA_SHIFTS:
+        moved = model_grid_probabilities(model, torch.roll(images, shifts=(dy, dx), dims=(2, 3)))
+        probs.append(np.roll(moved, shift=(-dy, -dx), axis=(1, 2)))
+    probs.append(model_grid_probabilities(model, (images + TTA_INTENSITY).clamp(-1.0, 1.0)))
+    assert (probs[0] > 0.5).reshape(6, -1).any(1).all()  # the window is the whole series
+    expected = mask_on_series_grid(torch.from_numpy(keep_liver(np.mean(probs, 0), 0.5)), box, 0.5).numpy()
+    ensemble = segment_with_quality(model, hu, (2.0, 2.0), positions)  # the default
+    np.testing.assert_array_equal(ensemble.mask, expected)
+    only_plain = segment_with_quality(model, hu, (2.0, 2.0), positions, ensemble_mask=False)
+    assert not np.array_equal(ensemble.mask, only_plain.mask)

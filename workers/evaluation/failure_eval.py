@@ -49,7 +49,8 @@ def patient_table(config: FailureEvalConfig, patient: str, repo: Path) -> dict[s
     checkpoint = fold_checkpoint(config, patient, repo)
     model, metadata = load_segmenter(checkpoint)
     cache = repo / config.cache / f"{patient}.npz"
-    key = json.dumps({"segmenter": metadata["sha256"], "scorer": config.anomaly_scorer})
+    # "mask": the SEG is the passes' mean since session 12; tables of the plain-pass mask are stale
+    key = json.dumps({"segmenter": metadata["sha256"], "scorer": config.anomaly_scorer, "mask": "tta-mean"})
     if cache.exists():
         with np.load(cache, allow_pickle=False) as z:
             if str(z["key"]) == key:
