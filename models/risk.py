@@ -4,6 +4,9 @@
 into the model's inputs: areas on a log scale, distances clipped to the range where they carry information.
 ``FailureRisk`` holds the fitted standardisation and coefficients (plain floats, JSON), and the threshold
 fixed by conformal risk control (``crc_threshold``): accept a slice when its risk is at most the threshold.
+Its ``kind`` "disagreement" has nothing fitted but the threshold: the risk is the TTA disagreement itself
+(1 - the mean Dice between the plain pass and each augmented one), the most robust simple failure signal in
+Zenk et al. (MedIA 2025), and the one that transferred across patients here (``reports/gate``).
 Fitting lives in ``workers.training.risk_fit``; here only what serving needs. Pure numpy.
 """
 
@@ -50,9 +53,13 @@ def features(signals: dict[str, np.ndarray], names: tuple[str, ...] = FEATURES) 
     return np.stack([columns[n] for n in names], axis=1)
 
 
+KINDS = ("logistic", "disagreement")
+
+
 @dataclass(frozen=True)
 class FailureRisk:
-    """Standardised logistic regression: risk = sigmoid(intercept + coef . (x - mean) / scale)."""
+    """``kind`` "logistic": standardised logistic regression, risk = sigmoid(intercept + coef . (x - mean) / scale);
+    "disagreement": risk = the ``tta_disagreement`` feature itself, in [0, 1] (see the module docstring)."""
 
     features: tuple[str, ...]
     mean: tuple[float, ...]
@@ -62,8 +69,13 @@ class FailureRisk:
     threshold: float | None = None  # accept a slice when risk <= threshold (conformal risk control)
     alpha: float | None = None  # the risk level the threshold controls
     fitted_on: dict = field(default_factory=dict)  # patients, slices, failures, model versions
+    kind: str = "logistic"
 
     def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "disagreement" and self.features != ("tta_disagreement",):
+            raise ValueError("a disagreement risk reads the one feature 'tta_disagreement'")
         n = len(self.features)
         if not (len(self.mean) == len(self.scale) == len(self.coef) == n):
             raise ValueError(f"features, mean, scale and coef must have one value per feature ({n})")
@@ -74,7 +86,9 @@ class FailureRisk:
             raise ValueError(f"unknown features {sorted(unknown)}; known: {FEATURES}")
 
     def predict(self, signals: dict[str, np.ndarray]) -> np.ndarray:
-        """(Z,) failure risk per slice in (0, 1)."""
+        """(Z,) failure risk per slice in [0, 1]."""
+        if self.kind == "disagreement":
+            return np.clip(features(signals, self.features)[:, 0], 0.0, 1.0)
         x = (features(signals, self.features) - np.asarray(self.mean)) / np.asarray(self.scale)
         z = self.intercept + x @ np.asarray(self.coef)
         return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
@@ -85,7 +99,13 @@ class FailureRisk:
     @classmethod
     def from_json(cls, d: dict) -> FailureRisk:
         tuples = {k: tuple(d[k]) for k in ("features", "mean", "scale", "coef")}
-        return cls(**{**d, **tuples})
+        return cls(**{**d, **tuples})  # a risk saved before ``kind`` existed is logistic
+
+
+def disagreement_risk() -> FailureRisk:
+    """The parameter-free risk: the TTA disagreement (its threshold comes from ``crc_threshold``)."""
+    return FailureRisk(features=("tta_disagreement",), mean=(0.0,), scale=(1.0,), coef=(1.0,), intercept=0.0,
+                       kind="disagreement")  # fmt: skip
 
 
 @dataclass(frozen=True)

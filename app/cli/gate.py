@@ -32,21 +32,28 @@ def fit_failure_risk_cmd(
     data_dir: Path = typer.Option(Path("../shared/data"), help="Folder the CT and MASK paths are relative to."),
     register: bool = typer.Option(False, help="Register the result as a new segmenter version."),
     promote: bool = typer.Option(False, help="Register and promote it."),
+    model_kind: str = typer.Option(
+        "disagreement",
+        "--model",
+        help="disagreement: the TTA disagreement, only its threshold fitted (the default: it transferred across "
+        "patients, reports/gate); gate: a logistic fusion of every signal, L1 chosen leaving one case out; "
+        "plain: the L2 logistic fusion of sessions 9-11.",
+    ),  # fmt: skip
 ) -> None:
-    """Fit the fused failure risk (quality signals + anomaly score) of a segmenter on contoured cases."""
+    """Fit the failure risk of a segmenter (and its acceptance threshold) on contoured cases."""
     from workers.training.risk_fit import fit_segmenter_risk
     from workers.training.segmenter_data import MaskedCase
 
     _show_progress_in_logs()
     cases = [MaskedCase(*_case(spec)) for spec in case]
     try:
-        model = fit_segmenter_risk(segmenter, scorer, cases, data_dir.resolve(), out, alpha=alpha)
+        model = fit_segmenter_risk(segmenter, scorer, cases, data_dir.resolve(), out, alpha=alpha, how=model_kind)
     except ValueError as exc:
         console.print(f"[red]cannot fit: {exc}[/red]")
         raise typer.Exit(2) from exc
     cal = model.fitted_on["calibration"]
     fit = model.fitted_on
-    console.print(f"risk model on {fit['slices']} slices ({fit['failures']} failures); threshold "
+    console.print(f"{model.kind} risk model on {fit['slices']} slices ({fit['failures']} failures); threshold "
                   f"{model.threshold} accepts {cal['accepted']} of {cal['slices']} out-of-case slices")  # fmt: skip
     _finish("segmenter", out, register, promote)
 

@@ -1,5 +1,5 @@
-"""workers.evaluation.failure_metrics: leave-one-patient-out fusion and its conformal threshold, on synthetic
-per-slice tables (the real ones need the non-commercial data: reports/gate)."""
+"""workers.evaluation.failure_metrics: leave-one-patient-out fitted fusion ("gate") and its conformal
+threshold, on synthetic per-slice tables (the real ones need the non-commercial data: reports/gate)."""
 
 from __future__ import annotations
 
@@ -31,9 +31,9 @@ def table(seed: int, n: int = 120) -> dict[str, np.ndarray]:
 
 def test_each_patient_is_scored_by_models_that_never_saw_its_labels() -> None:
     tables = {f"p{i}": table(i) for i in range(4)}
-    per = lopo(tables, FailureRule(), alpha=0.05)
+    per = lopo(tables, FailureRule(), alpha=0.05, how="gate")
     flipped = {**tables, "p0": {**tables["p0"], "dice": np.where(np.isnan(tables["p0"]["dice"]), np.nan, 0.5)}}
-    again = lopo(flipped, FailureRule(), alpha=0.05)
+    again = lopo(flipped, FailureRule(), alpha=0.05, how="gate")
     assert np.array_equal(per["p0"]["risk"], again["p0"]["risk"])  # its own labels change nothing about it
     assert per["p0"]["threshold"] == again["p0"]["threshold"]  # nor its threshold (calibrated on the others)
     assert not np.array_equal(per["p1"]["risk"], again["p1"]["risk"])  # but they do train the others' models
@@ -41,7 +41,7 @@ def test_each_patient_is_scored_by_models_that_never_saw_its_labels() -> None:
 
 def test_the_fused_risk_ranks_the_failures_and_the_threshold_holds_on_held_out_patients() -> None:
     tables = {f"p{i}": table(10 + i) for i in range(5)}
-    per = lopo(tables, FailureRule(), alpha=0.05)
+    per = lopo(tables, FailureRule(), alpha=0.05, how="gate")
     pooled = pooled_metrics(per, n_boot=200)
     assert pooled["failure_auroc"] > 0.85
     assert pooled["single_signal_auroc"]["end_distance"] > 0.85  # the signal the failures were drawn from

@@ -18,7 +18,7 @@ import numpy as np
 from models.metrics import auroc, bootstrap_auroc_ci
 from models.risk import FEATURES, FailureRule, crc_threshold, features
 from workers.evaluation.gate_metrics import aurc, coverage_at_risk, risk_coverage
-from workers.training.risk_fit import failures_of, fit_failure_risk, judged, out_of_case_risk, pool, signals_of
+from workers.training.risk_fit import DEFAULT_FIT, failures_of, fit_on, judged, out_of_case_risk, signals_of
 
 
 def reference_core(t: dict[str, np.ndarray], rule: FailureRule) -> np.ndarray:
@@ -52,6 +52,7 @@ def lopo(
     alpha: float = 0.01,
     names: tuple[str, ...] = FEATURES,
     clinical: bool = True,
+    how: str = DEFAULT_FIT,
 ) -> dict[str, Any]:
     """Leave one patient out: risk from a model fit on the others; threshold by conformal risk control on the
     others' risks from models that left each of them out too (nested), so no calibration slice is in-sample."""
@@ -59,17 +60,17 @@ def lopo(
     per: dict[str, Any] = {}
     for held in patients:
         others = [p for p in patients if p != held]
-        sig, fail = pool({p: tables[p] for p in others}, rule, clinical)
-        model = fit_failure_risk(sig, fail, names=names)
+        model = fit_on({p: tables[p] for p in others}, rule, names, clinical, how=how)
         keep = judged(tables[held])
         risk = model.predict(signals_of(tables[held], keep))
         try:  # the others' risks, each from a model that left it out too (risk_fit.out_of_case_risk)
-            cal_risk, cal_fail = out_of_case_risk({p: tables[p] for p in others}, rule, names, clinical)
+            cal_risk, cal_fail = out_of_case_risk({p: tables[p] for p in others}, rule, names, clinical, how=how)
             threshold = crc_threshold(cal_risk, cal_fail, alpha)
         except ValueError:  # no other patient could be predicted from the rest
             threshold = None
         per[held] = {"risk": risk, "failed": failures_of(tables[held], rule, clinical)[keep],
-                     "features": features(signals_of(tables[held], keep), names), "threshold": threshold,
+                     "features": features(signals_of(tables[held], keep), names), "names": names,
+                     "threshold": threshold,
                      "model": model, "core": reference_core(tables[held], rule)[keep],
                      "pred_core": predicted_core(tables[held], rule)[keep]}  # fmt: skip
     return per
@@ -88,7 +89,7 @@ def pooled_metrics(per: dict[str, Any], *, goal_risk: float = 0.01, n_boot: int 
     order = np.argsort(risk, kind="stable")
     singles = {}
     x = np.concatenate([per[p]["features"] for p in sorted(per)])
-    names = per[sorted(per)[0]]["model"].features
+    names = per[sorted(per)[0]]["names"]
     for j, name in enumerate(names):
         singles[name] = auroc(SINGLE_DIRECTION[name] * x[:, j], failed)
     return {

@@ -68,7 +68,7 @@ def cpu_has_bf16() -> bool:
 def bf16_is_native(device: torch.device) -> bool:
     """bf16 autocast runs natively here: CUDA with bf16, or a CPU with AVX512-BF16/AMX.
 
-    On other CPUs (this project's AMD EPYC, for one) bf16 is emulated and slower than fp32.
+    On other CPUs (the AVX2-only AMD EPYC this project also meets, for one) bf16 is emulated and slower than fp32.
     """
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
