@@ -90,3 +90,27 @@ def test_a_low_risk_series_goes_auto_and_a_risk_model_of_another_scorer_is_not_u
     (row,) = stack.rows("SELECT reason, segmenter_version_id FROM series_decisions WHERE series_id=:i",
                         i=state["id"])  # fmt: skip
     assert row == ("in_distribution", other)
+
+
+def test_the_default_disagreement_risk_gates_through_the_worker(fused_stack) -> None:  # type: ignore[no-untyped-def]
+    """The shipped kind of risk (``fit-failure-risk``'s default): the TTA disagreement, only its threshold fitted.
+    A segmenter that calls the whole crop liver agrees with itself under every pass (disagreement 0): accepted;
+    the same risk with no threshold that conformal risk control could grant accepts nothing."""
+    from dataclasses import replace
+
+    from models.risk import disagreement_risk
+
+    stack, tmp, scorer = fused_stack
+    register(stack, "scorer", scorer)
+    everywhere = segmenter_with_bias(tmp, "everywhere-3", 20.0)
+    for name, threshold, status in (("agree", 0.01, "auto"), ("no-threshold", None, "manual")):
+        ckpt = torch.load(everywhere, weights_only=False)
+        risk = replace(disagreement_risk(), threshold=threshold, alpha=0.01, fitted_on={"scorer_sha256": None})
+        ckpt["metadata"]["failure_risk"] = risk.as_json()
+        torch.save(ckpt, path := tmp / f"disagreement-{name}.pt")
+        version = register(stack, "segmenter", path)
+        _, _, state = push_and_route(stack, {"auto", "manual"})
+        assert state["status"] == status, name
+        (row,) = stack.rows("SELECT reason, segmenter_version_id FROM series_decisions WHERE series_id=:i",
+                            i=state["id"])  # fmt: skip
+        assert row == ("in_distribution" if status == "auto" else "segmentation_risk", version)
