@@ -39,3 +39,12 @@ def test_fewer_than_three_cases_and_a_malformed_case_are_refused(segmenter: Path
     code, out = run(str(segmenter), "--scorer", "models/weights/deviation.pt", "--case", "no-mask-here",
                     "--out", str(tmp_path / "out.pt"))  # fmt: skip
     assert code == 2 and "expected NAME=CT:MASK" in out
+
+
+def test_an_unknown_risk_model_is_refused_before_any_work(tmp_path: Path) -> None:
+    case = "a=ct-dicom:masks/liver-on-ct-dicom.nii.gz"
+    code, out = run("no-such-segmenter.pt", "--scorer", "models/weights/deviation.pt", "--case", case, "--case",
+                    case, "--case", case, "--data-dir", SAMPLE, "--out", str(tmp_path / "out.pt"),
+                    "--model", "forest")  # fmt: skip
+    assert code == 2 and "model must be one of" in out and "forest" in out
+    assert not (tmp_path / "out.pt").exists()

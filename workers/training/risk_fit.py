@@ -1,14 +1,12 @@
 """Fit the gate's failure-risk model (``models.risk.FailureRisk``) on slices with known failures.
 
-Logistic regression (scikit-learn) on standardised ``models.risk.features``; unweighted, so that its output
-stays a probability of failure rather than a ranking. The threshold is set separately, by conformal risk
-control on patients the model was not fit on.
-
-``fit_across_patients`` is what the gate fits: an L1 (sparse) model whose strength is chosen by leave one
-patient out among the training patients themselves. Eleven signals fit on three or four patients overfit
-what tells those patients apart (their feature distances, their anomaly levels); measured on the session 9
-folds, a plain L2 fit of all eleven ranked the held-out slices worse (pooled AUROC 0.75) than the TTA
-disagreement alone (0.89). Choosing the strength on patients, not slices, keeps only what transfers.
+The default (``DEFAULT_FIT``, "disagreement") fits nothing but the threshold: the risk is the TTA
+disagreement. The fitted fusions are logistic regressions (scikit-learn) on standardised
+``models.risk.features``, unweighted so that their output stays a probability of failure:
+``fit_across_patients`` ("gate": L1, its strength chosen by leaving one training patient out) and the plain
+L2 fit. On this project's four patients both rank held-out slices worse than the disagreement alone
+(``reports/gate``); they are here for a site with more contoured patients. The threshold is always set by
+conformal risk control on patients the model was not fit on.
 """
 
 from __future__ import annotations
@@ -243,6 +241,8 @@ def fit_segmenter_risk(
     trained on, set its threshold by conformal risk control on out-of-case risks, and write a copy of the
     segmenter's checkpoint that carries both (``metadata["failure_risk"]``): register that file as a new
     segmenter version and the worker uses the fused risk whenever the pinned scorer is this one."""
+    if how not in FITS:
+        raise ValueError(f"model must be one of {FITS}, got {how!r}")
     segmenter, seg_md = load_segmenter(segmenter_path)
     trained_on = set(seg_md.get("data", {}).get("per_case", {}))
     overlap = sorted(trained_on & {c.name for c in cases})
