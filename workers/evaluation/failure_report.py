@@ -123,7 +123,6 @@ def _markdown(s: dict, runs: dict, config: FailureEvalConfig, seconds: float) ->
         return "met" if ok else "**not met**"
 
     ci = ", ".join(f"{v:.3f}" for v in s["failure_auroc_ci95"] or [])
-    summary_kind = s["risk_model"]
     series = s["per_patient"].values()
     n_fail, n_auto = sum(m["series_failure"] for m in series), sum(m["series_auto"] for m in series)
     lines = [
@@ -133,7 +132,7 @@ def _markdown(s: dict, runs: dict, config: FailureEvalConfig, seconds: float) ->
         f"the leave-one-patient-out segmenter folds in `{config.runs}` (`scripts/train-segmenter-folds.sh`). "
         "Each patient is segmented by the fold that never saw them, through the worker's own code "
         "(`workers.inference.quality.segment_with_quality`: the mask is the mean of its four passes). Its risk is "
-        f"the gate's shipped `{summary_kind}` risk (below: why not a fitted fusion); the acceptance threshold is "
+        f"the gate's shipped `{s['risk_model']}` risk (below: why not a fitted fusion); the acceptance threshold is "
         "set by conformal risk control on the other patients' risks only (for a fitted fusion, from models that "
         "left each of them out too). Numbers only: the IRCADb cases are non-commercial.",
         "",

@@ -80,7 +80,12 @@ def segment_with_quality(
         members.append(np.roll(member(moved), shift=(-dy, -dx), axis=(1, 2)))
     if intensity is not None:
         members.append(member((window + intensity).clamp(-1.0, 1.0)))
-    prob = np.mean([base, *members], axis=0).astype(base.dtype) if ensemble_mask and members else base
+    prob = base
+    if ensemble_mask and members:  # the mean, summed in place: no (passes, Z, S, S) stack on a 300-slice series
+        prob = base.copy()
+        for m in members:
+            prob += m
+        prob /= len(members) + 1
     kept = torch.from_numpy(keep_liver(prob, threshold))
     mask = mask_on_series_grid(kept, box, threshold).numpy()
     positions = np.asarray(slice_positions_mm, dtype=np.float64)

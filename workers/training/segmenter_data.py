@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -195,7 +194,7 @@ def augment(
     b = x.shape[0]
 
     def uniform(lo: float, hi: float) -> torch.Tensor:
-        return torch.rand(b, generator=gen) * (hi - lo) + lo
+        return uniform_batch(b, lo, hi, gen)
 
     angle = uniform(-config.rotate_deg, config.rotate_deg) * math.pi / 180
     scale = uniform(*config.scale)
@@ -207,7 +206,7 @@ def augment(
     x = F.grid_sample(x + 1.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1.0  # air outside
     y = (F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5).to(y.dtype)
     x = shift_liver(x, y, uniform(*config.liver_shift) * (torch.rand(b, generator=gen) < config.liver_shift_p))
-    x, y = crop_field_of_view(x, y, config, gen, uniform)
+    x, y = crop_field_of_view(x, y, config, gen)
     gain = uniform(*config.intensity_scale).to(x.device)[:, None, None, None]
     offset = uniform(-config.intensity_shift, config.intensity_shift).to(x.device)[:, None, None, None]
     noise = torch.randn(x.shape, generator=gen).to(x.device) * config.noise_std
@@ -224,14 +223,18 @@ def shift_liver(x: torch.Tensor, y: torch.Tensor, shift: torch.Tensor) -> torch.
     return (x + soft * shift.to(x.device, x.dtype)[:, None, None, None]).clamp(-1.0, 1.0)
 
 
+def uniform_batch(b: int, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:
+    """(b,) uniform draws in [lo, hi)."""
+    return torch.rand(b, generator=gen) * (hi - lo) + lo
+
+
 def crop_field_of_view(
-    x: torch.Tensor, y: torch.Tensor, config: AugmentConfig, gen: torch.Generator,
-    uniform: Callable[[float, float], torch.Tensor],
-) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    x: torch.Tensor, y: torch.Tensor, config: AugmentConfig, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Air (-1) and no liver outside a random box, in a ``fov_crop_p`` share of the batch."""
     b, _, h, w = x.shape
     crop = torch.rand(b, generator=gen) < config.fov_crop_p
-    height, width = uniform(*config.fov_crop) * h, uniform(*config.fov_crop) * w
+    height, width = uniform_batch(b, *config.fov_crop, gen) * h, uniform_batch(b, *config.fov_crop, gen) * w
     top, left = torch.rand(b, generator=gen) * (h - height), torch.rand(b, generator=gen) * (w - width)
     rows, cols = torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32)
     inside_r = (rows[None] >= top[:, None]) & (rows[None] < (top + height)[:, None])  # (B, S)
