@@ -255,6 +255,11 @@ def liver_doubts(
     return [d for d in found if d is not None]
 
 
+# [low, high] liver median HU of a segmenter's training cases, in its checkpoint's metadata when its training
+# recorded it (workers.training.segmenter_data.training_liver_hu)
+TRAINING_LIVER_HU_KEY = "training_liver_median_hu"
+
+
 def contrast_note(hu: np.ndarray, liver: np.ndarray, training_hu: Sequence[float] | None) -> str | None:
     """The liver's median HU against the training range (evidence: a contrast phase unlike training)."""
     liver = np.asarray(liver, dtype=bool)

@@ -1,9 +1,9 @@
-"""Small demo models for ``make run``, trained on the committed sample at first run (about a minute).
+"""The models ``make run`` registers: the committed scorer and segmenter (``models/weights``, each with its
+model card and sha256), trained or calibrated only on data whose licence allows shipping them.
 
-They are trained only on the Apache-2.0 sample (20 slices), so they may be
-registered anywhere, and they mean nothing clinically: the demo shows the
-path a series takes, not a gate worth trusting. Real models come from
-``gatekeeper train-scorer`` and ``gatekeeper train-segmenter`` on real data.
+``train_sample_scorer`` / ``train_sample_segmenter`` train small models on the Apache-2.0 sample (20
+slices) in seconds: the tests' tiny models. Research models come from ``gatekeeper train-scorer`` and
+``gatekeeper train-segmenter`` (or ``scripts/train-segmenter-folds.sh``) on the data in ``../shared/data``.
 """
 
 from __future__ import annotations
@@ -21,13 +21,19 @@ from workers.training.model_card import checked_card
 ROOT = Path(__file__).resolve().parents[2]  # the repository (app/cli/ is two below it)
 SAMPLE_DIR = ROOT / "samples"
 CT, MASK = "totalseg-example/ct-dicom", "totalseg-example/masks/liver-on-ct-dicom.nii.gz"
-CARD = {"data": "samples/totalseg-example (Apache-2.0, 20 slices)", "purpose": "demo only, not clinical"}
 # The default scorer is the detector that ranked best over all anomaly types on held-out patients
 # (reports/scorer/REPORT.md): the training-free deviation rule, calibrated on the Apache-2.0 case. The patch
 # f-AnoGAN beside it (patch-fanogan.pt, trained on the CC BY 4.0 case) is registrable the same way.
 SHIPPED_SCORER = ROOT / "models" / "weights" / "deviation.pt"
-SHIPPED_CARD = {"purpose": "default scorer; calibrated on one Apache-2.0 patient, so a site should recalibrate on its "
-                "own normal series (gatekeeper calibrate-patch-scorer)"}  # fmt: skip
+# The default segmenter: the leave-one-out folds' recipe on the CC BY 4.0 case and the Apache-2.0 sample only
+# (python -m workers.training.segmenter_folds --shippable); held-out Dice on 3D-IRCADb on its model card.
+SHIPPED_SEGMENTER = ROOT / "models" / "weights" / "segmenter.pt"
+SHIPPED_CARDS = {
+    "scorer": {"purpose": "default scorer; calibrated on one Apache-2.0 patient, so a site should recalibrate on its "
+               "own normal series (gatekeeper calibrate-patch-scorer)"},
+    "segmenter": {"purpose": "default segmenter; trained on two redistributable patients only, so a site should "
+                  "retrain on its own contours (POST /training-jobs) and fit its failure risk (fit-failure-risk)"},
+}  # fmt: skip
 
 
 def train_sample_scorer(run_dir: Path, *, width: int = 8, latent: int = 32, steps: int = 40, batch: int = 8,
@@ -62,25 +68,23 @@ def train_sample_segmenter(run_dir: Path, *, width: int = 8, steps: int = 40, ba
     return train_segmenter(config, run_dir, resume=resume)
 
 
-def shipped_scorer(run_dir: Path) -> Path:
-    """The committed default scorer (``models/weights``; see its model card)."""
-    if not SHIPPED_SCORER.exists():
-        raise FileNotFoundError(f"{SHIPPED_SCORER} is missing: the checkout is incomplete")
-    return SHIPPED_SCORER
+def shipped(kind: str) -> Path:
+    """The committed default model of ``kind`` (``models/weights``; see its model card)."""
+    path = SHIPPED_SCORER if kind == "scorer" else SHIPPED_SEGMENTER
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: the checkout is incomplete")
+    return path
 
 
 def ensure_demo_models(console: Console) -> None:
-    """Register and promote the shipped scorer and a demo segmenter (trained here) if none is promoted yet."""
+    """Register and promote the shipped scorer and segmenter where none of that kind is promoted yet."""
     settings = get_settings()
-    runs = settings.storage_dir.resolve().parent / "demo-runs"
-    for kind, train in (("scorer", shipped_scorer), ("segmenter", train_sample_segmenter)):
+    for kind in ("scorer", "segmenter"):
         with session_scope() as session:
             if model_versions.promoted(session, kind) is not None:
                 continue
-        if kind == "segmenter":
-            console.print("no promoted segmenter: training a demo segmenter on the sample study (first run only)...")
-        checkpoint = train(runs / kind)
-        card = checked_card(checkpoint, kind, **(CARD if kind == "segmenter" else SHIPPED_CARD))
+        checkpoint = shipped(kind)
+        card = checked_card(checkpoint, kind, **SHIPPED_CARDS[kind])
         with session_scope() as session:
             row = registry.register(session=session, models_dir=settings.models_dir, kind=kind, source=checkpoint,
                                     metrics={}, card=card, actor="demo")  # fmt: skip

@@ -1,5 +1,5 @@
 """``make run`` is what a new user meets first: ``gatekeeper demo`` on the embedded SQLite and the filesystem
-broker, in an empty folder, must register the committed scorer, push the sample and route it."""
+broker, in an empty folder, must register the committed scorer and segmenter, push the sample and route it."""
 
 from __future__ import annotations
 
@@ -24,4 +24,6 @@ def test_demo_pushes_the_sample_and_routes_it(tmp_path: Path) -> None:
     assert out.returncode == 0, text[-3000:]
     assert "STOW-RS of 20 instances: HTTP 200" in text
     assert "scorer v1 registered and promoted" in text  # the committed default scorer, not a demo one
+    assert "segmenter v1 registered and promoted" in text  # the committed segmenter: nothing trained here
+    assert "training a demo segmenter" not in text
     assert "decision: " in text and "threshold" in text

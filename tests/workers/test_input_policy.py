@@ -7,8 +7,9 @@ import numpy as np
 from app.core.config import Settings
 from app.db.states import DecisionReason
 from app.dicom.volume import SeriesGeometry, SeriesVolume
+from models.input_checks import TRAINING_LIVER_HU_KEY
 from testkit.dicom_factory import ct_like_pixels
-from workers.serving.input_checks import TRAINING_LIVER_HU_KEY, liver_doubt, volume_doubt
+from workers.serving.input_checks import liver_doubt, volume_doubt
 
 
 def _volume(hu: np.ndarray, gaps: list[int] | None = None) -> SeriesVolume:

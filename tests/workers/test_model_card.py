@@ -58,3 +58,42 @@ def test_registry_refuses_what_is_not_a_checkpoint_of_that_kind(tiny, tmp_path) 
     out = _cli(env, "models", "register", "--kind", "scorer", "--file", str(tiny[0]))
     assert out.returncode == 0, out.stderr
     assert "Apache-2.0" in _cli(env, "models", "card", str(tiny[0])).stdout
+
+
+def test_a_segmenters_held_out_case_does_not_bind_its_weights(tiny, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # the in-training held-out case is only measured (the final checkpoint is the last step's), unlike a
+    # scorer's held-out cases, whose threshold the file carries
+    seg = torch.load(tiny[1], weights_only=False)
+    seg["metadata"]["config"]["data"]["heldout"]["name"] = "ircadb-01"
+    torch.save(seg, tmp_path / "seg.pt")
+    card = build_card(tmp_path / "seg.pt")
+    assert card["heldout_cases"] == ["ircadb-01"] and card["redistributable"] is True
+    assert "`ircadb-01` (held-out, measured only)" in card_markdown(card)
+    seg["metadata"]["data"]["per_case"] = {"ircadb-17": 76, "sample": 20}  # trained on it: research weights
+    torch.save(seg, tmp_path / "seg-nc.pt")
+    assert build_card(tmp_path / "seg-nc.pt")["redistributable"] is False
+
+
+def test_the_segmenters_licence_note_follows_its_training_cases() -> None:
+    from workers.training.segmenter_data import MaskedCase, SegmenterDataConfig
+    from workers.training.segmenter_training import licence_note
+
+    def data(*names: str) -> SegmenterDataConfig:
+        cases = tuple(MaskedCase(n, "ct", "mask") for n in names)
+        return SegmenterDataConfig(train=cases, heldout=MaskedCase("ircadb-01", "ct", "mask"))
+
+    assert licence_note(data("totalseg-s0009", "totalseg-example-3mm")).startswith("trained only on data whose")
+    assert licence_note(data("totalseg-s0009", "ircadb-17")) == (
+        "research weights: trained on data that forbids redistribution (ircadb-17)"
+    )
+
+
+def test_every_committed_weight_file_matches_its_sum_and_may_be_shipped() -> None:
+    weights = ROOT / "models" / "weights"
+    sums = dict(reversed(line.split("  ")) for line in (weights / "SHA256SUMS").read_text().splitlines())
+    assert sorted(sums) == sorted(p.name for p in weights.glob("*.pt")), "a .pt without a line in SHA256SUMS"
+    for name, digest in sums.items():
+        card = build_card(weights / name)
+        assert file_sha256(weights / name) == digest == card["sha256"], name
+        assert card["redistributable"] is True, f"{name}: {card['licences']}"
+        assert digest in (weights / name.replace(".pt", ".card.md")).read_text(), f"{name}: its card is stale"

@@ -14,10 +14,9 @@ from app.core.config import Settings
 from app.db.states import DecisionReason
 from app.dicom.volume import SeriesVolume, geometry_doubt
 from models.body_position import BodyPosition
-from models.input_checks import contrast_note, coverage_of, hu_doubt, liver_doubts
+from models.input_checks import TRAINING_LIVER_HU_KEY, contrast_note, coverage_of, hu_doubt, liver_doubts
 
 log = logging.getLogger(__name__)
-TRAINING_LIVER_HU_KEY = "training_liver_median_hu"  # [low, high] in a model's metadata, when its training recorded it
 
 
 def volume_doubt(volume: SeriesVolume) -> tuple[DecisionReason, str] | None:

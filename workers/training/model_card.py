@@ -101,7 +101,8 @@ def _segmenter_part(md: dict[str, Any]) -> dict[str, Any]:
             "data": {k: v for k, v in config["data"].items() if k not in ("train", "heldout")},
         },  # fmt: skip
         "train_cases": sorted(md.get("data", {}).get("per_case", {})),
-        "heldout_cases": [heldout["name"]] if "name" in heldout else [],
+        # the in-training held-out case and the patients it was measured on before shipping (ship_segmenter)
+        "heldout_cases": sorted({heldout.get("name"), *(md.get("metrics") or {}).get("unseen_patients", {})} - {None}),
         "metrics": md.get("metrics") or {},
     }
 
@@ -118,7 +119,10 @@ def build_card(checkpoint: Path) -> dict[str, Any]:
         else _scorer_part(md)
     )
     licences = {case: licence_of(case) for case in part["train_cases"] + part["heldout_cases"]}
-    redistributable = all(ok for _, ok in licences.values())
+    # a scorer's held-out cases set its stored threshold; a segmenter's held-out case is only measured (its
+    # final checkpoint is the last step's, never selected on that case), so it does not bind the weights
+    binding = part["train_cases"] + ([] if part["kind"] == "segmenter" else part["heldout_cases"])
+    redistributable = all(licences[case][1] for case in binding)
     return {
         "file": checkpoint.name,
         "sha256": file_sha256(checkpoint),
@@ -154,7 +158,9 @@ def card_markdown(card: dict[str, Any]) -> str:
              f"- trained steps: {card['steps']} of {card['planned_steps']} planned",
              f"- weights: {card['weights_note']}", "", "## Data", ""]  # fmt: skip
     for case, licence in card["licences"].items():
-        role = "held-out" if case in card["heldout_cases"] else "train"
+        role = "train"
+        if case in card["heldout_cases"]:
+            role = "held-out, measured only" if card["kind"] == "segmenter" else "held-out"
         lines.append(f"- `{case}` ({role}): {licence}")
     lines += ["", "## Metrics", ""]
     lines += [f"- {k}: {v}" for k, v in card["metrics"].items()] or ["- none recorded"]

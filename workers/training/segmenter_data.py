@@ -104,6 +104,23 @@ def load_masked_volume(case: MaskedCase, data_dir: Path) -> MaskedVolume:
     return MaskedVolume(ct.hu, (mask_volume.hu > 0.5).astype(np.uint8), ct.pixel_spacing_mm, ct.positions_mm)
 
 
+def training_liver_hu(data: SegmenterDataConfig, repo_root: Path) -> list[float]:
+    """[lowest, highest] liver median HU over the training cases (on their selected slices): the contrast
+    phases the segmenter saw, before its intensity augmentation. The worker's contrast note compares a
+    series' liver with it (``workers.serving.input_checks``, evidence only)."""
+    data_dir = (repo_root / data.data_dir).resolve()
+    medians = []
+    for case in data.train:
+        volume = load_masked_volume(case, data_dir)
+        idx = selected(case, len(volume.mask))
+        liver = volume.mask[idx] > 0
+        if liver.any():
+            medians.append(float(np.median(volume.hu[idx][liver])))
+    if not medians:
+        raise ValueError("no training case holds liver")
+    return [round(min(medians), 1), round(max(medians), 1)]
+
+
 def selected(case: MaskedCase, n_slices: int) -> list[int]:
     from workers.training.scorer_data import select_ranges
 

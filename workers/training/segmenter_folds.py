@@ -8,6 +8,8 @@ only, never a held-out patient), and evaluates on the patient it left out. The g
     python -m workers.training.segmenter_folds --runs runs/segmenter-lopo --heldout ircadb-01
 
 Runs resume (``latest.pt``); ``scripts/train-segmenter-folds.sh`` runs every fold, two at a time.
+``--shippable`` trains the segmenter the repository ships (``models/weights/segmenter.pt``) on the
+redistributable cases only: ``python -m workers.training.segmenter_folds --runs runs --shippable --steps 8000``.
 """
 
 from __future__ import annotations
@@ -66,11 +68,32 @@ def fold_config(heldout: str, *, steps: int = 3000, data_dir: str = "../shared/d
                                 eval_every=1000, checkpoint_every=100, num_threads=1, bf16=bf16)  # fmt: skip
 
 
+# The segmenter the product ships (models/weights/segmenter.pt): trained only on cases whose licence allows
+# redistributing weights (CC BY 4.0 and Apache-2.0), and measured on the 3D-IRCADb patients it never saw.
+SHIPPABLE_TRAIN = ("totalseg-s0009",)
+SHIPPED_HELDOUT = "ircadb-01"  # evaluated during training only: the weights are the last step's, never selected
+
+
+def shipped_config(*, steps: int = 8000, data_dir: str = "../shared/data", bf16: bool = False) -> SegmenterTrainConfig:
+    """The fold recipe on the redistributable cases only."""
+    train = tuple(PATIENTS[name] for name in SHIPPABLE_TRAIN) + ALWAYS_TRAIN
+    data = SegmenterDataConfig(data_dir=data_dir, cache_dir="runs/segmenter/cache", train=train,
+                               heldout=PATIENTS[SHIPPED_HELDOUT])  # fmt: skip
+    return SegmenterTrainConfig(model=fold_model(), data=data, batch_size=8, steps=steps, lr=2e-3,
+                                eval_every=1000, checkpoint_every=100, num_threads=1, bf16=bf16)  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Train (or resume) one leave-one-patient-out fold of the segmenter."""
+    """Train (or resume) one leave-one-patient-out fold of the segmenter, or (--shippable) the shipped one."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--runs", type=Path, default=Path("runs/segmenter-lopo"))
-    parser.add_argument("--heldout", required=True, choices=sorted(PATIENTS))
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--heldout", choices=sorted(PATIENTS))
+    which.add_argument(
+        "--shippable",
+        action="store_true",
+        help=f"train on {', '.join(SHIPPABLE_TRAIN)} and the Apache-2.0 sample only (redistributable)",
+    )
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--fresh", action="store_true")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
@@ -78,8 +101,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     bf16 = args.precision == "bf16" or (args.precision == "auto" and bf16_is_native(pick_device("auto")))
-    config = fold_config(args.heldout, steps=args.steps, bf16=bf16)
-    print(train_segmenter(config, args.runs / args.heldout, resume=not args.fresh))
+    if args.shippable:
+        config, run_dir = shipped_config(steps=args.steps, bf16=bf16), args.runs / "shippable"
+    else:
+        config, run_dir = fold_config(args.heldout, steps=args.steps, bf16=bf16), args.runs / args.heldout
+    print(train_segmenter(config, run_dir, resume=not args.fresh))
 
 
 if __name__ == "__main__":

@@ -24,12 +24,13 @@ from monai.losses import DiceCELoss
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from app.core.plotting import pyplot
+from models.input_checks import TRAINING_LIVER_HU_KEY
 from models.metrics import dice
 from models.segmenter import LiverSegmenter, SegmenterConfig
 from workers.inference.checkpoint import save_checkpoint
 from workers.inference.segmenter import segment_mask
 from workers.training.feature_density import density_on
-from workers.training.model_card import write_card
+from workers.training.model_card import licence_of, write_card
 from workers.training.scorer_training import RunFolder, TrainingStopped, pick_device
 from workers.training.segmenter_data import (
     AugmentConfig,
@@ -40,11 +41,11 @@ from workers.training.segmenter_data import (
     build_training_slices,
     describe,
     load_masked_volume,
+    training_liver_hu,
 )
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
-LICENCE_NOTE = "research weights: trained on data that forbids commercial use and redistribution (3D-IRCADb)"
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,15 @@ def save_overlay(volume: MaskedVolume, pred: np.ndarray, path: Path, n: int = 6)
     plt.close(fig)
 
 
+def licence_note(data: SegmenterDataConfig) -> str:
+    """What the training cases' licences allow for the weights (the held-out case does not shape them: the
+    final checkpoint is the last step's, never selected on its Dice)."""
+    barred = sorted(c.name for c in data.train if not licence_of(c.name)[1])
+    if barred:
+        return f"research weights: trained on data that forbids redistribution ({', '.join(barred)})"
+    return "trained only on data whose licence allows shipping the weights"
+
+
 def _metadata(config: SegmenterTrainConfig, state: TrainState, data: SegmenterSlices) -> dict:
     return {
         "kind": "liver-segmenter",
@@ -214,7 +224,7 @@ def _metadata(config: SegmenterTrainConfig, state: TrainState, data: SegmenterSl
         "step": state.step,
         "metrics": state.last_eval,
         "data": describe(data),
-        "licence_note": LICENCE_NOTE,
+        "licence_note": licence_note(config.data),
     }
 
 
@@ -267,6 +277,7 @@ def train_segmenter(config: SegmenterTrainConfig, run_dir: Path, resume: bool = 
             if state.step % config.checkpoint_every == 0 or state.step == config.steps:
                 save_checkpoint(folder.latest, state.state_dict(), _metadata(config, state, data))
     metadata = _metadata(config, state, data)
+    metadata[TRAINING_LIVER_HU_KEY] = training_liver_hu(config.data, REPO_ROOT)
     try:  # the gate's feature-distance signal (models.feature_density): the training slices' features
         metadata["feature_density"] = density_on(state.model, data).as_json()
     except ValueError as exc:
