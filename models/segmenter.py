@@ -150,6 +150,32 @@ def bottleneck(unet: UNet) -> nn.Module:
     return block
 
 
+def fold_batchnorm(model: nn.Module) -> int:
+    """Fold every eval-mode BatchNorm that directly follows a convolution into it, in place; the count folded.
+
+    For inference only (the folded model cannot train: its norms are gone). A MONAI ``Convolution`` is
+    ``conv`` then ``adn`` (norm, dropout, act in that order by default): where the norm comes first, the
+    convolution's weights and bias absorb its scale and shift and the norm becomes an identity. The same
+    function of the input up to float rounding, with the module tree (and so ``bottleneck``) unchanged: 24 %
+    less network time per slice at 2 threads (bench/bench_segment.py)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = 0
+    for block in model.modules():
+        conv, adn = getattr(block, "conv", None), getattr(block, "adn", None)
+        if not isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) or not isinstance(adn, nn.Sequential):
+            continue
+        order = list(adn._modules)
+        if not order or order[0] != "N" or not isinstance(adn.N, nn.BatchNorm2d):
+            continue  # a norm after the activation (or none) cannot be folded into the convolution
+        if adn.N.training or conv.training:
+            raise ValueError("fold_batchnorm needs a model in eval mode (its running statistics)")
+        block.conv = fuse_conv_bn_eval(conv, adn.N, transpose=isinstance(conv, nn.ConvTranspose2d))
+        adn.N = nn.Identity()
+        folded += 1
+    return folded
+
+
 @dataclass(frozen=True)
 class GridBox:
     """Where the model grid lies in the series: resampled size and crop offset (pixels of pixel_mm)."""
@@ -216,8 +242,11 @@ def mask_on_series_grid(prob: torch.Tensor, box: GridBox, threshold: float) -> t
     if y1 > y0 and x1 > x0:
         canvas[:, y0:y1, x0:x1] = prob[:, y0 - box.top : y1 - box.top, x0 - box.left : x1 - box.left]
     hot = canvas > threshold
-    if not bool(hot.any()):
+    slices_hot = torch.nonzero(hot.flatten(1).any(1))[:, 0]
+    if slices_hot.numel() == 0:
         return out
+    z0, z1 = int(slices_hot[0]), int(slices_hot[-1]) + 1  # a slice with nothing above the threshold stays 0
+    canvas, hot = canvas[z0:z1], hot[z0:z1]
     rows_hot, cols_hot = hot.any(2).any(0), hot.any(1).any(0)  # (h,), (w,)
     r0, r1, wr = _source_index(box.rows, box.resampled_h)
     c0, c1, wc = _source_index(box.columns, box.resampled_w)
@@ -226,9 +255,11 @@ def mask_on_series_grid(prob: torch.Tensor, box: GridBox, threshold: float) -> t
     lo_r, hi_r, lo_c, hi_c = int(keep_r[0]), int(keep_r[-1]) + 1, int(keep_c[0]), int(keep_c[-1]) + 1
     w = wr[lo_r:hi_r, None]  # (R, 1)
     rows = canvas[:, r0[lo_r:hi_r]] * (1 - w) + canvas[:, r1[lo_r:hi_r]] * w  # (N, R, w)
-    w = wc[lo_c:hi_c]  # (C,)
-    sub = rows[:, :, c0[lo_c:hi_c]] * (1 - w) + rows[:, :, c1[lo_c:hi_c]] * w  # (N, R, C)
-    out[:, lo_r:hi_r, lo_c:hi_c] = (sub > threshold).to(torch.uint8)
+    # the columns' gather along a middle axis (runs of R contiguous values), not the last: several times faster
+    cols = rows.transpose(1, 2).contiguous()  # (N, w, R)
+    w = wc[lo_c:hi_c, None]  # (C, 1)
+    sub = cols.index_select(1, c0[lo_c:hi_c]) * (1 - w) + cols.index_select(1, c1[lo_c:hi_c]) * w  # (N, C, R)
+    out[z0:z1, lo_r:hi_r, lo_c:hi_c] = (sub > threshold).transpose(1, 2).to(torch.uint8)
     return out
 
 
@@ -238,15 +269,21 @@ def to_model_grid(
     slice_positions_mm: torch.Tensor | np.ndarray | list[float],
     config: SegmenterConfig,
     chunk: int = 64,
+    *,
+    box: GridBox | None = None,
+    shift: float | None = None,
 ) -> tuple[torch.Tensor, GridBox]:
-    """(Z, Y, X) HU -> ((Z, 2 * context + 1, S, S) windowed in [-1, 1], crop box); channels ascend along z."""
+    """(Z, Y, X) HU -> ((Z, 2 * context + 1, S, S) windowed in [-1, 1], crop box); channels ascend along z.
+
+    ``box`` and ``shift`` (HU) default to the series' own crop box and intensity shift; pass those of a whole
+    series to map a few of its slices (an edited slab) exactly as the whole series was mapped."""
     pre = config.preprocess
     hu = torch.as_tensor(hu, dtype=torch.float32)
     positions = torch.as_tensor(np.asarray(slice_positions_mm, dtype=np.float64), dtype=torch.float64)
     if hu.ndim != 3 or hu.shape[0] != positions.numel():
         raise ValueError(f"hu must be (Z, Y, X) with Z == len(positions); got {tuple(hu.shape)}, {positions.numel()}")
-    shift = intensity_shift(hu, pre)
-    box = grid_box(hu, pixel_spacing_mm, pre)
+    shift = intensity_shift(hu, pre) if shift is None else shift
+    box = grid_box(hu, pixel_spacing_mm, pre) if box is None else box
     planes = []
     for start in range(0, hu.shape[0], chunk):
         block = hu[start : start + chunk]  # (z, Y, X)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from models.quality import SIGNALS, keep_liver, largest_component, slice_signals
+from models.quality import SIGNALS, bounding_box, components_per_slice, keep_liver, largest_component, slice_signals
 
 
 def ellipsoid(z: int = 20, s: int = 48, radius: float = 15.0) -> np.ndarray:
@@ -22,6 +23,35 @@ def test_largest_component_drops_islands_and_keep_liver_zeroes_them() -> None:
     assert not kept[10, 2:5, 2:5].any() and kept[10, 24, 24]
     cleaned = keep_liver(prob, 0.5)
     assert cleaned[10, 3, 3] == 0.0 and cleaned[10, 24, 24] == prob[10, 24, 24]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_labelling_on_the_bounding_box_equals_labelling_the_whole_grid(seed: int) -> None:
+    """The cropped fast paths against the plain scipy calls on the full array (random masks, islands at the
+    borders included)."""
+    rng = np.random.default_rng(seed)
+    prob = (rng.random((9, 30, 26)) * rng.choice([0.6, 1.2])).astype(np.float32)
+    prob[:, :, :3] = 0.0 if seed % 2 else prob[:, :, :3]  # some masks touch the border, some do not
+    mask = prob > 0.5
+    labels, n = ndimage.label(mask)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    expected = labels == int(np.argmax(sizes)) if n > 1 else mask
+    np.testing.assert_array_equal(largest_component(mask), expected)
+    dilated = ndimage.binary_dilation(expected, structure=ndimage.generate_binary_structure(2, 1)[None])
+    np.testing.assert_array_equal(keep_liver(prob, 0.5), np.where(dilated, prob, 0.0))
+    per_slice = [ndimage.label(s)[1] for s in mask]
+    np.testing.assert_array_equal(components_per_slice(mask), per_slice)
+
+
+def test_bounding_box_and_empty_masks() -> None:
+    mask = np.zeros((4, 10, 12), dtype=bool)
+    assert bounding_box(mask) is None
+    np.testing.assert_array_equal(components_per_slice(mask), np.zeros(4))
+    assert not largest_component(mask).any() and not keep_liver(mask.astype(np.float32), 0.5).any()
+    mask[1, 2:4, 9:12] = True
+    assert bounding_box(mask) == (slice(1, 2), slice(2, 4), slice(9, 12))
+    assert bounding_box(mask, margin=1) == (slice(0, 3), slice(1, 5), slice(8, 12))  # clamped at the edge
 
 
 def test_identical_members_agree_and_a_shifted_member_disagrees() -> None:

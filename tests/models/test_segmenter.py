@@ -128,10 +128,10 @@ def test_grid_round_trip_recovers_a_mask() -> None:
 )
 def test_fast_mask_equals_thresholded_probabilities(box: GridBox) -> None:
     gen = torch.Generator().manual_seed(0)
-    prob = torch.zeros(3, 16, 16)
-    prob[:, 4:11, 3:12] = torch.rand(3, 7, 9, generator=gen)
-    prob[1] = 0.0  # a slice without liver
-    prob[2, 0:2, 14:16] = 0.9  # a blob at the crop's corner
+    prob = torch.zeros(5, 16, 16)
+    prob[1:4, 4:11, 3:12] = torch.rand(3, 7, 9, generator=gen)  # slices 0 and 4 empty: the z-range is cropped
+    prob[2] = 0.0  # a slice without liver inside that range
+    prob[3, 0:2, 14:16] = 0.9  # a blob at the crop's corner
     expected = (from_model_grid(prob, box) > 0.5).to(torch.uint8)
     assert torch.equal(mask_on_series_grid(prob, box, 0.5), expected)
 
@@ -140,3 +140,28 @@ def test_model_grid_refuses_mismatched_positions() -> None:
     hu, _ = slab_volume()
     with pytest.raises(ValueError, match="Z == len"):
         to_model_grid(hu, (1.0, 1.0), np.arange(3.0), tiny())
+
+
+def test_folding_the_batch_norms_keeps_the_function_and_the_features() -> None:
+    """The inference model (``load_segmenter``) has its batch norms folded: same logits and bottleneck
+    features as the model with them (fp32, float rounding), no norm left, and a training model is refused."""
+    from models.segmenter import fold_batchnorm
+
+    torch.manual_seed(0)
+    config = SegmenterConfig(channels=(4, 8, 16), strides=(2, 2))
+    model = LiverSegmenter(config)
+    x = torch.randn(3, config.in_channels, 32, 32)
+    model.train()
+    for _ in range(3):  # running statistics away from (0, 1), so that folding has something to fold
+        model(x * 3.0 + 1.0)
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(model)
+    model.eval()
+    with torch.inference_mode():
+        logits, features = model.forward_with_features(x)
+    assert fold_batchnorm(model) > 0
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    with torch.inference_mode():
+        folded_logits, folded_features = model.forward_with_features(x)
+    torch.testing.assert_close(folded_logits, logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(folded_features, features, rtol=1e-4, atol=1e-4)

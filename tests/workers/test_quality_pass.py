@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from models.feature_density import fit_feature_density
 from models.segmenter import LiverSegmenter, SegmenterConfig, to_model_grid
 from models.transforms import PreprocessConfig
-from workers.inference.quality import density_of, segment_with_quality
+from workers.inference.quality import density_of, rolled_channels_last, segment_with_quality
 from workers.inference.segmenter import model_grid_probabilities_and_features
 
 
@@ -58,3 +59,12 @@ def test_the_ensemble_mask_is_the_mean_of_the_passes_and_the_plain_one_without_p
     np.testing.assert_array_equal(ensemble.mask, expected)
     only_plain = segment_with_quality(model, hu, (2.0, 2.0), positions, ensemble_mask=False)
     assert not np.array_equal(ensemble.mask, only_plain.mask)
+
+
+@pytest.mark.parametrize("shift", [(4, 4), (-4, -4), (0, 3), (5, 0), (-23, 7)])
+def test_the_shifted_pass_input_is_torch_roll_in_channels_last(shift: tuple[int, int]) -> None:
+    images = torch.randn(6, 5, 20, 18)
+    for source in (images, images.contiguous(memory_format=torch.channels_last)[1:5]):  # a window of the series
+        moved = rolled_channels_last(source, *shift)
+        assert torch.equal(moved, torch.roll(source, shifts=shift, dims=(2, 3)))
+        assert moved.is_contiguous(memory_format=torch.channels_last)

@@ -33,6 +33,20 @@ def density_of(segmenter_metadata: dict) -> FeatureDensity | None:
     return FeatureDensity.from_json(fitted) if fitted else None
 
 
+def rolled_channels_last(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``torch.roll(images, (dy, dx), dims=(2, 3))`` written once into a channels_last tensor.
+
+    (Z, C, S, S) -> (Z, C, S, S). torch.roll over two dims copies twice, and the network's channels_last copy
+    of every batch a third time; four block copies into the layout the network runs in make one pass."""
+    out = torch.empty_like(images, memory_format=torch.channels_last)
+    h, w = images.shape[2], images.shape[3]
+    dy, dx = dy % h, dx % w
+    for src_y, dst_y in ((slice(0, h - dy), slice(dy, h)), (slice(h - dy, h), slice(0, dy))):
+        for src_x, dst_x in ((slice(0, w - dx), slice(dx, w)), (slice(w - dx, w), slice(0, dx))):
+            out[:, :, dst_y, dst_x] = images[:, :, src_y, src_x]
+    return out
+
+
 @dataclass
 class SegmentationQuality:
     mask: np.ndarray  # (Z, Y, X) uint8 on the series grid: the largest 3D component
@@ -57,6 +71,8 @@ def segment_with_quality(
     ``ensemble_mask``: the mask from the mean probability of all passes (False: the plain pass alone)."""
     t0 = time.perf_counter()
     images, box = to_model_grid(hu, pixel_spacing_mm, slice_positions_mm, model.config)  # (Z, C, S, S)
+    # once, in the layout the network runs in: each batch of each pass is then a view, not a copy
+    images = images.contiguous(memory_format=torch.channels_last)
     if density is None:
         base, feats = model_grid_probabilities(model, images, batch_size=batch_size), None  # (Z, S, S)
     else:
@@ -76,7 +92,7 @@ def segment_with_quality(
 
     members = []
     for dy, dx in shifts:
-        moved = torch.roll(window, shifts=(dy, dx), dims=(2, 3))  # the border is air: wrapping brings in air
+        moved = rolled_channels_last(window, dy, dx)  # the border is air: wrapping brings in air
         members.append(np.roll(member(moved), shift=(-dy, -dx), axis=(1, 2)))
     if intensity is not None:
         members.append(member((window + intensity).clamp(-1.0, 1.0)))

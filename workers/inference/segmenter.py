@@ -18,7 +18,14 @@ import torch
 from app.dicom.volume import SeriesGeometry
 from app.services.storage import file_sha256
 from models.quality import keep_liver
-from models.segmenter import LiverSegmenter, SegmenterConfig, from_model_grid, mask_on_series_grid, to_model_grid
+from models.segmenter import (
+    LiverSegmenter,
+    SegmenterConfig,
+    fold_batchnorm,
+    from_model_grid,
+    mask_on_series_grid,
+    to_model_grid,
+)
 from workers.inference.checkpoint import read_checkpoint
 from workers.inference.engine import bf16_is_native
 
@@ -33,7 +40,10 @@ __all__ = [
 
 
 def load_segmenter(checkpoint: Path, device: str | torch.device = "cpu") -> tuple[LiverSegmenter, dict[str, Any]]:
-    """(model in eval mode, metadata: config, step, metrics, data description, sha256 of the file)."""
+    """(model for inference, metadata: config, step, metrics, data description, sha256 of the file).
+
+    The model is in eval mode with its batch norms folded into the convolutions (``fold_batchnorm``): it
+    cannot be trained; training resumes from the checkpoint file (``workers.training``)."""
     ckpt = read_checkpoint(checkpoint, device)
     if "segmenter" not in ckpt.get("metadata", {}).get("kind", ""):
         raise ValueError(f"{checkpoint}: not a segmenter checkpoint")
@@ -41,7 +51,9 @@ def load_segmenter(checkpoint: Path, device: str | torch.device = "cpu") -> tupl
     model = LiverSegmenter(SegmenterConfig.from_json(metadata["config"]["model"]))
     model.load_state_dict(ckpt["state"]["model"])
     metadata["sha256"] = file_sha256(checkpoint)
-    return model.to(device).eval(), metadata
+    model = model.to(device).eval()
+    fold_batchnorm(model)
+    return model, metadata
 
 
 def _batches(
