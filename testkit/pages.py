@@ -10,9 +10,11 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from app.client import stow
+from app.services import splits
 from testkit.servers import ROOT, Stack, register_model
 from testkit.tiny_models import (
     ALL_MANUAL,
@@ -78,9 +80,18 @@ def prepare(stack: Stack, tmp: Path, series_threshold: float = ALL_MANUAL) -> Sc
     return Scenario(case_id, series, study, promoted, candidate)
 
 
+def train_split_patient(prefix: str) -> str:
+    """A new patient ID that ``app.services.splits`` puts in the train split: the pages' training job learns
+    from this patient's contour, and a patient drawn into the test split (15 % of IDs) leaves it no data."""
+    n = time.monotonic_ns()
+    while splits.choose(splits.patient_key(SimpleNamespace(patient_id=f"{prefix}-{n}", study_uid=""))) != "train":
+        n += 1
+    return f"{prefix}-{n}"
+
+
 def push_sample(stack: Stack, statuses: set[str]) -> tuple[str, str, dict[str, Any]]:
     """A new visit of the sample by STOW-RS, completed and followed until its series is in ``statuses``."""
-    study, series, blobs = sample_visit(f"pages-{time.monotonic_ns()}")
+    study, series, blobs = sample_visit(train_split_patient("pages"))
     with stack.client("pacs") as c:
         assert stow(c, blobs).status_code == 200
         c.post(f"/series/{series}/complete")
