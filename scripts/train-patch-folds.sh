@@ -3,7 +3,7 @@
 # The fold models are trained on CC BY-NC-ND cases: they stay in runs/patch (git-ignored), never in git.
 # Two trainings run side by side at one thread each (the 2-core machine's best throughput); a rerun resumes
 # each run from its last checkpoint. About 70 min on 2 cores (AMD EPYC, 2026-12-01); then
-#   .venv/bin/gatekeeper evaluate-patch-scorer          # reports/scorer (about 8 min)
+#   .venv/bin/gatekeeper evaluate-patch-scorer          # reports/scorer (about 2 min, 2026-12-03)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=".venv/bin/python -m workers.training.patch_training --threads 1"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from app.cli.demo_models import shipped
 from testkit.tiny_models import train_tiny_patch_scorer
 from workers.evaluation.patch_report import run
 from workers.evaluation.patch_summary import write_report
@@ -37,7 +38,8 @@ def test_report_has_every_summary_key(tmp_path: Path) -> None:
         shutil.copy(tiny, runs / name / "scorer.pt")
     args = argparse.Namespace(data_dir=str(DATA), folds=["A:ircadb-07", "B:ircadb-17"], max_pairs=6,
                               synthetic_slices=3, detectors=["fanogan"], runs=runs, target_fpr=0.05,
-                              shipped=[])  # fmt: skip
+                              shipped=[], patchcore_segmenter=str(shipped("segmenter")),
+                              patchcore_levels=[1, 2])  # fmt: skip
     result = run(args)
     summary = write_report(result, {"fanogan": {"steps": 2, "train_minutes": 0.0}}, tmp_path / "out", "test")
     assert set(REQUIRED) <= summary.keys()
@@ -47,3 +49,13 @@ def test_report_has_every_summary_key(tmp_path: Path) -> None:
     assert set(summary["unseen_normal_fpr_per_patient"]) == {"ircadb-07", "ircadb-17"}
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == json.loads(json.dumps(summary, default=float))
     assert (tmp_path / "out" / "REPORT.md").read_text().count("| fanogan |") >= 1
+    # the PatchCore baseline (the shipped segmenter's encoder, a memory of the other patients) on the same pairs
+    patchcore = result["detectors"]["patchcore"]
+    assert 0.0 <= patchcore["mean_auroc_all_anomaly_types"] <= 1.0
+    assert set(patchcore["per_fold"]) == {"A", "B"}
+    assert summary["patchcore_mean_auroc_all_anomaly_types"] == patchcore["mean_auroc_all_anomaly_types"]
+
+
+def test_a_report_without_any_trained_gan_says_what_to_train(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no GAN among the evaluated detectors.*train-patch-folds"):
+        write_report({"detectors": {"deviation": {}}, "folds": {}}, {}, tmp_path, "test")

@@ -27,7 +27,9 @@ from models.body_position import find_body_position
 from models.patch_gan.grid import GridConfig, LiverGrid, grid_images, mask_to_grid
 from models.patch_gan.score import scoring_region, slice_scores
 from workers.evaluation.cases import Case, Edit, EvalConfig, make_lesion_edits, make_synthetic_edits
+from workers.evaluation.patchcore_eval import PatchCoreMemory, build_memory, edits_heat, series_heat
 from workers.inference.patch_scorer import ScoringConfig, heat_of_grid, load_patch_scorer
+from workers.inference.segmenter import load_segmenter
 from workers.training.patch_data import NORMAL_CASES, prepare_case
 from workers.training.scorer_data import load_nifti_volume
 
@@ -40,9 +42,10 @@ DONORS = {"ircadb-01": (48, 123), "ircadb-17": (78, 113)}
 @dataclass
 class Detector:
     name: str
-    model: torch.nn.Module | None  # None: the training-free deviation rule
+    model: torch.nn.Module | None  # None: the training-free deviation rule (or PatchCore, below)
     scoring: ScoringConfig
     patch: int = 32
+    patchcore: PatchCoreMemory | None = None  # its maps come from HU through the segmenter, not the grid
 
 
 @dataclass
@@ -100,8 +103,12 @@ def edited_grid(host: Host, edits: list[Edit], config: GridConfig) -> tuple[Live
     return pseudo, torch.stack(regions)
 
 
-def slice_heat(detector: Detector, grid: LiverGrid) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    heat = heat_of_grid(detector.model, grid, detector.scoring, detector.patch)  # type: ignore[arg-type]
+def slice_heat(
+    detector: Detector, grid: LiverGrid, heat: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """(heat, scoring region, slice scores) of a grid; ``heat`` given: that map (PatchCore's) is scored."""
+    if heat is None:
+        heat = heat_of_grid(detector.model, grid, detector.scoring, detector.patch)  # type: ignore[arg-type]
     region = scoring_region(grid.liver, int(round(detector.scoring.erosion_mm)))
     return heat, region, slice_scores(heat, region, detector.scoring.top_k).numpy()
 
@@ -159,6 +166,16 @@ def detectors_for(fold: str, runs: Path, detectors: list[str], scoring: ScoringC
     return out
 
 
+def patchcore_detector(
+    host_name: str, data_dir: Path, segmenter: Path, grid_config: GridConfig, levels: tuple[int, ...] = (1, 2)
+) -> Detector:
+    """PatchCore on ``segmenter``'s encoder, its memory from every normal case of the MANIFEST but the host."""
+    model, _ = load_segmenter(segmenter)
+    others = [n for n in NORMAL_CASES if n not in (host_name, "sample")]
+    memory = build_memory(model, [prepare_case(NORMAL_CASES[n], data_dir, grid_config) for n in others], levels)
+    return Detector("patchcore", None, ScoringConfig(), patchcore=memory)
+
+
 def evaluate_fold(host: Host, tests: dict[str, list[Edit]], detectors: list[Detector], grid_config: GridConfig) -> dict:
     """Per detector: base slice scores of every liver slice, and per test the scores and pixel maps."""
     out: dict = {
@@ -174,11 +191,17 @@ def evaluate_fold(host: Host, tests: dict[str, list[Edit]], detectors: list[Dete
             examples[t] = {"image": grid.images[big[0], 1].numpy(), "region": lesion[big[0]].numpy(),
                            "liver": grid.liver[big[0]].numpy(), "heat": {}}  # fmt: skip
     for det in detectors:
-        heat, region, base = slice_heat(det, host.grid)
+        pc = det.patchcore
+        if pc is not None:
+            host_heat, seg_box, shift = series_heat(pc, host.case, host.grid.box)
+        heat, region, base = slice_heat(det, host.grid, host_heat if pc else None)
         rec: dict = {"base_scores": base.tolist(), "tests": {}}
+        if pc is not None:
+            rec["memory"] = pc.fitted_on
         for t, (grid, lesion) in pseudo.items():
             edits = tests[t]
-            h, r, mod = slice_heat(det, grid)
+            edited = edits_heat(pc, host.case, edits, host.grid.box, seg_box, shift) if pc else None
+            h, r, mod = slice_heat(det, grid, edited)
             if t in examples:
                 first = next(i for i, e in enumerate(edits) if e.info.get("bin", ">=15") == ">=15")
                 examples[t]["heat"][det.name] = h[first].numpy()

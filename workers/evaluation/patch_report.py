@@ -23,7 +23,7 @@ import numpy as np
 from models.metrics import auroc, auroc_of, bootstrap_ci
 from models.patch_gan.grid import GridConfig
 from workers.evaluation.cases import EvalConfig
-from workers.evaluation.patch_eval import detectors_for, evaluate_fold, load_host, make_tests
+from workers.evaluation.patch_eval import detectors_for, evaluate_fold, load_host, make_tests, patchcore_detector
 from workers.evaluation.patch_summary import write_report
 from workers.inference.patch_scorer import ScoringConfig
 from workers.training.patch_calibration import conformal_threshold
@@ -192,6 +192,12 @@ def run(args: argparse.Namespace) -> dict:
         host = load_host(data_dir, host_name, grid_config)
         tests = make_tests(host, data_dir, cfg, args.max_pairs, args.synthetic_slices)
         dets = detectors_for(fold, args.runs, args.detectors, ScoringConfig())
+        if args.patchcore_segmenter:
+            dets.append(
+                patchcore_detector(
+                    host_name, data_dir, Path(args.patchcore_segmenter), grid_config, tuple(args.patchcore_levels)
+                )
+            )
         folds[fold] = evaluate_fold(host, tests, dets, grid_config)
     add_fusion(folds)
     names = sorted({d for f in folds.values() for d in f["detectors"]})
@@ -205,8 +211,10 @@ def run(args: argparse.Namespace) -> dict:
         any_detector = next(iter(v["detectors"].values()))
         counts[k] = {"host": v["host"], "tests": {t: len(x["modified"]) for t, x in any_detector["tests"].items()}}
     examples = {k: {"host": v["host"], "examples": v.get("examples", {})} for k, v in folds.items()}
+    memory = {k: v["detectors"]["patchcore"]["memory"] for k, v in folds.items() if "patchcore" in v["detectors"]}
     return {"folds": counts, "detectors": metrics, "conditioned_minus_unconditioned": comparison,
-            "examples": examples, "shipped": shipped, "eval_minutes": (time.perf_counter() - t0) / 60}  # fmt: skip
+            "examples": examples, "shipped": shipped, "patchcore_memory": memory,
+            "eval_minutes": (time.perf_counter() - t0) / 60}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -215,6 +223,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("reports/scorer"))
     p.add_argument("--folds", nargs="+", default=["A:ircadb-07", "B:ircadb-17"])
     p.add_argument("--detectors", nargs="+", default=["fanogan", "fanogan-uncond", "ae", "inpaint"])
+    p.add_argument(
+        "--patchcore-segmenter",
+        default="models/weights/segmenter.pt",
+        help="the frozen segmenter whose encoder the PatchCore baseline reads (never trained on a held-out "
+        "patient); empty: no PatchCore",
+    )
+    p.add_argument(
+        "--patchcore-levels",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="the encoder levels PatchCore reads (level i: stride 2^(i+1))",
+    )
     p.add_argument("--max-pairs", type=int, default=60)
     p.add_argument("--synthetic-slices", type=int, default=30)
     p.add_argument("--target-fpr", type=float, default=0.05)

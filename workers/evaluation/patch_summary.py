@@ -23,6 +23,9 @@ def summary(result: dict[str, Any], training: dict[str, dict[str, Any]]) -> dict
     """The keys issue #13 asks for, for the best GAN (by the mean AUROC over all anomaly types)."""
     dets = result["detectors"]
     gans = [g for g in GANS if g in dets]
+    if not gans:
+        raise ValueError(f"no GAN among the evaluated detectors {sorted(dets)}: train them first "
+                         "(scripts/train-patch-folds.sh writes runs/patch/<fold>-<detector>/scorer.pt)")  # fmt: skip
     best = max(gans, key=lambda g: _mean(dets[g]))
     shipped = max(dets, key=lambda d: _mean(dets[d]))
     m = dets[best]
@@ -40,6 +43,7 @@ def summary(result: dict[str, Any], training: dict[str, dict[str, Any]]) -> dict
         "pair_auroc_by_type": m.get("pair_auroc"),
         "trivial_baseline_mean_auroc_all_anomaly_types": dets.get("deviation", {}).get("mean_auroc_all_anomaly_types"),
         "autoencoder_mean_auroc_all_anomaly_types": dets.get("ae", {}).get("mean_auroc_all_anomaly_types"),
+        "patchcore_mean_auroc_all_anomaly_types": dets.get("patchcore", {}).get("mean_auroc_all_anomaly_types"),
         "unseen_normal_fpr": m["unseen_normal_fpr"]["mean"],
         "unseen_normal_fpr_per_patient": {k: v["fpr"] for k, v in m["unseen_normal_fpr"]["per_patient"].items()},
         "gan_steps_note": "the inpainting GAN was trained for fold A only, 5,000 steps; f-AnoGAN for both folds, 10^4",
@@ -121,6 +125,20 @@ def plot_examples(folds: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def patchcore_lines(memory: dict[str, Any]) -> list[str]:
+    """What the PatchCore baseline's memory held, per fold (``workers.evaluation.patchcore_eval``)."""
+    if not memory:
+        return []
+    lines = ["", "PatchCore (no training): the shipped segmenter's encoder (trained on totalseg-s0009 and",
+             "totalseg-example only, so it never saw a held-out patient), features of encoder levels "
+             f"{next(iter(memory.values()))['levels']}", "averaged over 3 x 3 cells, a greedy coreset of "
+             "the normal liver slices of the fold's other patients:", ""]  # fmt: skip
+    for fold, m in memory.items():
+        cases = ", ".join(f"{k} ({v['slices']} slices)" for k, v in m["cases"].items())
+        lines.append(f"- fold {fold}: {m['bank']} of {m['vectors']} feature vectors, from {cases}")
+    return lines
+
+
 def write_report(result: dict[str, Any], training: dict[str, dict[str, Any]], out: Path, command: str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     s = summary(result, training)
@@ -170,6 +188,7 @@ def write_report(result: dict[str, Any], training: dict[str, dict[str, Any]], ou
                 lines.append(
                     f"| {fold} ({pf['host']}) | {name} | " + " | ".join(_fmt(v) for v in vals) + f" | {_fmt(mean)} |"
                 )
+    lines += patchcore_lines(result.get("patchcore_memory") or {})
     lines += ["", "![pair AUROC](pair_auroc.png)", ""]
     if has_examples:
         lines += ["Heat-maps over the CT (1 mm liver grid, window +-200 HU around the liver median), the anomaly",
