@@ -15,20 +15,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from monai.networks.layers.simplelayers import SkipConnection
 from monai.networks.nets import UNet
 from torch import nn
 
+from models.segmenter import encoder_path
+
 
 def encoder_blocks(unet: UNet) -> list[nn.Module]:
-    """The down blocks of a MONAI UNet, shallowest first: ``model`` is (down, SkipConnection(inner), up),
-    nested once per stride, so the encoder path is each level's first block in turn."""
-    blocks: list[nn.Module] = []
-    block: nn.Module = unet.model
-    while isinstance(block, nn.Sequential) and len(block) == 3 and isinstance(block[1], SkipConnection):
-        blocks.append(block[0])
-        block = block[1].submodule
-    return blocks
+    """The down blocks of a MONAI UNet, shallowest first (``models.segmenter.encoder_path``)."""
+    return encoder_path(unet)[0]
 
 
 def local_features(unet: UNet, x: torch.Tensor, levels: tuple[int, ...] = (1, 2)) -> torch.Tensor:

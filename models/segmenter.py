@@ -142,12 +142,20 @@ class LiverSegmenter(nn.Module):
         return logits, captured[0].float().mean(dim=(2, 3))
 
 
-def bottleneck(unet: UNet) -> nn.Module:
-    """The deepest block of a MONAI UNet: down, SkipConnection(inner), up, nested once per stride."""
+def encoder_path(unet: UNet) -> tuple[list[nn.Module], nn.Module]:
+    """(the down blocks shallowest first, the bottom block) of a MONAI UNet, whose ``model`` is
+    (down, SkipConnection(inner), up) nested once per stride."""
+    downs: list[nn.Module] = []
     block: nn.Module = unet.model
     while isinstance(block, nn.Sequential) and len(block) == 3 and isinstance(block[1], SkipConnection):
+        downs.append(block[0])
         block = block[1].submodule
-    return block
+    return downs, block
+
+
+def bottleneck(unet: UNet) -> nn.Module:
+    """The deepest block of a MONAI UNet (``encoder_path``)."""
+    return encoder_path(unet)[1]
 
 
 def fold_batchnorm(model: nn.Module) -> int:
