@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import io
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
@@ -26,12 +30,32 @@ __all__ = [
 ]
 
 
+# One training per kind and process: the rest are copies of its run folder. A tiny training is dominated by
+# decoding the JPEG 2000 sample and drawing its figures (3.5-5 s), not by its 2 steps, and ~30 tests ask for
+# one; every caller still gets a run folder of its own, which it may change.
+_TRAINED: dict[str, tuple[Path, Path]] = {}
+
+
+def _cached_run(kind: str, train: Callable[[Path], Path], run_dir: Path) -> Path:
+    if kind not in _TRAINED:
+        home = Path(tempfile.mkdtemp(prefix=f"gatekeeper-tiny-{kind}-"))
+        atexit.register(shutil.rmtree, home, ignore_errors=True)
+        _TRAINED[kind] = (home, train(home / "run"))
+    home, checkpoint = _TRAINED[kind]
+    shutil.copytree(home / "run", run_dir, dirs_exist_ok=True)
+    return run_dir / checkpoint.relative_to(home / "run")
+
+
 def train_tiny_scorer(run_dir: Path) -> Path:
-    return train_sample_scorer(run_dir, width=4, latent=8, steps=2, batch=4, resume=False)
+    return _cached_run(
+        "scorer", lambda d: train_sample_scorer(d, width=4, latent=8, steps=2, batch=4, resume=False), run_dir
+    )
 
 
 def train_tiny_segmenter(run_dir: Path) -> Path:
-    return train_sample_segmenter(run_dir, width=4, steps=2, batch=2, resume=False)
+    return _cached_run(
+        "segmenter", lambda d: train_sample_segmenter(d, width=4, steps=2, batch=2, resume=False), run_dir
+    )
 
 
 def train_tiny_patch_scorer(run_dir: Path) -> Path:

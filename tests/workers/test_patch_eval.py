@@ -39,7 +39,7 @@ def test_report_has_every_summary_key(tmp_path: Path) -> None:
     args = argparse.Namespace(data_dir=str(DATA), folds=["A:ircadb-07", "B:ircadb-17"], max_pairs=6,
                               synthetic_slices=3, detectors=["fanogan"], runs=runs, target_fpr=0.05,
                               shipped=[], patchcore_segmenter=str(shipped("segmenter")),
-                              patchcore_levels=[1, 2])  # fmt: skip
+                              patchcore_levels=[1, 2], patchcore_coreset=0.02)  # fmt: skip
     result = run(args)
     summary = write_report(result, {"fanogan": {"steps": 2, "train_minutes": 0.0}}, tmp_path / "out", "test")
     assert set(REQUIRED) <= summary.keys()

@@ -16,6 +16,7 @@ the gate evaluation pairs it with the segmenter's own mask).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from workers.evaluation.cases import Case, Edit, EvalConfig, make_lesion_edits, 
 from workers.evaluation.patchcore_eval import PatchCoreMemory, build_memory, edits_heat, series_heat
 from workers.inference.patch_scorer import ScoringConfig, heat_of_grid, load_patch_scorer
 from workers.inference.segmenter import load_segmenter
-from workers.training.patch_data import NORMAL_CASES, prepare_case
+from workers.training.patch_data import NORMAL_CASES, PatchCase, PreparedCase, prepare_case
 from workers.training.scorer_data import load_nifti_volume
 
 log = logging.getLogger(__name__)
@@ -57,11 +58,20 @@ class Host:
     normal: np.ndarray  # (Z,) bool
 
 
+@functools.lru_cache(maxsize=8)
+def prepared_case(spec: PatchCase, data_dir: Path, grid_config: GridConfig) -> PreparedCase:
+    """``prepare_case``, once per case in an evaluation: each fold reads its host, the donors and PatchCore's
+    memory cases from the same few series (1-3 s each to read and grid). Callers treat the result as read-only."""
+    return prepare_case(spec, data_dir, grid_config)
+
+
+@functools.lru_cache(maxsize=8)
 def load_eval_case(data_dir: Path, name: str) -> Case:
-    """Any case of ``patch_data.NORMAL_CASES`` or a donor, with tumour masks where the data has them."""
+    """Any case of ``patch_data.NORMAL_CASES`` or a donor, with tumour masks where the data has them (cached
+    like ``prepared_case``: read-only)."""
     spec = NORMAL_CASES[name]
     root = data_dir / "ct" / name / "masks"
-    prepared = prepare_case(spec, data_dir, GridConfig())
+    prepared = prepared_case(spec, data_dir, GridConfig())
     tumour_path = root / "tumor.nii.gz"
     tumour = load_nifti_volume(tumour_path).hu > 0.5 if tumour_path.exists() else np.zeros_like(prepared.liver_mask)
     labels_path = root / "labels.nii.gz"
@@ -75,7 +85,7 @@ def load_eval_case(data_dir: Path, name: str) -> Case:
 
 
 def load_host(data_dir: Path, name: str, grid_config: GridConfig) -> Host:
-    prepared = prepare_case(NORMAL_CASES[name], data_dir, grid_config)
+    prepared = prepared_case(NORMAL_CASES[name], data_dir, grid_config)
     return Host(load_eval_case(data_dir, name), prepared.grid, prepared.normal)
 
 
@@ -167,12 +177,14 @@ def detectors_for(fold: str, runs: Path, detectors: list[str], scoring: ScoringC
 
 
 def patchcore_detector(
-    host_name: str, data_dir: Path, segmenter: Path, grid_config: GridConfig, levels: tuple[int, ...] = (1, 2)
-) -> Detector:
+    host_name: str, data_dir: Path, segmenter: Path, grid_config: GridConfig, levels: tuple[int, ...] = (1, 2),
+    coreset_fraction: float = 0.1,
+) -> Detector:  # fmt: skip
     """PatchCore on ``segmenter``'s encoder, its memory from every normal case of the MANIFEST but the host."""
     model, _ = load_segmenter(segmenter)
     others = [n for n in NORMAL_CASES if n not in (host_name, "sample")]
-    memory = build_memory(model, [prepare_case(NORMAL_CASES[n], data_dir, grid_config) for n in others], levels)
+    cases = [prepared_case(NORMAL_CASES[n], data_dir, grid_config) for n in others]
+    memory = build_memory(model, cases, levels, coreset_fraction=coreset_fraction)
     return Detector("patchcore", None, ScoringConfig(), patchcore=memory)
 
 

@@ -193,11 +193,8 @@ def run(args: argparse.Namespace) -> dict:
         tests = make_tests(host, data_dir, cfg, args.max_pairs, args.synthetic_slices)
         dets = detectors_for(fold, args.runs, args.detectors, ScoringConfig())
         if args.patchcore_segmenter:
-            dets.append(
-                patchcore_detector(
-                    host_name, data_dir, Path(args.patchcore_segmenter), grid_config, tuple(args.patchcore_levels)
-                )
-            )
+            segmenter, levels = Path(args.patchcore_segmenter), tuple(args.patchcore_levels)
+            dets.append(patchcore_detector(host_name, data_dir, segmenter, grid_config, levels, args.patchcore_coreset))
         folds[fold] = evaluate_fold(host, tests, dets, grid_config)
     add_fusion(folds)
     names = sorted({d for f in folds.values() for d in f["detectors"]})
@@ -235,6 +232,12 @@ def main(argv: list[str] | None = None) -> None:
         nargs="+",
         default=[1, 2],
         help="the encoder levels PatchCore reads (level i: stride 2^(i+1))",
+    )
+    p.add_argument(
+        "--patchcore-coreset",
+        type=float,
+        default=0.1,
+        help="the share of the normal feature vectors PatchCore's memory keeps (greedy k-centre coreset)",
     )
     p.add_argument("--max-pairs", type=int, default=60)
     p.add_argument("--synthetic-slices", type=int, default=30)
