@@ -9,7 +9,9 @@ shipped deviation scorer inside the mask. One warm-up, then ``--runs`` timed run
     .venv/bin/python bench/bench_fused_compute.py --threads 2 --runs 5 [--segmenter models/weights/segmenter.pt]
 
 ``--code DIR`` imports the gatekeeper packages from another checkout (a ``git worktree`` of an older commit),
-so that two versions are compared in one session, on one CPU: run both, alternating.
+so that two versions are compared in one session, on one CPU: run both, alternating. ``--segmenter-engine
+compiled`` compiles the segmenter's network after loading (the worker's ``GATEKEEPER_SEGMENTER_ENGINE``) and
+prints the Dice of its mask against the eager network's.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--segmenter", type=Path, default=root / "models" / "weights" / "segmenter.pt")
     parser.add_argument("--code", type=Path, default=root, help="the checkout whose code runs (default: this one)")
+    parser.add_argument("--segmenter-engine", choices=("auto", "compiled"), default="auto",
+                        help="compiled: the segmenter's network torch.compile'd after loading (the worker's "
+                        "GATEKEEPER_SEGMENTER_ENGINE); the mask is compared with the eager network's")  # fmt: skip
     args = parser.parse_args()
     sys.path.insert(0, str(args.code.resolve()))
     import torch
@@ -47,6 +52,17 @@ def main() -> None:
     folder = data if data.is_dir() else root / "samples" / "totalseg-example" / "ct-dicom"
     files = sorted(p for p in folder.iterdir() if p.is_file())
     segmenter, seg_meta = load_segmenter(args.segmenter)
+    eager_mask = None
+    if args.segmenter_engine == "compiled":
+        from workers.inference.segmenter_compile import compile_segmenter
+
+        volume = load_series_volume(files)
+        g = volume.geometry
+        eager_mask = segment_with_quality(segmenter, volume.hu, g.pixel_spacing_mm, g.slice_positions_mm).mask
+        seconds = compile_segmenter(segmenter)
+        if seconds is None:
+            raise SystemExit("the segmenter did not compile (see the log); nothing to measure")
+        print(f"segmenter compiled in {seconds:.1f} s")
     scorer, scorer_meta = load_scorer(root / "models" / "weights" / "deviation.pt")
     settings = SimpleNamespace(partial_liver_coverage="refuse")  # the default policy: refusals are not accepted
 
@@ -71,11 +87,17 @@ def main() -> None:
         return {n: b - a for n, a, b in zip(names, t[:-1], t[1:], strict=True)}
 
     once()  # warm-up: first-call allocations, the scorer's fast path
+    if eager_mask is not None:
+        volume = load_series_volume(files)
+        g = volume.geometry
+        mask = segment_with_quality(segmenter, volume.hu, g.pixel_spacing_mm, g.slice_positions_mm).mask
+        a, b = mask.astype(bool), eager_mask.astype(bool)
+        print(f"compiled against eager mask: Dice {2 * (a & b).sum() / max(1, a.sum() + b.sum()):.5f}")
     runs = [once() for _ in range(args.runs)]
     medians = {name: statistics.median(r[name] for r in runs) for name in runs[0]}
     total = statistics.median(sum(r.values()) for r in runs)
     stages = " | ".join(f"{name} {s:.2f}" for name, s in medians.items())
-    code = args.code.resolve().name
+    code = args.code.resolve().name + (" (segmenter compiled)" if eager_mask is not None else "")
     print(f"| {code} | {len(files)} slices | {args.threads} threads | {stages} | total {total:.2f} s "
           f"| load avg {os.getloadavg()[0]:.2f} |")  # fmt: skip
 

@@ -132,14 +132,28 @@ class LiverSegmenter(nn.Module):
 
     def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 1, S, S) logits and (B, C_bottom) the global average of the UNet's bottleneck output (the
-        features ``models.feature_density`` measures the distance to the training slices in)."""
-        captured: list[torch.Tensor] = []
-        handle = bottleneck(self.unet).register_forward_hook(lambda _m, _i, out: captured.append(out))
-        try:
-            logits = self(x)
-        finally:
-            handle.remove()
-        return logits, captured[0].float().mean(dim=(2, 3))
+        features ``models.feature_density`` measures the distance to the training slices in).
+
+        The UNet's own forward, written out along its nesting (no hook), so that torch.compile traces it
+        whole: one graph for the logits and the features (``workers.inference.segmenter``)."""
+        if x.ndim != 4 or x.shape[1] != self.config.in_channels:
+            raise ValueError(f"expected (B, {self.config.in_channels}, S, S), got {tuple(x.shape)}")
+        out, bottom = _with_bottom(self.unet.model, x)
+        return self.head(out), bottom.float().mean(dim=(2, 3))
+
+
+def _with_bottom(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A MONAI UNet level, (down, SkipConnection(inner), up), applied to x: (its output, the bottom block's
+    output). SkipConnection's default mode concatenates the input and the inner output along channels."""
+    if isinstance(block, nn.Sequential) and len(block) == 3 and isinstance(block[1], SkipConnection):
+        down, skip, up = block
+        if skip.mode != "cat":
+            raise ValueError(f"a MONAI UNet's skip connections concatenate; got mode {skip.mode!r}")
+        h = down(x)
+        inner, bottom = _with_bottom(cast(nn.Module, skip.submodule), h)
+        return up(torch.cat([h, inner], dim=cast(int, skip.dim))), bottom
+    out = block(x)
+    return out, out
 
 
 def encoder_path(unet: UNet) -> tuple[list[nn.Module], nn.Module]:

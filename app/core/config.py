@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     # series (1.03-1.28x here; never overlapping inference: a background compile hung the process);
     # "eager": same as auto; "fp32": eager fp32 on the CPU, the reference that training evaluates with.
     scorer_engine: Literal["auto", "compiled", "eager", "fp32"] = "auto"
+    # The segmenter's network (workers/inference/segmenter_compile.py): "auto" runs it eager (bf16 autocast
+    # where native); "compiled" compiles it when a version is loaded, before its first series (about 24 s on
+    # 2 cores, once per version and worker process), then runs 1.3-1.4x faster on the CPU (BENCHMARKS.md).
+    segmenter_engine: Literal["auto", "compiled"] = "auto"
     # A liver cut by the field of view (in-plane, or continuing past the first or last slice): "refuse" sends the
     # series to a radiologist (liver_cut_by_fov); "accept", for a site that scans liver slabs on purpose, logs it
     # and judges the series like any other (models/input_checks.py).

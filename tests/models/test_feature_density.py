@@ -42,13 +42,18 @@ def test_a_constant_direction_cannot_blow_the_distance_up() -> None:
 
 
 @pytest.mark.parametrize("strides", [(2,), (2, 2)])
-def test_forward_with_features_returns_the_pooled_bottleneck_and_leaves_no_hook(strides: tuple[int, ...]) -> None:
+def test_forward_with_features_returns_the_pooled_bottleneck_of_the_unets_own_forward(strides: tuple[int, ...]) -> None:
     channels = (4, 8, 16)[: len(strides) + 1]
     config = SegmenterConfig(preprocess=PreprocessConfig(size=16, pixel_mm=4.0), channels=channels,
                              strides=strides, head_channels=2, context=1)  # fmt: skip
     model = LiverSegmenter(config).eval()
     x = torch.randn(3, 3, 16, 16)
+    captured: list[torch.Tensor] = []  # the reference: the bottleneck's output as the UNet's own forward sees it
+    handle = bottleneck(model.unet).register_forward_hook(lambda _m, _i, out: captured.append(out))
+    reference = model(x)
+    handle.remove()
     logits, pooled = model.forward_with_features(x)
     assert logits.shape == (3, 1, 16, 16) and pooled.shape == (3, channels[-1])
-    torch.testing.assert_close(logits, model(x))
+    torch.testing.assert_close(logits, reference)
+    torch.testing.assert_close(pooled, captured[0].mean(dim=(2, 3)))
     assert not bottleneck(model.unet)._forward_hooks

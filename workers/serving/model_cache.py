@@ -34,12 +34,19 @@ def _load_scorer(path: Path) -> tuple[Any, dict[str, Any]]:
     return model, metadata
 
 
-def _loader(kind: str) -> Callable[[Path], tuple[Any, dict[str, Any]]]:
-    if kind == "scorer":
-        return _load_scorer
+def _load_segmenter(path: Path) -> tuple[Any, dict[str, Any]]:
+    """Load; with the ``compiled`` engine, compile the network here, before its first series."""
+    from app.core.config import get_settings
     from workers.inference.segmenter import load_segmenter
+    from workers.inference.segmenter_compile import compile_if_worth
 
-    return load_segmenter
+    model, metadata = load_segmenter(path)
+    compile_if_worth(model, get_settings().segmenter_engine)
+    return model, metadata
+
+
+def _loader(kind: str) -> Callable[[Path], tuple[Any, dict[str, Any]]]:
+    return _load_scorer if kind == "scorer" else _load_segmenter
 
 
 def load_version(models_dir: Path, row: ModelVersion) -> tuple[Any, dict[str, Any]]:
