@@ -84,13 +84,15 @@ def fused_models(tmp: Path, segmenter: Path) -> tuple[Path, Path]:
     from app.services.storage import file_sha256
     from models.risk import FEATURES, FailureRisk
     from workers.inference.checkpoint import read_checkpoint, save_checkpoint
+    from workers.inference.quality import passes_record  # a risk fitted today: the worker's current passes
 
     scorer = read_checkpoint(SHIPPED_SCORER)
     scorer["metadata"]["calibration"]["series_threshold"] = 1e9
     save_checkpoint(scorer_path := tmp / "deviation-accepts.pt", scorer["state"], scorer["metadata"])
     n = len(FEATURES)  # the anomaly feature is fused, so the risk model names the scorer it was fit with
+    fitted_on = {"scorer_sha256": file_sha256(scorer_path), "quality_passes": passes_record()}
     risk = FailureRisk(features=FEATURES, mean=(0.0,) * n, scale=(1.0,) * n, coef=(0.0,) * n, intercept=-10.0,
-                       threshold=0.5, alpha=0.01, fitted_on={"scorer_sha256": file_sha256(scorer_path)})  # fmt: skip
+                       threshold=0.5, alpha=0.01, fitted_on=fitted_on)  # fmt: skip
     ckpt = read_checkpoint(segmenter)
     ckpt["metadata"]["failure_risk"] = risk.as_json()
     save_checkpoint(seg_path := tmp / "segmenter-with-risk.pt", ckpt["state"], ckpt["metadata"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -52,7 +54,8 @@ def test_the_ensemble_mask_is_the_mean_of_the_passes_and_the_plain_one_without_p
     for dy, dx in TTA_SHIFTS:
         moved = model_grid_probabilities(model, torch.roll(images, shifts=(dy, dx), dims=(2, 3)))
         probs.append(np.roll(moved, shift=(-dy, -dx), axis=(1, 2)))
-    probs.append(model_grid_probabilities(model, (images + TTA_INTENSITY).clamp(-1.0, 1.0)))
+    if TTA_INTENSITY is not None:
+        probs.append(model_grid_probabilities(model, (images + TTA_INTENSITY).clamp(-1.0, 1.0)))
     assert (probs[0] > 0.5).reshape(6, -1).any(1).all()  # the window is the whole series
     expected = mask_on_series_grid(torch.from_numpy(keep_liver(np.mean(probs, 0), 0.5)), box, 0.5).numpy()
     ensemble = segment_with_quality(model, hu, (2.0, 2.0), positions)  # the default
@@ -68,3 +71,19 @@ def test_the_shifted_pass_input_is_torch_roll_in_channels_last(shift: tuple[int,
         moved = rolled_channels_last(source, *shift)
         assert torch.equal(moved, torch.roll(source, shifts=shift, dims=(2, 3)))
         assert moved.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_risk_model_gets_the_passes_it_was_fitted_with() -> None:
+    """A risk threshold holds for the signal it was calibrated on: the worker runs the recorded passes, and a
+    risk model fitted before they were recorded gets the four passes every such fit used."""
+    from workers.inference.quality import LEGACY_PASSES, TTA_INTENSITY, TTA_SHIFTS, passes_of, passes_record
+
+    assert TTA_INTENSITY is None and len(TTA_SHIFTS) == 2  # the default since 2026-12-03: plain + two shifts
+    assert passes_of({}) == {"shifts": ((4, 4), (-4, -4)), "intensity": 0.1} == LEGACY_PASSES
+    assert passes_of({"quality_passes": passes_record()}) == {"shifts": TTA_SHIFTS, "intensity": None}
+    recorded = json.loads(json.dumps({"quality_passes": passes_record(((2, -3),), 0.05)}))  # as stored in JSON
+    assert passes_of(recorded) == {"shifts": ((2, -3),), "intensity": 0.05}
+    model, _, hu, positions = tiny_case(1, 60.0)
+    new = segment_with_quality(model, hu, (2.0, 2.0), positions, **passes_of({"quality_passes": passes_record()}))
+    old = segment_with_quality(model, hu, (2.0, 2.0), positions, **passes_of({}))
+    assert not np.array_equal(new.signals["tta_dice"], old.signals["tta_dice"])  # the extra pass counts

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from workers.inference.quality import density_of
+from workers.inference.quality import density_of, passes_record
 from workers.inference.scorer import load_scorer
 from workers.inference.segmenter import load_segmenter
 from workers.training.risk_fit import case_table
@@ -50,7 +50,8 @@ def patient_table(config: FailureEvalConfig, patient: str, repo: Path) -> dict[s
     model, metadata = load_segmenter(checkpoint)
     cache = repo / config.cache / f"{patient}.npz"
     # "mask": the SEG is the passes' mean since session 12; tables of the plain-pass mask are stale
-    key = json.dumps({"segmenter": metadata["sha256"], "scorer": config.anomaly_scorer, "mask": "tta-mean"})
+    key = json.dumps({"segmenter": metadata["sha256"], "scorer": config.anomaly_scorer, "mask": "tta-mean",
+                      "passes": passes_record()})  # fmt: skip
     if cache.exists():
         with np.load(cache, allow_pickle=False) as z:
             if str(z["key"]) == key:

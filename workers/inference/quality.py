@@ -1,11 +1,11 @@
 """Segment a series and say, per slice, how far the segmenter can be trusted there (the gate's second signal).
 
-One plain pass and ``len(shifts) + 1`` test-time-augmented passes (in-plane shifts on the segmenter's grid,
-shifted back; one intensity offset) of the same network; the signals are ``models.quality``'s. The mask
-is the largest 3D component of the passes' mean probability, put back on the series grid: the one the worker
-writes as SEG. Averaging the passes that the signals need anyway raised the held-out series Dice of all four
-leave-one-out folds (session 12: +0.001 to +0.013, ``reports/gate``); the signals still compare each pass
-with the plain one.
+One plain pass and ``len(shifts)`` test-time-augmented passes (in-plane shifts on the segmenter's grid,
+shifted back; optionally one intensity offset, the default until 2026-12-03) of the same network; the
+signals are ``models.quality``'s. The mask is the largest 3D component of the passes' mean probability,
+put back on the series grid: the one the worker writes as SEG. Averaging the passes that the signals need
+anyway raised the held-out series Dice of all four leave-one-out folds (session 12: +0.001 to +0.013,
+``reports/gate``); the signals still compare each pass with the plain one.
 """
 
 from __future__ import annotations
@@ -24,7 +24,26 @@ from workers.inference.segmenter import model_grid_probabilities, model_grid_pro
 # 4 px at 2 mm = 8 mm: well inside the training augmentation (8 % of the field), not a multiple of the
 # UNet's 16 px stride, so each pass sees a different sampling of the slice.
 TTA_SHIFTS: tuple[tuple[int, int], ...] = ((4, 4), (-4, -4))
-TTA_INTENSITY = 0.1  # windowed units ([-1, 1] over 400 HU): +20 HU
+# No intensity pass since 2026-12-03: on the four leave-one-out folds, dropping the +20 HU pass left the failure
+# AUROC at 0.832 (0.830 with it) and the failures among the 70 % lowest-risk slices at 19.9 % (22.7 %), and
+# took a third of the quality pass's network time away (2.14 -> 1.36 s on ircadb-01; BENCHMARKS.md).
+TTA_INTENSITY: float | None = None
+# What a risk model fitted before the passes were recorded was fitted on: two shifts and +0.1 (windowed, +20 HU).
+LEGACY_PASSES = {"shifts": TTA_SHIFTS, "intensity": 0.1}
+
+
+def passes_record(shifts: tuple[tuple[int, int], ...] = TTA_SHIFTS, intensity: float | None = TTA_INTENSITY) -> dict:
+    """The augmented passes as a risk model's ``fitted_on`` records them (JSON)."""
+    return {"shifts": [list(s) for s in shifts], "intensity": intensity}
+
+
+def passes_of(fitted_on: dict) -> dict:
+    """``segment_with_quality``'s ``shifts`` and ``intensity`` for a risk model: the passes its signals and
+    threshold were fitted with (a risk model is only valid for the signal it was calibrated on)."""
+    record = fitted_on.get("quality_passes")
+    if record is None:
+        return dict(LEGACY_PASSES)
+    return {"shifts": tuple((int(dy), int(dx)) for dy, dx in record["shifts"]), "intensity": record["intensity"]}
 
 
 def density_of(segmenter_metadata: dict) -> FeatureDensity | None:

@@ -2,9 +2,11 @@
 
 One graph per loaded model object (the worker's model cache keeps one per version): logits and bottleneck
 features (``LiverSegmenter.forward_with_features``, written without hooks so that it traces whole) for one
-static batch shape, under the autocast the eager path uses (bf16 where native, else fp32). A last batch is
-padded to that shape. On an AVX512-BF16 EPYC with 2 threads, 32 slices of 192^2 took 0.098 s compiled
-against 0.136 s eager in bf16 (fp32: 0.257 against 0.284; BENCHMARKS.md); the compile itself took 24 s.
+static batch shape, under the autocast the eager path uses (bf16 where native, else fp32). A last, partial
+batch runs eager (padded to the static shape, it cost more than the graph saved). On an AVX512-BF16 EPYC with
+2 threads, 128 slices of 192^2 took 0.33 s compiled against 0.44 s eager in bf16, but the whole quality pass
+of a 129-slice series only 5-8 % less (1.13-1.18 s against 1.22-1.26 s; BENCHMARKS.md): it is not the default.
+The compile itself took 17-24 s.
 
 The compile runs when the model is loaded, before its first series, never beside an inference (a background
 compile of the scorer hung the process twice; ``workers.inference.engine``). A compile that fails (no C++

@@ -23,7 +23,7 @@ from app.services.routing import Claimed, Decision
 from models.body_position import find_body_position
 from models.risk import FailureRisk
 from workers.inference.liver_roi import LiverRoi, roi_of
-from workers.inference.quality import density_of, segment_with_quality
+from workers.inference.quality import density_of, passes_of, segment_with_quality
 from workers.inference.scorer import VolumeScores, score_volume
 from workers.inference.segmenter import segment_volume
 from workers.serving.input_checks import liver_doubt
@@ -116,8 +116,10 @@ def assess(settings: Settings, claimed: Claimed, volume: SeriesVolume) -> Assess
             return Assessment(key, row.id, refused=DecisionReason.SEGMENTER_UNAVAILABLE)
         risk_model = risk_model_of(seg_loaded[1], row.sha256)
         if risk_model is not None:
+            # the passes this risk model was fitted with: its threshold holds for that signal only
+            passes = passes_of(risk_model.fitted_on)
             quality = segment_with_quality(seg_loaded[0], volume.hu, g.pixel_spacing_mm, g.slice_positions_mm,
-                                           density=density_of(seg_loaded[1]))  # fmt: skip
+                                           density=density_of(seg_loaded[1]), **passes)  # fmt: skip
             liver = quality.mask
         else:
             liver = segment_volume(seg_loaded[0], volume.hu, g)

@@ -36,7 +36,7 @@ from models.risk import (
 )
 from models.segmenter import LiverSegmenter
 from workers.inference.checkpoint import read_checkpoint, save_checkpoint
-from workers.inference.quality import density_of, segment_with_quality
+from workers.inference.quality import density_of, passes_record, segment_with_quality
 from workers.inference.scorer import load_scorer, score_volume
 from workers.inference.segmenter import load_segmenter
 from workers.training.segmenter_data import MaskedCase, MaskedVolume, load_masked_volume
@@ -269,6 +269,7 @@ def fit_segmenter_risk(
         "cases": sorted(tables),
         "segmenter_sha256": seg_md["sha256"],
         "scorer_sha256": file_sha256(scorer_path),
+        "quality_passes": passes_record(),  # the worker runs these passes for this risk model (quality.passes_of)
         "rule": asdict(rule),
         "calibration": calibration,
     }
