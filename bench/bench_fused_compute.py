@@ -41,6 +41,7 @@ def main() -> None:
 
     from app.dicom.volume import load_series_volume
     from models.body_position import find_body_position
+    from models.metrics import dice
     from workers.inference.quality import density_of, segment_with_quality
     from workers.inference.scorer import load_scorer, score_volume
     from workers.inference.segmenter import load_segmenter
@@ -91,8 +92,7 @@ def main() -> None:
         volume = load_series_volume(files)
         g = volume.geometry
         mask = segment_with_quality(segmenter, volume.hu, g.pixel_spacing_mm, g.slice_positions_mm).mask
-        a, b = mask.astype(bool), eager_mask.astype(bool)
-        print(f"compiled against eager mask: Dice {2 * (a & b).sum() / max(1, a.sum() + b.sum()):.5f}")
+        print(f"compiled against eager mask: Dice {float(dice(mask.astype(bool), eager_mask.astype(bool))):.5f}")
     runs = [once() for _ in range(args.runs)]
     medians = {name: statistics.median(r[name] for r in runs) for name in runs[0]}
     total = statistics.median(sum(r.values()) for r in runs)

@@ -9,17 +9,16 @@ the failures among the 70 % lowest-risk slices, each series' Dice, and the secon
 """
 
 import argparse
-import functools
 import json
 from pathlib import Path
 
 import torch
 
-import workers.training.risk_fit as rf
 from models.risk import FailureRule
 from workers.evaluation.failure_metrics import lopo, pooled_metrics
-from workers.inference.quality import density_of, segment_with_quality
+from workers.inference.quality import density_of
 from workers.inference.segmenter import load_segmenter
+from workers.training.risk_fit import case_table
 from workers.training.segmenter_data import load_masked_volume
 from workers.training.segmenter_folds import PATIENTS
 
@@ -45,11 +44,10 @@ def main() -> None:
     models = {p: load_segmenter(f) for p, f in folds.items()}
     out = {}
     for name, (shifts, inten) in VARIANTS.items():
-        rf.segment_with_quality = functools.partial(segment_with_quality, shifts=shifts, intensity=inten)
         tables, secs = {}, {}
         for p in PATIENTS:
             m, meta = models[p]
-            tables[p] = rf.case_table(m, None, vols[p], density_of(meta))
+            tables[p] = case_table(m, None, vols[p], density_of(meta), {"shifts": shifts, "intensity": inten})
             secs[p] = float(tables[p]["segment_seconds"])
         pm = pooled_metrics(lopo(tables, FailureRule()), n_boot=200)
         out[name] = {

@@ -79,13 +79,18 @@ def _config(model: torch.nn.Module) -> ScorerConfig:
     return cast(ScorerConfig, model.config)
 
 
+def gflop_of(fn: Callable[..., object], *inputs: torch.Tensor) -> float:
+    """FLOPs of one call of ``fn`` on ``inputs`` (torch's FlopCounterMode, no autograd), in GFLOP."""
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        fn(*inputs)
+    return counter.get_total_flops() / 1e9
+
+
 def gflop_per_slice(model: torch.nn.Module) -> float:
-    """FLOPs of ``graph_outputs`` for one slice (torch's FlopCounterMode), in GFLOP."""
+    """FLOPs of ``graph_outputs`` for one slice, in GFLOP."""
     config = _config(model)
     x = torch.zeros(1, config.in_channels, config.image_size, config.image_size)
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model.graph_outputs(x, torch.zeros(1))  # type: ignore[operator]
-    return counter.get_total_flops() / 1e9
+    return gflop_of(model.graph_outputs, x, torch.zeros(1))  # type: ignore[arg-type]
 
 
 def choose_plan(model: torch.nn.Module, engine: str = "auto") -> Plan:

@@ -22,10 +22,9 @@ import weakref
 from collections.abc import Callable
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from models.segmenter import LiverSegmenter
-from workers.inference.engine import COMPILE_MIN_GFLOP_PER_SLICE, bf16_is_native
+from workers.inference.engine import COMPILE_MIN_GFLOP_PER_SLICE, bf16_is_native, gflop_of
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +34,9 @@ _COMPILED: weakref.WeakKeyDictionary[LiverSegmenter, tuple[Graph, int]] = weakre
 
 
 def gflop_per_slice(model: LiverSegmenter) -> float:
-    """FLOPs of one slice through the network (torch's FlopCounterMode), in GFLOP."""
+    """FLOPs of one slice through the network, in GFLOP."""
     size = model.config.preprocess.size
-    x = torch.zeros(1, model.config.in_channels, size, size, device=next(model.parameters()).device)
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model(x)
-    return counter.get_total_flops() / 1e9
+    return gflop_of(model, torch.zeros(1, model.config.in_channels, size, size, device=next(model.parameters()).device))
 
 
 def compile_segmenter(model: LiverSegmenter, batch_size: int = 32) -> float | None:

@@ -49,15 +49,17 @@ def case_table(
     scorer: tuple[Any, dict[str, Any]] | None,
     volume: MaskedVolume,
     density: FeatureDensity | None = None,
+    passes: dict[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-slice signals of one case with a reference mask, through the worker's own code: the segmenter with
     its quality passes, the anomaly scorer inside the predicted liver; and Dice and areas against the reference.
 
     Keys: ``signal_<name>`` (models.quality.SIGNALS and ``anomaly``), ``dice``, ``ref_area_cm2``,
-    ``pred_area_cm2``, ``positions_mm`` (all (Z,)); ``series_dice`` and ``segment_seconds`` (scalars)."""
+    ``pred_area_cm2``, ``positions_mm`` (all (Z,)); ``series_dice`` and ``segment_seconds`` (scalars).
+    ``passes``: ``segment_with_quality``'s ``shifts`` and ``intensity`` (default: the worker's current ones)."""
     t0 = time.perf_counter()
     quality = segment_with_quality(segmenter, volume.hu, volume.pixel_spacing_mm, volume.positions_mm,
-                                   density=density)  # fmt: skip
+                                   density=density, **(passes or {}))  # fmt: skip
     seconds = time.perf_counter() - t0
     pred, ref = quality.mask.astype(bool), volume.mask.astype(bool)
     px_cm2 = volume.pixel_spacing_mm[0] * volume.pixel_spacing_mm[1] / 100.0
