@@ -335,3 +335,17 @@ def region_from_fraction(
     """(N, S, S) share of each view pixel covered by a mask -> (N, 1, S, S) bool: at least half, eroded."""
     inside = (torch.as_tensor(fraction) >= 0.5)[:, None]
     return erode(inside, int(round(erosion_mm / config.pixel_mm)))
+
+
+def lower_median(values: np.ndarray | torch.Tensor, where: np.ndarray | torch.Tensor | None = None) -> float:
+    """``torch.median(values[where])``: the lower of the two middle values for an even count, by numpy's selection.
+
+    The same number, several times faster on a liver's millions of voxels: torch's boolean indexing of a strided
+    view and its sort-based median took 150 ms for a 300-slice series where this takes 30 ms (2 threads, AVX-512
+    EPYC, 2026-12-04). ``values`` and ``where`` have one shape (no ``where``: all values); CPU tensors are read
+    without a copy."""
+    picked = np.asarray(values).ravel() if where is None else np.asarray(values)[np.asarray(where, dtype=bool)]
+    if picked.size == 0:
+        raise ValueError("the median of no values")
+    k = (picked.size - 1) // 2
+    return float(np.partition(picked, k)[k])

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 
+from app.core.files import save_npz_atomic
 from app.core.plotting import pyplot
 
 TOP_K = 3
@@ -21,8 +21,6 @@ def save_evidence(path: Path, *, slice_scores: np.ndarray, heatmaps: np.ndarray,
     """Write scores and the top-k heat-maps to one .npz (atomically); return the top slice indices.
     ``heatmap_box``: where the heat-maps lie on the slice, (y0, y1, x0, x1) in the slice's pixel edges."""
     top = [int(i) for i in np.argsort(-slice_scores)[:TOP_K]]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     arrays: dict[str, np.ndarray] = {
         "slice_scores": slice_scores.astype(np.float32), "top_slices": np.asarray(top),
         "heatmaps": heatmaps[top].astype(np.float16), "positions_mm": np.asarray(positions_mm, np.float32),
@@ -30,9 +28,7 @@ def save_evidence(path: Path, *, slice_scores: np.ndarray, heatmaps: np.ndarray,
     }  # fmt: skip
     if heatmap_box is not None:
         arrays["heatmap_box"] = np.asarray(heatmap_box, np.float32)
-    with tmp.open("wb") as fp:
-        np.savez_compressed(fp, **arrays)  # type: ignore[arg-type]
-    os.replace(tmp, path)
+    save_npz_atomic(path, arrays, compressed=True)
     return top
 
 
@@ -42,10 +38,7 @@ def save_risk(path: Path, *, slice_risk: np.ndarray, threshold: float | None, fl
         arrays = {k: ev[k] for k in ev.files}
     arrays.update(slice_risk=slice_risk.astype(np.float32), risk_threshold=np.float32(np.nan if threshold is None
                   else threshold), risk_flagged=np.asarray(flagged, dtype=bool))  # fmt: skip
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as fp:
-        np.savez_compressed(fp, **arrays)  # type: ignore[arg-type]
-    os.replace(tmp, path)
+    save_npz_atomic(path, arrays, compressed=True)
 
 
 def render_png(npz_path: Path) -> bytes:

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.masks import fill_holes_2d
-from models.transforms import interpolate_along_z
+from models.masks import fill_holes_2d_boxed
+from models.transforms import interpolate_along_z, lower_median
 
 
 @dataclass(frozen=True)
@@ -107,27 +107,30 @@ def liver_grid(
     # 300-slice abdomen the liver spans about a third of them
     present = np.flatnonzero(per_slice)
     lo, hi = int(present[0]), int(present[-1]) + 1
-    rows, cols = np.flatnonzero(liver[lo:hi].any(axis=(0, 2))), np.flatnonzero(liver[lo:hi].any(axis=(0, 1)))
+    footprint = np.any(liver[lo:hi], axis=0)  # (Y, X): one pass over the liver's slices gives rows and columns
+    rows, cols = np.flatnonzero(np.any(footprint, axis=1)), np.flatnonzero(np.any(footprint, axis=0))
     y0, y1, x0, x1 = _box(rows, cols, liver.shape, spacing_mm, config)
     height = max(1, round((y1 - y0) * spacing_mm[0] / config.pixel_mm))
     width = max(1, round((x1 - x0) * spacing_mm[1] / config.pixel_mm))
     box = GridBox(y0, y1, x0, x1, height, width)
     pos = np.asarray(positions_mm, dtype=np.float64)
-    inside = torch.as_tensor(liver[lo:hi, y0:y1, x0:x1])  # all of the liver, in the same order: the same median
-    median = float(torch.median(hu_t[lo:hi, y0:y1, x0:x1][inside]))
+    median = lower_median(hu_t[lo:hi, y0:y1, x0:x1], liver[lo:hi, y0:y1, x0:x1])  # all of the liver's voxels
     step = float(np.min(np.diff(pos))) if pos.size > 1 else config.neighbour_mm
     extra = 0 if centre_only else int(np.ceil(config.neighbour_mm / max(step, 1e-3))) + 1
     a, b = max(0, lo - extra), min(len(pos), hi + extra)
     offsets = (0.0,) if centre_only else (-config.neighbour_mm, 0.0, config.neighbour_mm)
-    images = torch.full((len(pos), len(offsets), height, width), -1.0)
+    images = torch.empty((len(pos), len(offsets), height, width))
+    images[:lo], images[hi:] = -1.0, -1.0  # no liver: air, as the clipped scale has it
     images[lo:hi] = grid_images(hu_t[a:b], pos[a:b], box, median, config, pos[lo:hi], offsets)
     # holes filled inside the liver's own box: the margin around it is background joined to the edge, so a
     # hole of the tight box is exactly a hole of the margined one
     ty0, ty1, tx0, tx1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    filled = np.zeros((len(pos), y1 - y0, x1 - x0), dtype=bool)
-    filled[lo:hi, ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0] = fill_holes_2d(liver[lo:hi, ty0:ty1, tx0:tx1])
-    mask = F.interpolate(torch.as_tensor(filled, dtype=torch.float32)[:, None], size=(height, width), mode="bilinear")
-    liver_g = mask[:, 0] >= 0.5
+    filled = np.zeros((hi - lo, y1 - y0, x1 - x0), dtype=np.float32)  # the liver's slices only: no liver elsewhere
+    filled[:, ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0] = fill_holes_2d_boxed(liver[lo:hi, ty0:ty1, tx0:tx1])
+    liver_g = torch.zeros((len(pos), height, width), dtype=torch.bool)
+    liver_g[lo:hi] = (
+        F.interpolate(torch.from_numpy(filled)[:, None], size=(height, width), mode="bilinear")[:, 0] >= 0.5
+    )
     conditions = torch.stack(
         [
             torch.as_tensor(np.asarray(body_position, dtype=np.float32)),
@@ -168,14 +171,18 @@ def grid_images(
     )
     small = small[:, 0]  # (Z, H, W)
     pos, query = torch.as_tensor(positions_mm, dtype=torch.float64), torch.as_tensor(query_mm, dtype=torch.float64)
-    planes = [plane_at(small, pos, query + off) for off in offsets]
-    return ((torch.stack(planes, 1) - median_hu) / config.hu_scale).clamp(-1, 1)  # (M, C, H, W)
+    images = torch.stack([plane_at(small, pos, query + off) for off in offsets], 1)  # (M, C, H, W), a new tensor
+    return images.sub_(median_hu).div_(config.hu_scale).clamp_(-1, 1)
 
 
 def plane_at(small: torch.Tensor, pos: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-    """(Z, H, W) at ``pos`` -> (M, H, W) at ``query``: a gather where every query is one of the positions."""
+    """(Z, H, W) at ``pos`` -> (M, H, W) at ``query``: a gather where every query is one of the positions, a view
+    where they are a run of consecutive ones (the centre plane of the slices given, as a rule)."""
     at = torch.searchsorted(pos, query).clamp(max=len(pos) - 1)
     if bool((pos[at] == query).all()):
+        first = int(at[0]) if at.numel() else 0
+        if torch.equal(at, torch.arange(first, first + at.numel())):
+            return small[first : first + at.numel()].float()
         return small.index_select(0, at).float()
     return interpolate_along_z(small, pos, query).float()
 

@@ -1,9 +1,10 @@
-"""The liver grid's fast paths give exactly what the plain formulations give: the one-labelling hole fill against
-``ndimage.binary_fill_holes`` slice by slice, the minimum-filter erosion against a min pool, the deviation map
-smoothed where it varies against smoothing every slice, the in-plane Gaussian by matrix products against
-scipy's filter, the in-place z interpolation against the written-out
-blend, and the centre-only grid (the deviation rule's) against the centre channel of the full one, and the body
-position's largest tissue component, holes filled, against the per-slice loop it replaces."""
+"""The liver grid's fast paths give exactly what the plain formulations give: the one-labelling hole fill and the
+per-slice-box one against ``ndimage.binary_fill_holes`` slice by slice, the minimum-filter erosion against a min
+pool, the deviation map smoothed where it varies against smoothing every slice, the in-plane Gaussian by banded
+matrix products against scipy's filter, the in-place z interpolation against the written-out blend, the
+centre-only grid (the deviation rule's) against the centre channel of the full one, the body position's largest
+tissue component, holes filled, against the per-slice loop it replaces, and the numpy lower median against
+torch's."""
 
 from __future__ import annotations
 
@@ -14,10 +15,16 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from models.body_position import BodyPositionConfig, body_masks
-from models.masks import dilate_inplane_3x3, fill_holes_2d, largest_component_2d, open_inplane_3x3
+from models.masks import (
+    dilate_inplane_3x3,
+    fill_holes_2d,
+    fill_holes_2d_boxed,
+    largest_component_2d,
+    open_inplane_3x3,
+)
 from models.patch_gan.grid import GridConfig, liver_grid, plane_at
 from models.patch_gan.score import deviation_map, gaussian_inplane, scoring_region
-from models.transforms import interpolate_along_z
+from models.transforms import interpolate_along_z, lower_median
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -28,10 +35,16 @@ def test_hole_fill_matches_scipy_slice_by_slice(seed: int) -> None:
     ring = np.zeros((2, 20, 20), bool)
     ring[:, 4:16, 4:16], ring[:, 7:13, 7:13] = True, False  # a hole in the middle, and one open to the edge below
     ring[1, 10:, 9:11] = False
-    for mask in (noisy, blobs, ring, np.zeros((1, 3, 3), bool), np.ones((2, 4, 4), bool)):
+    organ = np.zeros((4, 40, 40), bool)  # a small organ per slice, one slice without it, one against the edge
+    organ[0, 10:20, 12:25], organ[0, 14:16, 15:18] = True, False
+    organ[2, 0:12, 30:40], organ[2, 4:6, 34:36] = True, False
+    organ[3, 5:30, 5:30], organ[3, 10:20, 5:30] = True, False  # a notch open to the box's edge: not a hole
+    for mask in (noisy, blobs, ring, organ, np.zeros((1, 3, 3), bool), np.ones((2, 4, 4), bool)):
         expected = np.stack([ndimage.binary_fill_holes(s) for s in mask])
         np.testing.assert_array_equal(fill_holes_2d(mask), expected)
+        np.testing.assert_array_equal(fill_holes_2d_boxed(mask), expected)
     assert fill_holes_2d(ring)[0, 10, 10] and not fill_holes_2d(ring)[1, 10, 10]
+    assert fill_holes_2d_boxed(organ)[0, 15, 16] and not fill_holes_2d_boxed(organ)[3, 15, 10]
 
 
 @pytest.mark.parametrize("erosion_px", [1, 2, 3, 6, 10])
@@ -45,12 +58,16 @@ def test_erosion_matches_a_min_pool(erosion_px: int) -> None:
     assert torch.equal(got, expected) and bool(got[0].all())
 
 
-def test_deviation_map_matches_smoothing_every_slice() -> None:
+@pytest.mark.parametrize("gap", [False, True])
+def test_deviation_map_matches_smoothing_every_slice(gap: bool) -> None:
+    """One run of varied slices (smoothed as a view) and a run broken by a constant slice (gathered)."""
     rng = np.random.default_rng(3)
     images = torch.full((5, 3, 30, 28), -1.0)  # slices 0 and 4: outside the liver's extent, constant
     images[1:4] = torch.as_tensor(rng.normal(0, 0.1, (3, 3, 30, 28)), dtype=torch.float32)
     liver = torch.zeros(5, 30, 28, dtype=torch.bool)
     liver[1:4, 5:25, 6:20] = True
+    if gap:
+        images[2], liver[2] = -1.0, False
     centre = images[:, 1]
     med = centre[liver].median()
     mad = (centre[liver] - med).abs().median() * 1.4826
@@ -164,3 +181,16 @@ def test_the_inplane_opening_and_dilation_are_scipys_binary_morphology(seed: int
     mask[0] = True  # a full slice: its border erodes
     np.testing.assert_array_equal(open_inplane_3x3(mask), ndimage.binary_opening(mask, structure=square))
     np.testing.assert_array_equal(dilate_inplane_3x3(mask), ndimage.binary_dilation(mask, structure=square))
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 10, 1001])
+def test_the_lower_median_is_torchs(n: int) -> None:
+    """Odd and even counts (torch takes the lower middle value), through a mask and without one."""
+    rng = np.random.default_rng(n)
+    values = torch.as_tensor(rng.integers(-50, 50, size=(n, 3)).astype(np.float32))  # ties, as integer HU have
+    where = torch.as_tensor(rng.random((n, 3)) > 0.3)
+    where[0, 0] = True
+    assert lower_median(values, where) == float(torch.median(values[where]))
+    assert lower_median(values) == float(torch.median(values))
+    with pytest.raises(ValueError, match="no values"):
+        lower_median(values, torch.zeros_like(where))

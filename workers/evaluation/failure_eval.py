@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from app.core.files import save_npz_atomic
 from workers.inference.quality import density_of, passes_record
 from workers.inference.scorer import load_scorer
 from workers.inference.segmenter import load_segmenter
@@ -60,10 +61,7 @@ def patient_table(config: FailureEvalConfig, patient: str, repo: Path) -> dict[s
     scorer = load_scorer(repo / config.anomaly_scorer) if config.anomaly_scorer else None
     table: dict[str, Any] = {**case_table(model, scorer, volume, density_of(metadata)), "key": np.array(key),
                              "segmenter_step": np.int64(metadata.get("step", -1))}  # fmt: skip
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".{cache.stem}.tmp.npz")
-    np.savez(tmp, **table)
-    tmp.replace(cache)
+    save_npz_atomic(cache, table)
     log.info("%s: series Dice %.3f, %d slices, %.1f s", patient, float(table["series_dice"]), len(table["dice"]),
              float(table["segment_seconds"]))  # fmt: skip
     return table

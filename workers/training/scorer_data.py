@@ -24,6 +24,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from app.core.files import save_npz_atomic
 from app.dicom.volume import load_series_volume
 from models.body_position import BodyPositionConfig, find_body_position
 from models.transforms import PreprocessConfig, preprocess_series
@@ -155,10 +156,7 @@ def prepare_case(spec: CaseSpec, config: ScorerDataConfig, repo_root: Path) -> d
         "slice_indices": np.asarray(indices),
         "landmark": np.asarray(position.landmark),
     }
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)  # type: ignore[arg-type]
-    tmp.replace(cache)
+    save_npz_atomic(cache, arrays)
     return arrays
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from app.core.files import save_npz_atomic
 from app.dicom.seg import read_nifti_mask
 from app.dicom.volume import load_series_volume
 from models.segmenter import SegmenterConfig, resample_to_box, to_model_grid
@@ -145,10 +146,7 @@ def prepare_masked_case(
         "masks": masks[idx, None].numpy(),
         "slice_indices": np.asarray(idx),
     }
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".{cache.stem}.tmp.npz")
-    np.savez(tmp, **arrays)  # type: ignore[arg-type]
-    tmp.replace(cache)
+    save_npz_atomic(cache, arrays)  # two folds may prepare the same case at once
     return arrays
 
 
