@@ -6,6 +6,11 @@ AUROC of the disagreement risk (``failure_metrics.lopo``: threshold-free, as ``r
 the failures among the 70 % lowest-risk slices, each series' Dice, and the seconds of the quality pass.
 
     .venv/bin/python bench/bench_quality_passes.py [--out /tmp/passes.json]
+    .venv/bin/python bench/bench_quality_passes.py --second-runs runs/segmenter-lopo-seed1 --only-ensemble
+
+With ``--second-runs`` (a second member of every fold, ``SEED=1 RUNS=runs/segmenter-lopo-seed1
+scripts/train-segmenter-folds.sh``) it also measures a two-member ensemble: the second member's plain pass joins
+the passes (the mean mask, the disagreement).
 """
 
 import argparse
@@ -27,6 +32,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/quality-passes.json"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--second-runs", type=Path, default=None,
+                        help="a second member of every fold (SEED=1 RUNS=... scripts/train-segmenter-folds.sh): "
+                        "adds the ensemble's variants, its plain pass among the passes")  # fmt: skip
+    parser.add_argument("--only-ensemble", action="store_true", help="with --second-runs: the ensemble's variants "
+                        "and the default only")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     VARIANTS = {
@@ -36,18 +46,31 @@ def main() -> None:
         "1 augmented: 1 shift": (((4, 4),), None),
         "1 augmented: intensity": ((), 0.1),
     }
+    ENSEMBLE = {  # (shifts, intensity, with the second member)
+        "ensemble: 2 shifts + the second member's plain pass": (((4, 4), (-4, -4)), None),
+        "ensemble: 1 shift + the second member's plain pass": (((4, 4),), None),
+        "ensemble: the second member's plain pass alone": ((), None),
+    }
+    if args.only_ensemble:
+        VARIANTS = {k: v for k, v in VARIANTS.items() if k.endswith("(the default)")}
     vols = {p: load_masked_volume(PATIENTS[p], Path("../shared/data").resolve()) for p in PATIENTS}
     folds = {p: Path(f"runs/segmenter-lopo/{p}/checkpoints/final.pt") for p in PATIENTS}
-    missing = [str(f) for f in folds.values() if not f.exists()]
+    seconds = {p: args.second_runs / p / "checkpoints" / "final.pt" for p in PATIENTS} if args.second_runs else {}
+    missing = [str(f) for f in [*folds.values(), *seconds.values()] if not f.exists()]
     if missing:
         raise SystemExit(f"fold checkpoints missing ({', '.join(missing)}): run scripts/train-segmenter-folds.sh")
     models = {p: load_segmenter(f) for p, f in folds.items()}
+    others = {p: (load_segmenter(f)[0],) for p, f in seconds.items()}
+    variants = {name: (*v, False) for name, v in VARIANTS.items()}
+    if others:
+        variants.update({name: (*v, True) for name, v in ENSEMBLE.items()})
     out = {}
-    for name, (shifts, inten) in VARIANTS.items():
+    for name, (shifts, inten, ensemble) in variants.items():
         tables, secs = {}, {}
         for p in PATIENTS:
             m, meta = models[p]
-            tables[p] = case_table(m, None, vols[p], density_of(meta), {"shifts": shifts, "intensity": inten})
+            passes = {"shifts": shifts, "intensity": inten, "others": others[p] if ensemble else ()}
+            tables[p] = case_table(m, None, vols[p], density_of(meta), passes)
             secs[p] = float(tables[p]["segment_seconds"])
         pm = pooled_metrics(lopo(tables, FailureRule()), n_boot=200)
         out[name] = {

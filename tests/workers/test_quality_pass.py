@@ -87,3 +87,25 @@ def test_a_risk_model_gets_the_passes_it_was_fitted_with() -> None:
     new = segment_with_quality(model, hu, (2.0, 2.0), positions, **passes_of({"quality_passes": passes_record()}))
     old = segment_with_quality(model, hu, (2.0, 2.0), positions, **passes_of({}))
     assert not np.array_equal(new.signals["tta_dice"], old.signals["tta_dice"])  # the extra pass counts
+
+
+def test_another_member_of_an_ensemble_joins_the_mean_and_the_disagreement() -> None:
+    from models.quality import keep_liver
+    from models.segmenter import mask_on_series_grid
+    from workers.inference.segmenter import model_grid_probabilities
+
+    model, config, hu, positions = tiny_case(1, 60.0)
+    other, _, _, _ = tiny_case(2, 60.0)  # the same architecture, another initialisation
+    got = segment_with_quality(model, hu, (2.0, 2.0), positions, shifts=(), intensity=None, others=(other,))
+    images, box = to_model_grid(hu, (2.0, 2.0), positions, config)
+    a, b = model_grid_probabilities(model, images), model_grid_probabilities(other, images)
+    assert (a > 0.5).reshape(6, -1).any(1).all()  # the window is the whole series
+    expected = mask_on_series_grid(torch.from_numpy(keep_liver((a + b) / 2, 0.5)), box, 0.5).numpy()
+    np.testing.assert_array_equal(got.mask, expected)
+    alone = segment_with_quality(model, hu, (2.0, 2.0), positions, shifts=(), intensity=None)
+    assert (alone.signals["tta_dice"] == 1.0).all()  # nothing to disagree with
+    assert (got.signals["tta_dice"] < 1.0).any()  # two initialisations disagree somewhere
+    wider = SegmenterConfig(preprocess=PreprocessConfig(size=32, pixel_mm=4.0), channels=(4, 8), strides=(2,),
+                            head_channels=2, context=2, prior=0.5)  # fmt: skip
+    with pytest.raises(ValueError, match="same input grid"):
+        segment_with_quality(model, hu, (2.0, 2.0), positions, others=(LiverSegmenter(wider).eval(),))

@@ -11,6 +11,7 @@ anyway raised the held-out series Dice of all four leave-one-out folds (session 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,10 +85,16 @@ def segment_with_quality(
     batch_size: int = 32,
     density: FeatureDensity | None = None,
     ensemble_mask: bool = True,
+    others: Sequence[LiverSegmenter] = (),
 ) -> SegmentationQuality:
     """(Z, Y, X) HU -> the liver mask on the series grid and the quality signals per slice; with the
     segmenter's ``density`` (its checkpoint's ``feature_density``) also ``feature_distance``.
-    ``ensemble_mask``: the mask from the mean probability of all passes (False: the plain pass alone)."""
+    ``ensemble_mask``: the mask from the mean probability of all passes (False: the plain pass alone).
+    ``others``: more members of an ensemble (trained alike, another seed), each one plain pass that joins the
+    augmented ones: in the mean, and in the disagreement with the plain pass (on the same input grid)."""
+    for other in others:
+        if other.config.preprocess != model.config.preprocess or other.config.context != model.config.context:
+            raise ValueError("an ensemble member must read the same input grid as the segmenter")
     t0 = time.perf_counter()
     images, box = to_model_grid(hu, pixel_spacing_mm, slice_positions_mm, model.config)  # (Z, C, S, S)
     # once, in the layout the network runs in: each batch of each pass is then a view, not a copy
@@ -103,13 +110,13 @@ def segment_with_quality(
     lo, hi = (max(0, found[0] - 2), min(len(base), found[-1] + 3)) if found.size else (0, 0)
     window = images[lo:hi]
 
-    def member(images_of_window: torch.Tensor) -> np.ndarray:
+    def member(images_of_window: torch.Tensor, net: LiverSegmenter = model) -> np.ndarray:
         """One augmented pass over the window, as (Z, S, S) on the whole series (0 outside the window)."""
         full = np.zeros_like(base)
-        full[lo:hi] = model_grid_probabilities(model, images_of_window, batch_size=batch_size)
+        full[lo:hi] = model_grid_probabilities(net, images_of_window, batch_size=batch_size)
         return full
 
-    members = []
+    members = [member(window, other) for other in others]
     for dy, dx in shifts:
         moved = rolled_channels_last(window, dy, dx)  # the border is air: wrapping brings in air
         members.append(np.roll(member(moved), shift=(-dy, -dx), axis=(1, 2)))

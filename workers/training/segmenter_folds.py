@@ -7,7 +7,8 @@ only, never a held-out patient), and evaluates on the patient it left out. The g
 
     python -m workers.training.segmenter_folds --runs runs/segmenter-lopo --heldout ircadb-01
 
-Runs resume (``latest.pt``); ``scripts/train-segmenter-folds.sh`` runs every fold, two at a time.
+Runs resume (``latest.pt``); ``scripts/train-segmenter-folds.sh`` runs every fold, two at a time
+(``SEED=1 RUNS=runs/segmenter-lopo-seed1``: a second member of each fold, for the ensemble's evaluation).
 ``--shippable`` trains the segmenter the repository ships (``models/weights/segmenter.pt``) on the
 redistributable cases only: ``python -m workers.training.segmenter_folds --runs runs --shippable --steps 8000``.
 """
@@ -58,14 +59,15 @@ def fold_model() -> SegmenterConfig:
 
 
 def fold_config(heldout: str, *, steps: int = 3000, data_dir: str = "../shared/data",
-                bf16: bool = False) -> SegmenterTrainConfig:  # fmt: skip
+                bf16: bool = False, seed: int = 0) -> SegmenterTrainConfig:  # fmt: skip
     if heldout not in PATIENTS:
         raise ValueError(f"unknown held-out patient {heldout!r}; one of {sorted(PATIENTS)}")
     train = tuple(c for name, c in PATIENTS.items() if name != heldout) + ALWAYS_TRAIN
     data = SegmenterDataConfig(data_dir=data_dir, cache_dir="runs/segmenter/cache", train=train,
                                heldout=PATIENTS[heldout])  # fmt: skip
     return SegmenterTrainConfig(model=fold_model(), data=data, batch_size=8, steps=steps, lr=2e-3,
-                                eval_every=1000, checkpoint_every=100, num_threads=1, bf16=bf16)  # fmt: skip
+                                eval_every=1000, checkpoint_every=100, num_threads=1, bf16=bf16,
+                                seed=seed)  # fmt: skip
 
 
 # The segmenter the product ships (models/weights/segmenter.pt): trained only on cases whose licence allows
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> None:
         help=f"train on {', '.join(SHIPPABLE_TRAIN)} and the Apache-2.0 sample only (redistributable)",
     )
     parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="initialisation and batch order: another seed, another ensemble member")  # fmt: skip
     parser.add_argument("--fresh", action="store_true")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="auto: bf16 autocast where it is native (AMX/AVX512-BF16 or CUDA), else fp32")  # fmt: skip
@@ -104,7 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.shippable:
         config, run_dir = shipped_config(steps=args.steps, bf16=bf16), args.runs / "shippable"
     else:
-        config, run_dir = fold_config(args.heldout, steps=args.steps, bf16=bf16), args.runs / args.heldout
+        config = fold_config(args.heldout, steps=args.steps, bf16=bf16, seed=args.seed)
+        run_dir = args.runs / args.heldout
     print(train_segmenter(config, run_dir, resume=not args.fresh))
 
 
