@@ -62,11 +62,17 @@ def evaluate_failure_gate_cmd(
     runs: Path = typer.Option(Path("runs/segmenter-lopo"), help="Leave-one-patient-out segmenter folds."),
     out: Path = typer.Option(Path("reports/gate"), help="Report folder (REPORT.md, summary.json, figures)."),
     alpha: float = typer.Option(0.01, help="Risk level of the conformal threshold."),
+    second_runs: Path | None = typer.Option(
+        None,
+        help="A second member of every fold (SEED=1 RUNS=... scripts/train-segmenter-folds.sh): each patient "
+        "is segmented by the two-member ensemble.",
+    ),  # fmt: skip
 ) -> None:
     """Does the fused risk predict segmentation failure on held-out patients? (workers.evaluation.failure_report)"""
     from workers.evaluation.failure_report import main
 
-    main(["--runs", str(runs), "--out", str(out), "--alpha", str(alpha)])
+    extra = ["--second-runs", str(second_runs)] if second_runs else []
+    main(["--runs", str(runs), "--out", str(out), "--alpha", str(alpha), *extra])
 
 
 def simulate_active_learning_cmd(

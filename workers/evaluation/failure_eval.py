@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from app.core.files import save_npz_atomic
+from models.segmenter import LiverSegmenter
 from workers.inference.quality import density_of, passes_record
 from workers.inference.scorer import load_scorer
 from workers.inference.segmenter import load_segmenter
@@ -36,30 +37,37 @@ class FailureEvalConfig:
     cache: str = "runs/gate-lopo"
     anomaly_scorer: str | None = "models/weights/deviation.pt"  # the shipped default scorer
     patients: tuple[str, ...] = tuple(PATIENTS)
+    second_runs: str | None = None  # a second member of every fold (another seed): the two-member ensemble
 
     def as_json(self) -> dict:
         return asdict(self)
 
 
-def fold_checkpoint(config: FailureEvalConfig, patient: str, repo: Path) -> Path:
-    return repo / config.runs / patient / "checkpoints" / "final.pt"
+def fold_checkpoint(config: FailureEvalConfig, patient: str, repo: Path, runs: str | None = None) -> Path:
+    return repo / (runs or config.runs) / patient / "checkpoints" / "final.pt"
 
 
 def patient_table(config: FailureEvalConfig, patient: str, repo: Path) -> dict[str, np.ndarray]:
     """Per-slice arrays of one held-out patient (cached; the cache key is the checkpoint's sha256)."""
     checkpoint = fold_checkpoint(config, patient, repo)
     model, metadata = load_segmenter(checkpoint)
-    cache = repo / config.cache / f"{patient}.npz"
+    others: tuple[LiverSegmenter, ...] = ()
+    if config.second_runs:
+        other, other_metadata = load_segmenter(fold_checkpoint(config, patient, repo, config.second_runs))
+        others = (other,)
+    cache = repo / config.cache / f"{patient}{'-ensemble' if others else ''}.npz"  # both kept: compared side by side
     # "mask": the SEG is the passes' mean since session 12; tables of the plain-pass mask are stale
     key = json.dumps({"segmenter": metadata["sha256"], "scorer": config.anomaly_scorer, "mask": "tta-mean",
-                      "passes": passes_record()})  # fmt: skip
+                      "passes": passes_record(),
+                      **({"second": other_metadata["sha256"]} if others else {})})  # fmt: skip
     if cache.exists():
         with np.load(cache, allow_pickle=False) as z:
             if str(z["key"]) == key:
                 return {k: z[k] for k in z.files}
     volume = load_masked_volume(PATIENTS[patient], (repo / config.data_dir).resolve())
     scorer = load_scorer(repo / config.anomaly_scorer) if config.anomaly_scorer else None
-    table: dict[str, Any] = {**case_table(model, scorer, volume, density_of(metadata)), "key": np.array(key),
+    table: dict[str, Any] = {**case_table(model, scorer, volume, density_of(metadata), {"others": others}),
+                             "key": np.array(key),
                              "segmenter_step": np.int64(metadata.get("step", -1))}  # fmt: skip
     save_npz_atomic(cache, table)
     log.info("%s: series Dice %.3f, %d slices, %.1f s", patient, float(table["series_dice"]), len(table["dice"]),
@@ -71,8 +79,9 @@ def collect(config: FailureEvalConfig, repo: Path) -> dict[str, dict[str, np.nda
     """Every patient whose fold checkpoint exists (the others are named in the log, not silently dropped)."""
     tables = {}
     for patient in config.patients:
-        if not fold_checkpoint(config, patient, repo).exists():
-            log.warning("no fold checkpoint for %s at %s: left out", patient, fold_checkpoint(config, patient, repo))
+        needed = [fold_checkpoint(config, patient, repo, runs) for runs in (config.runs, config.second_runs) if runs]
+        if not all(path.exists() for path in needed):
+            log.warning("no fold checkpoint for %s at %s: left out", patient, ", ".join(map(str, needed)))
             continue
         tables[patient] = patient_table(config, patient, repo)
     return tables

@@ -132,7 +132,14 @@ def _markdown(s: dict, runs: dict, config: FailureEvalConfig, seconds: float) ->
         f"the leave-one-patient-out segmenter folds in `{config.runs}` (`scripts/train-segmenter-folds.sh`). "
         "Each patient is segmented by the fold that never saw them, through the worker's own code "
         "(`workers.inference.quality.segment_with_quality`: the mask is the mean of its three passes, plain and "
-        "two shifts). Its risk is "
+        "two shifts"
+        + (
+            f"; with a second member of each fold from `{config.second_runs}`, trained alike with another seed, whose "
+            "plain pass joins the mean and the disagreement"
+            if config.second_runs
+            else ""
+        )
+        + "). Its risk is "
         f"the gate's shipped `{s['risk_model']}` risk (below: why not a fitted fusion); the acceptance threshold is "
         "set by conformal risk control on the other patients' risks only (for a fitted fusion, from models that "
         "left each of them out too). Numbers only: the IRCADb cases are non-commercial.",
@@ -225,9 +232,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("reports/gate"))
     parser.add_argument("--runs", default=FailureEvalConfig.runs)
     parser.add_argument("--alpha", type=float, default=0.01)
+    parser.add_argument("--second-runs", default=None, help="a second member of every fold: the ensemble's report")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    summary = build(FailureEvalConfig(runs=args.runs), args.out, args.alpha)
+    summary = build(FailureEvalConfig(runs=args.runs, second_runs=args.second_runs), args.out, args.alpha)
     print(json.dumps({k: summary[k] for k in GOALS}, indent=2))
 
 
