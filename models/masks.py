@@ -35,7 +35,7 @@ def _with_holes_filled(mask: np.ndarray, labels: np.ndarray, n: int) -> np.ndarr
     return mask | ~outside[labels]
 
 
-CROSS_2D = ndimage.generate_binary_structure(2, 1)
+CROSS_2D = IN_PLANE_CROSS[1]  # the same 4-connectivity, for one slice
 
 
 def fill_holes_2d_boxed(mask: np.ndarray) -> np.ndarray:
