@@ -10,11 +10,13 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs/segmenter-lopo}
 STEPS=${STEPS:-8000}
 SEED=${SEED:-0}  # another seed (with another RUNS) trains a second ensemble member of every fold
+LUNG=()
+if [[ -n "${LUNG_P:-}" ]]; then LUNG=(--lung-p "$LUNG_P"); fi  # the dome's lung ring (AugmentConfig.lung_p)
 mkdir -p "$RUNS"
 chain() {
   for p in "$@"; do
     OMP_NUM_THREADS=1 .venv/bin/python -m workers.training.segmenter_folds --runs "$RUNS" --heldout "$p" \
-      --steps "$STEPS" --seed "$SEED" >> "$RUNS/$p.log" 2>&1
+      --steps "$STEPS" --seed "$SEED" "${LUNG[@]}" >> "$RUNS/$p.log" 2>&1
   done
 }
 chain ircadb-17 ircadb-07 &

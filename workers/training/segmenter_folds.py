@@ -23,7 +23,7 @@ from pathlib import Path
 from models.segmenter import SegmenterConfig, default_grid
 from workers.inference.engine import bf16_is_native
 from workers.training.scorer_training import pick_device
-from workers.training.segmenter_data import MaskedCase, SegmenterDataConfig
+from workers.training.segmenter_data import AugmentConfig, MaskedCase, SegmenterDataConfig
 from workers.training.segmenter_training import SegmenterTrainConfig, train_segmenter
 
 # Patients with a reviewed or manual liver mask: each is held out once.
@@ -74,15 +74,18 @@ def fold_config(heldout: str, *, steps: int = 3000, data_dir: str = "../shared/d
 # redistributing weights (CC BY 4.0 and Apache-2.0), and measured on the 3D-IRCADb patients it never saw.
 SHIPPABLE_TRAIN = ("totalseg-s0009",)
 SHIPPED_HELDOUT = "ircadb-01"  # evaluated during training only: the weights are the last step's, never selected
+SHIPPED_LUNG_P = 0.25  # share of liver slices ringed with air (AugmentConfig.lung_p): no shippable case has a dome
 
 
-def shipped_config(*, steps: int = 8000, data_dir: str = "../shared/data", bf16: bool = False) -> SegmenterTrainConfig:
-    """The fold recipe on the redistributable cases only."""
+def shipped_config(*, steps: int = 8000, data_dir: str = "../shared/data", bf16: bool = False, seed: int = 0,
+                   lung_p: float = SHIPPED_LUNG_P) -> SegmenterTrainConfig:  # fmt: skip
+    """The fold recipe on the redistributable cases only, with the lung augmentation (their livers have no dome)."""
     train = tuple(PATIENTS[name] for name in SHIPPABLE_TRAIN) + ALWAYS_TRAIN
     data = SegmenterDataConfig(data_dir=data_dir, cache_dir="runs/segmenter/cache", train=train,
                                heldout=PATIENTS[SHIPPED_HELDOUT])  # fmt: skip
     return SegmenterTrainConfig(model=fold_model(), data=data, batch_size=8, steps=steps, lr=2e-3,
-                                eval_every=1000, checkpoint_every=100, num_threads=1, bf16=bf16)  # fmt: skip
+                                eval_every=1000, checkpoint_every=100, num_threads=1, bf16=bf16, seed=seed,
+                                augment=AugmentConfig(lung_p=lung_p))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -99,6 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0,
                         help="initialisation and batch order: another seed, another ensemble member")  # fmt: skip
+    parser.add_argument("--lung-p", type=float, default=None,
+                        help=f"share of liver slices ringed with air (the dome): default {SHIPPED_LUNG_P} "
+                        "for --shippable, 0 for a fold")  # fmt: skip
     parser.add_argument("--fresh", action="store_true")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="auto: bf16 autocast where it is native (AMX/AVX512-BF16 or CUDA), else fp32")  # fmt: skip
@@ -106,9 +112,12 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     bf16 = args.precision == "bf16" or (args.precision == "auto" and bf16_is_native(pick_device("auto")))
     if args.shippable:
-        config, run_dir = shipped_config(steps=args.steps, bf16=bf16), args.runs / "shippable"
+        lung = {} if args.lung_p is None else {"lung_p": args.lung_p}
+        config, run_dir = shipped_config(steps=args.steps, bf16=bf16, seed=args.seed, **lung), args.runs / "shippable"
     else:
         config = fold_config(args.heldout, steps=args.steps, bf16=bf16, seed=args.seed)
+        if args.lung_p is not None:
+            config = replace(config, augment=replace(config.augment, lung_p=args.lung_p))
         run_dir = args.runs / args.heldout
     print(train_segmenter(config, run_dir, resume=not args.fresh))
 

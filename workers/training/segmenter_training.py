@@ -168,24 +168,37 @@ def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, loss_fn: Dic
 
 
 def evaluate(model: LiverSegmenter, volume: MaskedVolume, name: str) -> tuple[dict[str, Any], np.ndarray]:
-    """Dice per slice (reference holds liver) and per series on the series' own grid; also the mask."""
+    """Dice per slice (reference holds liver) and per series on the series' own grid; also the mask.
+
+    ``dice_dome``: the series Dice over the upper fifth of the reference liver's extent along the slice normal
+    (the dome for an axial series; ``models.quality``'s ``fraction`` takes the same direction as cranial)."""
     t0 = time.perf_counter()
     was_training = model.training
     pred = segment_mask(model, volume.hu, volume.pixel_spacing_mm, volume.positions_mm)
     model.train(was_training)
     per_slice = dice(pred, volume.mask, axis=(1, 2))  # (Z,), NaN where both empty
-    liver = volume.mask.reshape(len(pred), -1).any(1)
+    liver = np.asarray(volume.mask.reshape(len(pred), -1).any(1), dtype=bool)
     empty_pred_voxels = pred[~liver].sum()
+    dome = dome_slices(np.asarray(volume.positions_mm, dtype=np.float64), liver)
     metrics = {
         "case": name,
         "dice_series": float(dice(pred, volume.mask)),
         "dice_per_slice_mean": float(np.mean(per_slice[liver])),
         "dice_per_slice_median": float(np.median(per_slice[liver])),
         "n_liver_slices": int(liver.sum()),
+        "dice_dome": float(dice(pred[dome], volume.mask[dome])) if dome.any() else float("nan"),
         "false_positive_voxels_off_liver_slices": int(empty_pred_voxels),
         "eval_seconds": time.perf_counter() - t0,
     }
     return metrics, pred
+
+
+def dome_slices(positions_mm: np.ndarray, liver: np.ndarray, fraction: float = 0.2) -> np.ndarray:
+    """(Z,) bool: the slices with liver in the top ``fraction`` of the liver's extent along the normal."""
+    if not liver.any():
+        return np.zeros_like(liver)
+    lo, hi = positions_mm[liver].min(), positions_mm[liver].max()
+    return liver & (positions_mm >= hi - fraction * (hi - lo))
 
 
 def save_overlay(volume: MaskedVolume, pred: np.ndarray, path: Path, n: int = 6) -> None:

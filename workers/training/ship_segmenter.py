@@ -3,6 +3,7 @@ and its sha256 into ``models/weights`` (the default ``make run`` registers).
 
     python -m workers.training.segmenter_folds --runs runs --shippable --steps 8000     # about 30 min
     python -m workers.training.ship_segmenter runs/shippable/checkpoints/final.pt --out models/weights
+    python -m workers.training.ship_segmenter CHECKPOINT --measure-only     # the same Dice, nothing written
 
 Refused unless every training case's licence allows redistributing the weights (``model_card``): the
 3D-IRCADb patients are only measured, and the card says so.
@@ -11,6 +12,7 @@ Refused unless every training case's licence allows redistributing the weights (
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
@@ -29,7 +31,7 @@ from workers.training.segmenter_training import evaluate
 
 log = logging.getLogger(__name__)
 SHIPPED_NAME = "segmenter.pt"
-KEPT = ("dice_series", "dice_per_slice_mean", "dice_per_slice_median", "n_liver_slices")
+KEPT = ("dice_series", "dice_dome", "dice_per_slice_mean", "dice_per_slice_median", "n_liver_slices")
 
 
 class NotShippable(ValueError):
@@ -89,8 +91,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--out", type=Path, default=Path("models/weights"))
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--measure-only", action="store_true",
+                        help="print the Dice on every unseen masked patient (JSON) and write nothing")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.measure_only:
+        print(json.dumps(measure_unseen(args.checkpoint, PATIENTS, args.data_dir.resolve()), indent=2))
+        return
     try:
         target = ship(args.checkpoint, args.out, data_dir=args.data_dir)
     except NotShippable as exc:
