@@ -26,6 +26,7 @@ FEATURES = (
     "extra_components",
     "removed_ratio",
     "area_jump",
+    "edge_dark",
     "anomaly",
     "feature_distance",
 )
@@ -46,6 +47,8 @@ def features(signals: dict[str, np.ndarray], names: tuple[str, ...] = FEATURES) 
         "extra_components": np.clip(np.asarray(signals["components"]) - 1.0, 0.0, 5.0),
         "removed_ratio": np.asarray(signals["removed_ratio"], dtype=np.float64),
         "area_jump": np.clip(signals["area_jump"], 0.0, 2.0),
+        # tables and risk models from before the signal existed have no column: 0 (coefficient 0 under L2)
+        "edge_dark": np.asarray(signals.get("edge_dark_ratio", np.zeros_like(area)), dtype=np.float64),
         "anomaly": np.asarray(signals.get("anomaly", np.zeros_like(area)), dtype=np.float64),
         # a segmenter without a feature density: 0 (a constant column, coefficient 0 under L2)
         "feature_distance": np.log1p(np.asarray(signals.get("feature_distance", np.zeros_like(area)), np.float64)),
@@ -53,13 +56,17 @@ def features(signals: dict[str, np.ndarray], names: tuple[str, ...] = FEATURES) 
     return np.stack([columns[n] for n in names], axis=1)
 
 
-KINDS = ("logistic", "disagreement")
+KINDS = ("logistic", "disagreement", "union")
+# Signals that are each a share of the slice's predicted mask in doubt (0 none, 1 all of it): their maximum is
+# a risk with nothing fitted ("union": the share in doubt for either reason).
+SHARE_FEATURES = ("tta_disagreement", "edge_dark")
 
 
 @dataclass(frozen=True)
 class FailureRisk:
     """``kind`` "logistic": standardised logistic regression, risk = sigmoid(intercept + coef . (x - mean) / scale);
-    "disagreement": risk = the ``tta_disagreement`` feature itself, in [0, 1] (see the module docstring)."""
+    "disagreement": risk = the ``tta_disagreement`` feature itself, in [0, 1] (see the module docstring);
+    "union": risk = the largest of its ``SHARE_FEATURES`` (each a share of the mask in doubt), in [0, 1]."""
 
     features: tuple[str, ...]
     mean: tuple[float, ...]
@@ -76,6 +83,8 @@ class FailureRisk:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.kind == "disagreement" and self.features != ("tta_disagreement",):
             raise ValueError("a disagreement risk reads the one feature 'tta_disagreement'")
+        if self.kind == "union" and (not self.features or set(self.features) - set(SHARE_FEATURES)):
+            raise ValueError(f"a union risk reads shares of the mask only: some of {SHARE_FEATURES}")
         n = len(self.features)
         if not (len(self.mean) == len(self.scale) == len(self.coef) == n):
             raise ValueError(f"features, mean, scale and coef must have one value per feature ({n})")
@@ -89,6 +98,8 @@ class FailureRisk:
         """(Z,) failure risk per slice in [0, 1]."""
         if self.kind == "disagreement":
             return np.clip(features(signals, self.features)[:, 0], 0.0, 1.0)
+        if self.kind == "union":
+            return np.clip(features(signals, self.features).max(axis=1), 0.0, 1.0)
         x = (features(signals, self.features) - np.asarray(self.mean)) / np.asarray(self.scale)
         z = self.intercept + x @ np.asarray(self.coef)
         return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
@@ -106,6 +117,13 @@ def disagreement_risk() -> FailureRisk:
     """The parameter-free risk: the TTA disagreement (its threshold comes from ``crc_threshold``)."""
     return FailureRisk(features=("tta_disagreement",), mean=(0.0,), scale=(1.0,), coef=(1.0,), intercept=0.0,
                        kind="disagreement")  # fmt: skip
+
+
+def union_risk() -> FailureRisk:
+    """The parameter-free union: the larger of the TTA disagreement and the dark edge (``edge_dark_ratio``)."""
+    n = len(SHARE_FEATURES)
+    return FailureRisk(features=SHARE_FEATURES, mean=(0.0,) * n, scale=(1.0,) * n, coef=(1.0,) * n, intercept=0.0,
+                       kind="union")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,8 @@ def fit_failure_risk_cmd(
         "disagreement",
         "--model",
         help="disagreement: the TTA disagreement, only its threshold fitted (the default: it transferred across "
-        "patients, reports/gate); gate: a logistic fusion of every signal, L1 chosen leaving one case out; "
+        "patients, reports/gate); union: the larger of the disagreement and the dark edge, nothing else fitted; "
+        "gate: a logistic fusion of every signal, L1 chosen leaving one case out; "
         "plain: the L2 logistic fusion of sessions 9-11.",
     ),  # fmt: skip
 ) -> None:

@@ -26,7 +26,8 @@ def random_signals(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
             "fraction": rng.uniform(0, 1, n), "tta_dice": rng.uniform(0.5, 1, n), "tta_area_cv": rng.uniform(0, 1, n),
             "uncertain_ratio": rng.uniform(0, 2, n), "components": rng.integers(1, 4, n).astype(float),
             "removed_ratio": rng.uniform(0, 1, n), "area_jump": rng.uniform(0, 1, n),
-            "anomaly": rng.normal(0, 1, n), "feature_distance": rng.uniform(0.5, 3.0, n)}  # fmt: skip
+            "anomaly": rng.normal(0, 1, n), "feature_distance": rng.uniform(0.5, 3.0, n),
+            "edge_dark_ratio": rng.uniform(0, 0.5, n)}  # fmt: skip
 
 
 def test_the_fitted_model_predicts_what_scikit_learn_predicts_and_survives_json() -> None:
@@ -141,9 +142,33 @@ def test_the_disagreement_risk_is_the_tta_disagreement_with_nothing_fitted() -> 
     assert np.allclose(cal, expected)
 
 
+def test_the_union_risk_is_the_larger_share_in_doubt_with_nothing_fitted() -> None:
+    from models.risk import union_risk
+    from workers.training.risk_fit import fit_on
+
+    sig = random_signals(50, np.random.default_rng(4))
+    risk = union_risk()
+    assert np.allclose(risk.predict(sig), np.maximum(1.0 - sig["tta_dice"], sig["edge_dark_ratio"]))
+    assert FailureRisk.from_json(risk.as_json()) == risk
+    tables = {f"p{i}": patient_table(i, 0.5) for i in range(3)}
+    assert fit_on(tables, FailureRule(), how="union") == risk
+    no_edge = {k: v for k, v in sig.items() if k != "edge_dark_ratio"}  # a table from before the signal: 0
+    assert np.allclose(risk.predict(no_edge), 1.0 - sig["tta_dice"])
+
+
 @pytest.mark.parametrize(
     "bad",
-    [{"kind": "forest"}, {"kind": "disagreement", "features": ("anomaly",)}],
+    [
+        {"kind": "forest"},
+        {"kind": "disagreement", "features": ("anomaly",)},
+        {
+            "kind": "union",
+            "features": ("tta_disagreement", "anomaly"),
+            "mean": (0.0, 0.0),
+            "scale": (1.0, 1.0),
+            "coef": (1.0, 1.0),
+        },
+    ],
 )
 def test_an_unknown_kind_or_a_disagreement_of_another_feature_is_refused(bad: dict) -> None:
     base = {"features": ("tta_disagreement",), "mean": (0.0,), "scale": (1.0,), "coef": (1.0,), "intercept": 0.0}

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from models.quality import SIGNALS, bounding_box, components_per_slice, keep_liver, largest_component, slice_signals
+from models.quality import (
+    SIGNALS,
+    bounding_box,
+    components_per_slice,
+    edge_dark_ratio,
+    keep_liver,
+    largest_component,
+    slice_signals,
+)
 
 
 def ellipsoid(z: int = 20, s: int = 48, radius: float = 15.0) -> np.ndarray:
@@ -56,11 +64,11 @@ def test_bounding_box_and_empty_masks() -> None:
 
 def test_identical_members_agree_and_a_shifted_member_disagrees() -> None:
     prob, positions = ellipsoid(), np.arange(20) * 3.0
-    same = slice_signals(prob, [prob.copy(), prob.copy()], 2.0, positions)
+    same = slice_signals(prob, [prob.copy(), prob.copy()], 2.0, positions, image=prob)
     assert set(same) == set(SIGNALS)
     liver = same["area_cm2"] > 0
     assert np.allclose(same["tta_dice"], 1.0) and np.allclose(same["tta_area_cv"][liver], 0.0)
-    shifted = slice_signals(prob, [np.roll(prob, 6, axis=2)], 2.0, positions)
+    shifted = slice_signals(prob, [np.roll(prob, 6, axis=2)], 2.0, positions, image=prob)
     assert (shifted["tta_dice"][liver] < 0.95).all()
     assert np.array_equal(shifted["area_cm2"], same["area_cm2"])  # the base mask's area, not the member's
 
@@ -68,7 +76,7 @@ def test_identical_members_agree_and_a_shifted_member_disagrees() -> None:
 def test_area_distance_fraction_and_islands_per_slice() -> None:
     prob, positions = ellipsoid(), np.arange(20) * 3.0
     prob[10, 2:5, 2:5] = 0.9  # 9 px dropped by the 3D rule
-    s = slice_signals(prob, [], 2.0, positions)
+    s = slice_signals(prob, [], 2.0, positions, image=prob)
     present = np.flatnonzero(s["area_cm2"] > 0)
     lo, hi = present[0], present[-1]
     assert s["area_cm2"][10] == pytest.approx(((prob[10] > 0.5).sum() - 9) * 0.04)
@@ -82,5 +90,23 @@ def test_area_distance_fraction_and_islands_per_slice() -> None:
 
 
 def test_an_empty_prediction_has_no_liver_anywhere() -> None:
-    s = slice_signals(np.zeros((5, 16, 16), np.float32), [], 2.0, np.arange(5.0))
+    s = slice_signals(np.zeros((5, 16, 16), np.float32), [], 2.0, np.arange(5.0), image=np.zeros((5, 16, 16)))
     assert (s["area_cm2"] == 0).all() and (s["end_distance_mm"] < 0).all() and (s["fraction"] < 0).all()
+
+
+def test_edge_dark_ratio_sees_a_leak_across_the_edge_and_not_a_lesion_inside() -> None:
+    """A liver (0.35, +-0.02 noise) in 6 slices; slice 1 holds a dark lesion (0.0) ringed by liver, slice 3
+    a mask that runs on into a dark neighbour (the leak), slice 5 nothing dark."""
+    rng = np.random.default_rng(0)
+    image = np.full((6, 64, 64), -0.7) + rng.normal(0, 0.02, (6, 64, 64))  # fat around
+    kept = np.zeros((6, 64, 64), dtype=bool)
+    kept[:, 16:48, 12:44] = True
+    image[kept] = 0.35 + rng.normal(0, 0.02, int(kept.sum()))
+    image[1, 26:36, 22:32] = 0.0  # a lesion inside
+    image[3, 16:48, 44:60] = 0.0  # a dark mass beside the liver ...
+    kept[3, 16:48, 44:56] = True  # ... into which the mask leaks (12 of its 16 columns)
+    ratio = edge_dark_ratio(image, kept)
+    assert ratio[3] > 0.15  # the leaked area over the slice's mask (about 12 / 44 of it, the leak's outline
+    # lies on the mask's edge on three sides)
+    assert ratio[1] < 0.01 and ratio[5] == 0.0
+    assert not edge_dark_ratio(image, np.zeros_like(kept)).any()

@@ -40,7 +40,7 @@ def predicted_core(t: dict[str, np.ndarray], rule: FailureRule) -> np.ndarray:
 # Each single signal in the direction that means "riskier" (fixed in advance, not fitted).
 SINGLE_DIRECTION = {
     "log_area": -1, "end_distance": -1, "fraction_edge": -1, "tta_disagreement": 1, "tta_area_cv": 1,
-    "uncertain_ratio": 1, "extra_components": 1, "removed_ratio": 1, "area_jump": 1, "anomaly": 1,
+    "uncertain_ratio": 1, "extra_components": 1, "removed_ratio": 1, "area_jump": 1, "edge_dark": 1, "anomaly": 1,
     "feature_distance": 1,
 }  # fmt: skip
 

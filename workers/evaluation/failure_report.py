@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from app.core.plotting import pyplot
-from models.risk import FailureRule
+from models.risk import FEATURES, FailureRule
 from workers.evaluation.failure_eval import FailureEvalConfig, collect
 from workers.evaluation.failure_metrics import lopo, patient_metrics, pooled_metrics
 from workers.training.risk_fit import DEFAULT_FIT
@@ -85,7 +85,7 @@ def build(config: FailureEvalConfig, out: Path, alpha: float = 0.01) -> dict[str
         runs[label] = {"per": per, "pooled": pooled_metrics(per), "patients": patient_metrics(per, tables, rule)}
     main = runs["clinical definition"]
     # the fitted fusions beside the shipped parameter-free risk, on the same folds
-    fused = {how: pooled_metrics(lopo(tables, rule, alpha=alpha, how=how)) for how in ("gate", "plain")}
+    fused = {how: pooled_metrics(lopo(tables, rule, alpha=alpha, how=how)) for how in ("gate", "plain", "union")}
     dices = [float(t["series_dice"]) for t in tables.values()]
     summary = {
         "failure_auroc": main["pooled"]["failure_auroc"],
@@ -105,6 +105,10 @@ def build(config: FailureEvalConfig, out: Path, alpha: float = 0.01) -> dict[str
             name: {k: fused[how][k] for k in ("failure_auroc", "risk_at_70pct_coverage", "coverage_at_1pct_risk")}
             for how, name in (("gate", "logistic_l1_chosen_on_patients"), ("plain", "logistic_l2_all_signals"))
         },
+        # parameter-free too: the larger of the disagreement and the dark edge (models.risk.union_risk)
+        "union_disagreement_edge_dark": {
+            k: fused["union"][k] for k in ("failure_auroc", "failure_auroc_ci95", "risk_at_70pct_coverage",
+                                           "coverage_at_1pct_risk")},
         "per_patient_auroc_mean": float(np.mean([m["auroc"] for m in main["patients"].values() if m["auroc"]])),
         "crc_alpha": alpha,
         "per_patient": main["patients"],
@@ -191,6 +195,7 @@ def _markdown(s: dict, runs: dict, config: FailureEvalConfig, seconds: float, ou
               "| signal | AUROC |", "|---|---|"]  # fmt: skip
     lines += [f"| {k} | {_fmt(v)} |" for k, v in s["single_signal_auroc"].items()]
     l1, l2 = s["fitted_fusions"]["logistic_l1_chosen_on_patients"], s["fitted_fusions"]["logistic_l2_all_signals"]
+    un = s["union_disagreement_edge_dark"]
     lines += ["", "## The risk model: why nothing is fitted but the threshold", "",
               f"The shipped risk (`{s['risk_model']}`) is the TTA disagreement itself; only its threshold is fit, by "
               "conformal risk control. The fitted fusions on the same folds, each held-out patient scored by a model "
@@ -198,9 +203,11 @@ def _markdown(s: dict, runs: dict, config: FailureEvalConfig, seconds: float, ou
               "| risk model | failure AUROC (pooled) | failures among the 70 % lowest-risk |", "|---|---|---|",
               f"| TTA disagreement, nothing fitted (shipped) | {_fmt(s['failure_auroc'])} "
               f"| {_fmt(s['risk_at_70pct_coverage'], True)} |",
+              f"| larger of the TTA disagreement and the dark edge, nothing fitted | {_fmt(un['failure_auroc'])} "
+              f"| {_fmt(un['risk_at_70pct_coverage'], True)} |",
               f"| logistic, L1, strength chosen leaving one training patient out | {_fmt(l1['failure_auroc'])} "
               f"| {_fmt(l1['risk_at_70pct_coverage'], True)} |",
-              f"| logistic, L2, all eleven signals (sessions 9-11) | {_fmt(l2['failure_auroc'])} "
+              f"| logistic, L2, all {len(FEATURES)} signals (sessions 9-11: eleven) | {_fmt(l2['failure_auroc'])} "
               f"| {_fmt(l2['risk_at_70pct_coverage'], True)} |",
               "", "Each fit sees three patients whose failure rates differ several-fold, so its intercept and slopes "
               "move from fold to fold and each held-out patient's risks land on another scale: the pooled ranking "

@@ -131,7 +131,8 @@ def segment_with_quality(
     kept = torch.from_numpy(keep_liver(prob, threshold))
     mask = mask_on_series_grid(kept, box, threshold).numpy()
     positions = np.asarray(slice_positions_mm, dtype=np.float64)
-    signals = slice_signals(base, members, model.config.preprocess.pixel_mm, positions, threshold)
+    centre = images[:, images.shape[1] // 2].numpy()  # (Z, S, S) the slices themselves, windowed
+    signals = slice_signals(base, members, model.config.preprocess.pixel_mm, positions, threshold, image=centre)
     if density is not None and feats is not None:
         signals["feature_distance"] = density.distance(feats)
     return SegmentationQuality(mask, signals, time.perf_counter() - t0)

@@ -33,6 +33,7 @@ from models.risk import (
     disagreement_risk,
     features,
     slice_failures,
+    union_risk,
 )
 from models.segmenter import LiverSegmenter
 from workers.inference.checkpoint import read_checkpoint, save_checkpoint
@@ -150,7 +151,8 @@ def fit_across_patients(
 # independent sets of leave-one-out folds every fitted fusion ranked held-out patients' slices worse than the
 # disagreement alone (pooled AUROC 0.75 against 0.89 in session 9; 0.59 against 0.83 in session 12), because
 # each fit's intercept and slopes follow its three training patients' very different failure rates.
-FITS = ("disagreement", "gate", "l1", "plain")
+# "union" (session 16): nothing fitted either, the larger of the disagreement and the dark edge (models.risk)
+FITS = ("disagreement", "union", "gate", "l1", "plain")
 DEFAULT_FIT = "disagreement"
 
 
@@ -158,13 +160,15 @@ def fit_on(
     tables: dict[str, dict[str, np.ndarray]], rule: FailureRule, names: tuple[str, ...] = FEATURES,
     clinical: bool = True, *, how: str = DEFAULT_FIT, c: float = 1.0,
 ) -> FailureRisk:  # fmt: skip
-    """A risk model of these cases' judged slices. ``how``: "disagreement" (nothing fitted), "gate"
+    """A risk model of these cases' judged slices. ``how``: "disagreement" or "union" (nothing fitted), "gate"
     (``fit_across_patients``: logistic, L1 chosen on patients), "l1" (lasso at strength ``c``) or "plain"
     (ridge, C = 1: the fit of sessions 9-11)."""
     if how not in FITS:
         raise ValueError(f"how must be one of {FITS}, got {how!r}")
     if how == "disagreement":
         return disagreement_risk()
+    if how == "union":
+        return union_risk()
     if how == "gate":
         return fit_across_patients(tables, rule, names, clinical)
     sig, fail = pool(tables, rule, clinical)
