@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from app.core.files import save_npz_atomic
+from models.quality import SIGNALS
 from models.segmenter import LiverSegmenter
 from workers.inference.quality import density_of, passes_record
 from workers.inference.scorer import load_scorer
@@ -57,8 +58,9 @@ def patient_table(config: FailureEvalConfig, patient: str, repo: Path) -> dict[s
         others = (other,)
     cache = repo / config.cache / f"{patient}{'-ensemble' if others else ''}.npz"  # both kept: compared side by side
     # "mask": the SEG is the passes' mean since session 12; tables of the plain-pass mask are stale
+    # "signals": a table cached before a signal existed lacks its column (edge_dark_ratio, session 16)
     key = json.dumps({"segmenter": metadata["sha256"], "scorer": config.anomaly_scorer, "mask": "tta-mean",
-                      "passes": passes_record(),
+                      "passes": passes_record(), "signals": list(SIGNALS),
                       **({"second": other_metadata["sha256"]} if others else {})})  # fmt: skip
     if cache.exists():
         with np.load(cache, allow_pickle=False) as z:
