@@ -99,6 +99,7 @@ def _segmenter_part(md: dict[str, Any]) -> dict[str, Any]:
         "config": {
             "model": config.get("model"),
             "data": {k: v for k, v in config["data"].items() if k not in ("train", "heldout")},
+            **({"augment": config["augment"]} if "augment" in config else {}),  # the recipe, lung ring included
         },  # fmt: skip
         "train_cases": sorted(md.get("data", {}).get("per_case", {})),
         # the in-training held-out case and the patients it was measured on before shipping (ship_segmenter)
