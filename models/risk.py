@@ -96,9 +96,7 @@ class FailureRisk:
 
     def predict(self, signals: dict[str, np.ndarray]) -> np.ndarray:
         """(Z,) failure risk per slice in [0, 1]."""
-        if self.kind == "disagreement":
-            return np.clip(features(signals, self.features)[:, 0], 0.0, 1.0)
-        if self.kind == "union":
+        if self.kind in ("disagreement", "union"):  # nothing fitted: the largest share in doubt (one or more)
             return np.clip(features(signals, self.features).max(axis=1), 0.0, 1.0)
         x = (features(signals, self.features) - np.asarray(self.mean)) / np.asarray(self.scale)
         z = self.intercept + x @ np.asarray(self.coef)
