@@ -42,6 +42,10 @@ SIGNALS = (
     "area_jump",
     "edge_dark_ratio",
 )
+# Computed by the quality pass beside ``slice_signals``'s (workers.inference.quality): the distance of the slice's
+# segmenter features to its training slices, and the liver-like tissue continuing past the written mask's ends
+# (``models.liver_ends.continuation_cm2``, on the series grid).
+EXTRA_SIGNALS = ("feature_distance", "continuation_cm2")
 # edge_dark_ratio: darker than the liver's median by this many robust SDs (MAD x 1.4826, floored: a very even
 # liver would otherwise call noise dark), in the segmenter's windowed units (0.05 = 10 HU at width 400)
 DARK_SDS = 3.0

@@ -29,6 +29,7 @@ FEATURES = (
     "edge_dark",
     "anomaly",
     "feature_distance",
+    "open_end",
 )
 
 
@@ -52,14 +53,22 @@ def features(signals: dict[str, np.ndarray], names: tuple[str, ...] = FEATURES) 
         "anomaly": np.asarray(signals.get("anomaly", np.zeros_like(area)), dtype=np.float64),
         # a segmenter without a feature density: 0 (a constant column, coefficient 0 under L2)
         "feature_distance": np.log1p(np.asarray(signals.get("feature_distance", np.zeros_like(area)), np.float64)),
+        # the share of the slice's liver (mask and what continues past the mask's end) outside the mask: 1 on a
+        # slice past the end where liver-like tissue goes on (models.liver_ends), 0 elsewhere
+        "open_end": _open_end_share(signals, area),
     }
     return np.stack([columns[n] for n in names], axis=1)
+
+
+def _open_end_share(signals: dict[str, np.ndarray], area: np.ndarray) -> np.ndarray:
+    beyond = np.asarray(signals.get("continuation_cm2", np.zeros_like(area)), dtype=np.float64)
+    return np.where(beyond > 0, beyond / np.maximum(beyond + area, 1e-9), 0.0)
 
 
 KINDS = ("logistic", "disagreement", "union")
 # Signals that are each a share of the slice's predicted mask in doubt (0 none, 1 all of it): their maximum is
 # a risk with nothing fitted ("union": the share in doubt for either reason).
-SHARE_FEATURES = ("tta_disagreement", "edge_dark")
+SHARE_FEATURES = ("tta_disagreement", "edge_dark", "open_end")
 
 
 @dataclass(frozen=True)
@@ -117,10 +126,11 @@ def disagreement_risk() -> FailureRisk:
                        kind="disagreement")  # fmt: skip
 
 
-def union_risk() -> FailureRisk:
-    """The parameter-free union: the larger of the TTA disagreement and the dark edge (``edge_dark_ratio``)."""
-    n = len(SHARE_FEATURES)
-    return FailureRisk(features=SHARE_FEATURES, mean=(0.0,) * n, scale=(1.0,) * n, coef=(1.0,) * n, intercept=0.0,
+def union_risk(shares: tuple[str, ...] = ("tta_disagreement", "edge_dark")) -> FailureRisk:
+    """A parameter-free union: the largest of some ``SHARE_FEATURES`` (by default the TTA disagreement and the dark
+    edge, ``edge_dark_ratio``: session 16's union)."""
+    n = len(shares)
+    return FailureRisk(features=tuple(shares), mean=(0.0,) * n, scale=(1.0,) * n, coef=(1.0,) * n, intercept=0.0,
                        kind="union")  # fmt: skip
 
 

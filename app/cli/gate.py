@@ -37,6 +37,7 @@ def fit_failure_risk_cmd(
         "--model",
         help="disagreement: the TTA disagreement, only its threshold fitted (the default: it transferred across "
         "patients, reports/gate); union: the larger of the disagreement and the dark edge, nothing else fitted; "
+        "disagreement+ends, union+ends: the same with the open end (liver-like tissue past the mask's end); "
         "gate: a logistic fusion of every signal, L1 chosen leaving one case out; "
         "plain: the L2 logistic fusion of sessions 9-11.",
     ),  # fmt: skip
@@ -68,11 +69,19 @@ def evaluate_failure_gate_cmd(
         help="A second member of every fold (SEED=1 RUNS=... scripts/train-segmenter-folds.sh): each patient "
         "is segmented by the two-member ensemble.",
     ),  # fmt: skip
+    segmenter: Path | None = typer.Option(
+        None,
+        help="One segmenter for every patient instead of the folds (refused for a patient it trained on), e.g. "
+        "models/weights/segmenter.pt with --patient ircadb-01 --patient ircadb-07 --patient ircadb-17.",
+    ),  # fmt: skip
+    patient: list[str] = typer.Option([], help="A patient to evaluate (repeat; default: every one)."),
 ) -> None:
     """Does the fused risk predict segmentation failure on held-out patients? (workers.evaluation.failure_report)"""
     from workers.evaluation.failure_report import main
 
     extra = ["--second-runs", str(second_runs)] if second_runs else []
+    extra += ["--segmenter", str(segmenter)] if segmenter else []
+    extra += ["--patients", *patient] if patient else []
     main(["--runs", str(runs), "--out", str(out), "--alpha", str(alpha), *extra])
 
 

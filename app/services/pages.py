@@ -31,6 +31,8 @@ WHY = {
     DecisionReason.NO_LIVER_FOUND: "the segmenter found no liver for the scorer to look at",
     DecisionReason.SEGMENTATION_RISK: "the series looks typical, but the segmenter is likely to fail on slices "
                                       "of the liver's core (the fused failure risk is over its threshold)",
+    DecisionReason.LIVER_BEYOND_MASK: "the series looks typical, but the segmentation stops short: tissue of the "
+                                      "liver's density goes on past an end of the mask",
     DecisionReason.FAILED: "the pipeline could not handle the series",
     DecisionReason.SLICE_GAP: "a slice is missing: the series has no regular grid",
     DecisionReason.DUPLICATE_POSITIONS: "two images lie at one position along the slice normal",

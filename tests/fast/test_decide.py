@@ -61,3 +61,24 @@ def test_the_fused_risk_sends_an_accepted_series_to_a_radiologist_with_the_slice
     assert high.reason == DecisionReason.ANOMALOUS and high.detail.startswith("anomaly: series score 1.500")
     nan = Assessment("k", 1, scores=_scores(math.nan), threshold=1.0, risk=_risk([0.0, 0.0], 0.2, [True, True]))
     assert decide(nan).route == Route.MANUAL
+
+
+def test_liver_going_on_past_the_mask_sends_an_accepted_series_to_a_radiologist_with_the_slices() -> None:
+    from models.liver_ends import OpenEnd
+
+    dome = OpenEnd("cranial", (120, 121, 122, 123), 59.4)
+    short = Assessment("k", 1, scores=_scores(0.5), threshold=1.0, risk=_risk([0.1, 0.1], 0.2, [True, True]),
+                       open_ends=[dome])  # fmt: skip
+    d = decide(short)
+    assert (d.route, d.reason, d.top_slices) == (Route.MANUAL, DecisionReason.LIVER_BEYOND_MASK, [120, 121, 122, 123])
+    assert d.detail == ("the mask stops short of the liver's cranial end: 59 cm² of tissue of the liver's density "
+                        "continue under its footprint over slices 120-123")  # fmt: skip
+    # without a risk model too (the shipped segmenter carries none)
+    assert decide(Assessment("k", 1, scores=_scores(0.5), threshold=1.0, open_ends=[dome])).route == Route.MANUAL
+    # the anomaly score and the core's risk come first; closed ends change nothing
+    assert decide(Assessment("k", 1, scores=_scores(1.5), threshold=1.0, open_ends=[dome])).reason == (
+        DecisionReason.ANOMALOUS)  # fmt: skip
+    risky = Assessment("k", 1, scores=_scores(0.5), threshold=1.0, risk=_risk([0.9, 0.3], 0.2, [True, True]),
+                       open_ends=[dome])  # fmt: skip
+    assert decide(risky).reason == DecisionReason.SEGMENTATION_RISK
+    assert decide(Assessment("k", 1, scores=_scores(0.5), threshold=1.0, open_ends=[])).route == Route.AUTO

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from models.risk import FEATURES, FailureRisk, FailureRule, crc_threshold, features, slice_failures
+from models.risk import FEATURES, FailureRisk, FailureRule, crc_threshold, features, slice_failures, union_risk
 from workers.training.risk_fit import fit_failure_risk
 
 
@@ -27,7 +27,8 @@ def random_signals(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
             "uncertain_ratio": rng.uniform(0, 2, n), "components": rng.integers(1, 4, n).astype(float),
             "removed_ratio": rng.uniform(0, 1, n), "area_jump": rng.uniform(0, 1, n),
             "anomaly": rng.normal(0, 1, n), "feature_distance": rng.uniform(0.5, 3.0, n),
-            "edge_dark_ratio": rng.uniform(0, 0.5, n)}  # fmt: skip
+            "edge_dark_ratio": rng.uniform(0, 0.5, n),
+            "continuation_cm2": np.where(rng.uniform(size=n) < 0.2, rng.uniform(1, 20, n), 0.0)}  # fmt: skip
 
 
 def test_the_fitted_model_predicts_what_scikit_learn_predicts_and_survives_json() -> None:
@@ -174,3 +175,16 @@ def test_an_unknown_kind_or_a_disagreement_of_another_feature_is_refused(bad: di
     base = {"features": ("tta_disagreement",), "mean": (0.0,), "scale": (1.0,), "coef": (1.0,), "intercept": 0.0}
     with pytest.raises(ValueError):
         FailureRisk(**{**base, **bad})
+
+
+def test_the_open_end_is_the_share_of_the_slices_liver_outside_the_mask() -> None:
+    """Past the mask's end (no mask) liver going on is all outside it: 1; on the mask's own slices 0 (nothing is
+    computed there); a slice with some mask and some continuation, the continuation's share."""
+    sig = random_signals(3, np.random.default_rng(2))
+    sig["area_cm2"], sig["continuation_cm2"] = np.array([0.0, 30.0, 10.0]), np.array([12.0, 0.0, 10.0])
+    assert features(sig, ("open_end",))[:, 0].tolist() == [1.0, 0.0, 0.5]
+    del sig["continuation_cm2"]  # signals from before it existed
+    assert features(sig, ("open_end",))[:, 0].tolist() == [0.0, 0.0, 0.0]
+    risk = union_risk(("tta_disagreement", "open_end"))
+    sig.update(tta_dice=np.ones(3), continuation_cm2=np.array([12.0, 0.0, 0.0]))
+    assert risk.predict(sig).tolist() == [1.0, 0.0, 0.0]  # all passes agree on nothing there, yet it is a risk

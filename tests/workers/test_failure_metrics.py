@@ -50,3 +50,26 @@ def test_the_fused_risk_ranks_the_failures_and_the_threshold_holds_on_held_out_p
     joint = [m["accepted_and_failed"] for m in patients.values()]
     assert np.mean(joint) <= 0.05 + 0.03  # conformal risk control's target, with a small sample's slack
     assert all(m["coverage_at_threshold"] > 0.3 for m in patients.values())
+
+
+def test_a_claimed_continuation_is_judged_and_each_end_is_checked_against_the_reference() -> None:
+    from workers.evaluation.failure_metrics import end_checks
+    from workers.training.risk_fit import judged
+
+    t = table(3)
+    n = len(t["ref_area_cm2"])
+    t["ref_area_cm2"] = np.where(np.arange(n) <= 113, np.maximum(t["ref_area_cm2"], 0), 0.0)
+    t["ref_area_cm2"][110:114] = 8.0  # the reference goes on 4 slices past the mask's cranial end (109): 32 cm²
+    beyond = np.zeros(n)
+    beyond[110:113] = 6.0  # the gate says 18 cm² continue there (open)
+    beyond[6:10] = 1.5  # and 6 cm² past the caudal end, where the reference holds nothing (a false alarm)
+    t["signal_continuation_cm2"] = beyond
+    keep = judged(t)
+    assert keep[6:10].all()  # judged although neither mask holds liver there: the claim is counted
+    assert not keep[:6].any()
+    caudal, cranial = end_checks(t)
+    assert (caudal["side"], caudal["claimed_open"], caudal["truly_open"]) == ("caudal", True, False)
+    assert (cranial["side"], cranial["claimed_open"], cranial["truly_open"]) == ("cranial", True, True)
+    assert cranial["continuation_cm2"] == 18.0 and cranial["reference_beyond_cm2"] == 32.0
+    del t["signal_continuation_cm2"]  # a table from before the signal: as before, and no end checks
+    assert not judged(t)[6:10].any() and end_checks(t) == []

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from app.core.files import save_npz_atomic
-from models.quality import SIGNALS
+from models.quality import EXTRA_SIGNALS, SIGNALS
 from models.segmenter import LiverSegmenter
 from workers.inference.quality import density_of, passes_record
 from workers.inference.scorer import load_scorer
@@ -39,12 +39,15 @@ class FailureEvalConfig:
     anomaly_scorer: str | None = "models/weights/deviation.pt"  # the shipped default scorer
     patients: tuple[str, ...] = tuple(PATIENTS)
     second_runs: str | None = None  # a second member of every fold (another seed): the two-member ensemble
+    segmenter: str | None = None  # one checkpoint for every patient instead of folds (none of them trained it)
 
     def as_json(self) -> dict:
         return asdict(self)
 
 
 def fold_checkpoint(config: FailureEvalConfig, patient: str, repo: Path, runs: str | None = None) -> Path:
+    if config.segmenter and runs in (None, config.runs):
+        return repo / config.segmenter
     return repo / (runs or config.runs) / patient / "checkpoints" / "final.pt"
 
 
@@ -52,15 +55,20 @@ def patient_table(config: FailureEvalConfig, patient: str, repo: Path) -> dict[s
     """Per-slice arrays of one held-out patient (cached; the cache key is the checkpoint's sha256)."""
     checkpoint = fold_checkpoint(config, patient, repo)
     model, metadata = load_segmenter(checkpoint)
+    if config.segmenter and patient in metadata.get("data", {}).get("per_case", {}):
+        raise ValueError(f"{config.segmenter} was trained on {patient}: not a held-out patient")
     others: tuple[LiverSegmenter, ...] = ()
     if config.second_runs:
         other, other_metadata = load_segmenter(fold_checkpoint(config, patient, repo, config.second_runs))
         others = (other,)
-    cache = repo / config.cache / f"{patient}{'-ensemble' if others else ''}.npz"  # both kept: compared side by side
+    # both kept (compared side by side); one segmenter for every patient has its own folder beside the folds'
+    folder = f"{config.cache}-{Path(config.segmenter).stem}" if config.segmenter else config.cache
+    cache = repo / folder / f"{patient}{'-ensemble' if others else ''}.npz"
     # "mask": the SEG is the passes' mean since session 12; tables of the plain-pass mask are stale
-    # "signals": a table cached before a signal existed lacks its column (edge_dark_ratio, session 16)
+    # "signals": a table cached before a signal existed lacks its column (edge_dark_ratio, session 16;
+    # continuation_cm2, session 17)
     key = json.dumps({"segmenter": metadata["sha256"], "scorer": config.anomaly_scorer, "mask": "tta-mean",
-                      "passes": passes_record(), "signals": list(SIGNALS),
+                      "passes": passes_record(), "signals": [*SIGNALS, *EXTRA_SIGNALS],
                       **({"second": other_metadata["sha256"]} if others else {})})  # fmt: skip
     if cache.exists():
         with np.load(cache, allow_pickle=False) as z:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from models.liver_ends import OPEN_CM2, open_ends
 from models.metrics import auroc, bootstrap_auroc_ci
 from models.risk import FEATURES, FailureRule, crc_threshold, features
 from workers.evaluation.gate_metrics import aurc, coverage_at_risk, risk_coverage
@@ -41,7 +42,7 @@ def predicted_core(t: dict[str, np.ndarray], rule: FailureRule) -> np.ndarray:
 SINGLE_DIRECTION = {
     "log_area": -1, "end_distance": -1, "fraction_edge": -1, "tta_disagreement": 1, "tta_area_cv": 1,
     "uncertain_ratio": 1, "extra_components": 1, "removed_ratio": 1, "area_jump": 1, "edge_dark": 1, "anomaly": 1,
-    "feature_distance": 1,
+    "feature_distance": 1, "open_end": 1,
 }  # fmt: skip
 
 
@@ -106,6 +107,28 @@ def pooled_metrics(per: dict[str, Any], *, goal_risk: float = 0.01, n_boot: int 
     }
 
 
+def end_checks(t: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Both ends of the written mask: did the gate call it open (``models.liver_ends``), and how much of the
+    reference liver lies past it (truly open: ``OPEN_CM2`` or more)."""
+    present = t["pred_area_cm2"] > 0
+    idx = np.flatnonzero(present)
+    if idx.size == 0 or "signal_continuation_cm2" not in t:
+        return []
+    pos = t["positions_mm"]
+    claimed = {e.side: e for e in open_ends(t["signal_continuation_cm2"], present, pos)}
+    out = []
+    for end, beyond in ((idx[0], np.arange(idx[0])), (idx[-1], np.arange(idx[-1] + 1, len(present)))):
+        other = idx[-1] if end == idx[0] else idx[0]
+        side = "cranial" if pos[end] >= pos[other] else "caudal"
+        missed = float(t["ref_area_cm2"][beyond].sum())
+        found = claimed.get(side)
+        going_on = float(found.area_cm2) if found else float(t["signal_continuation_cm2"][beyond].sum())
+        out.append({"side": side, "end_slice": int(end), "claimed_open": found is not None,
+                    "continuation_cm2": going_on, "reference_beyond_cm2": missed,
+                    "truly_open": missed >= OPEN_CM2})  # fmt: skip
+    return out
+
+
 def patient_metrics(per: dict[str, Any], tables: dict[str, dict], rule: FailureRule) -> dict[str, Any]:
     out = {}
     for p in sorted(per):
@@ -116,6 +139,8 @@ def patient_metrics(per: dict[str, Any], tables: dict[str, dict], rule: FailureR
         core, pred_core = per[p]["core"], per[p]["pred_core"]
         table = tables[p]
         series_fail = bool(float(table["series_dice"]) < rule.series_dice or (f & core).any())
+        ends = end_checks(table)
+        open_end = any(e["claimed_open"] for e in ends)
         out[p] = {
             "slices": int(len(r)),
             "failures": int(f.sum()),
@@ -129,7 +154,10 @@ def patient_metrics(per: dict[str, Any], tables: dict[str, dict], rule: FailureR
             "series_failure": series_fail,
             # the series decision sees only the prediction: auto when no slice of the predicted core is over
             "core_max_risk": float(r[pred_core].max()) if pred_core.any() else None,
-            "series_auto": bool(t is not None and pred_core.any() and r[pred_core].max() <= t),
+            # and no end of the mask open (liver-like tissue going on past it: the series decision's own check)
+            "series_auto": bool(t is not None and pred_core.any() and r[pred_core].max() <= t and not open_end),
+            "series_auto_without_end_check": bool(t is not None and pred_core.any() and r[pred_core].max() <= t),
+            "ends": ends,
             "segment_seconds": float(table["segment_seconds"]),
             "segmenter_step": int(table["segmenter_step"]) if "segmenter_step" in table else None,
             "coef": dict(zip(per[p]["model"].features, per[p]["model"].coef, strict=True)),

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from models.feature_density import FeatureDensity
+from models.liver_ends import continuation_cm2
 from models.quality import keep_liver, slice_signals
 from models.segmenter import LiverSegmenter, mask_on_series_grid, to_model_grid
 from workers.inference.segmenter import model_grid_probabilities, model_grid_probabilities_and_features
@@ -135,4 +136,6 @@ def segment_with_quality(
     signals = slice_signals(base, members, model.config.preprocess.pixel_mm, positions, threshold, image=centre)
     if density is not None and feats is not None:
         signals["feature_distance"] = density.distance(feats)
+    # past the written mask's ends, where every pass agrees on nothing (models.liver_ends)
+    signals["continuation_cm2"] = continuation_cm2(hu, mask, pixel_spacing_mm, positions)
     return SegmentationQuality(mask, signals, time.perf_counter() - t0)

@@ -21,6 +21,7 @@ from app.services import routing
 from app.services.evidence import save_evidence, save_risk
 from app.services.routing import Claimed, Decision
 from models.body_position import find_body_position
+from models.liver_ends import OpenEnd, continuation_cm2, open_ends
 from models.risk import FailureRisk
 from workers.inference.liver_roi import LiverRoi, roi_of
 from workers.inference.quality import density_of, passes_of, segment_with_quality
@@ -46,6 +47,7 @@ class Assessment:
     liver_mask: np.ndarray | None = None
     risk: FusedRisk | None = None  # the second signal, when the segmenter carries a failure-risk model
     detail: str | None = None  # with ``refused``: the segmenter's liver says the gate cannot judge the input
+    open_ends: list[OpenEnd] | None = None  # ends of the mask past which liver-like tissue goes on
 
 
 @dataclass
@@ -101,6 +103,7 @@ def assess(settings: Settings, claimed: Claimed, volume: SeriesVolume) -> Assess
     model, metadata = loaded
     g = volume.geometry
     liver, risk_model, body = None, None, None
+    ends: list[OpenEnd] = []
     roi = roi_of(metadata)
     if roi is None and metadata.get("kind") == "patch-scorer":
         # a patch scorer always looks inside the liver; before calibration it has no region recorded yet, and
@@ -128,6 +131,10 @@ def assess(settings: Settings, claimed: Claimed, volume: SeriesVolume) -> Assess
         doubt = liver_doubt(settings, volume, liver, metadata, seg_loaded[1], series_id=a.series_id, body=body)
         if doubt is not None:  # before any score: the input is one the gate cannot judge (workers.serving.input_checks)
             return Assessment(key, row.id, refused=doubt[0], liver_mask=liver, detail=doubt[1])
+        # where every pass agrees on nothing, the risk cannot see a miss: does liver go on past the mask's ends?
+        beyond = (quality.signals["continuation_cm2"] if risk_model is not None
+                  else continuation_cm2(volume.hu, liver, g.pixel_spacing_mm, g.slice_positions_mm))  # fmt: skip
+        ends = open_ends(beyond, liver.reshape(len(liver), -1).any(1), g.slice_positions_mm)
     # fast path: channels_last + bf16 where the CPU has it (parity with fp32 tested in tests/models)
     scores = score_volume(model, volume.hu, g.pixel_spacing_mm, g.slice_positions_mm, metadata, fast=True,
                           liver=liver, body=body)  # fmt: skip
@@ -139,6 +146,7 @@ def assess(settings: Settings, claimed: Claimed, volume: SeriesVolume) -> Assess
                         positions_mm=g.slice_positions_mm, threshold=threshold,
                         heatmap_box=scores.heatmap_box)  # fmt: skip
     found = Assessment(key, row.id, None, scores, threshold, relative, top, liver)
+    found.open_ends = ends if liver is not None else None
     if risk_model is not None:
         anomaly = np.nan_to_num(np.asarray(scores.slice_scores, np.float64), nan=0.0)  # as it was fit (failure_eval)
         slice_risk = risk_model.predict({**quality.signals, "anomaly": anomaly})
@@ -179,6 +187,11 @@ def decide(found: Assessment) -> Decision:
             f"segmentation risk: {len(flagged)} slices of the liver's core over the {over} "
             f"(worst {worst:.3f}{ratio}); slices {sorted(d.top_slices)}"
         )
+    elif found.open_ends:
+        # liver-like tissue goes on past an end of the mask: slices it left out, which no risk can see
+        d.reason = DecisionReason.LIVER_BEYOND_MASK
+        d.top_slices = [z for end in found.open_ends for z in end.slices][:10]
+        d.detail = "; ".join(end.describe() for end in found.open_ends)
     else:
         d.route, d.reason = Route.AUTO, DecisionReason.IN_DISTRIBUTION
     return d

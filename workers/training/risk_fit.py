@@ -24,7 +24,7 @@ from sklearn.linear_model import LogisticRegression
 from app.services.storage import file_sha256
 from models.feature_density import FeatureDensity
 from models.metrics import auroc, dice
-from models.quality import SIGNALS
+from models.quality import EXTRA_SIGNALS, SIGNALS
 from models.risk import (
     FEATURES,
     FailureRisk,
@@ -71,7 +71,7 @@ def case_table(
                                   liver=quality.mask)  # fmt: skip
         anomaly = np.nan_to_num(np.asarray(scores.slice_scores, dtype=np.float64), nan=0.0)
     return {
-        **{f"signal_{k}": quality.signals[k] for k in (*SIGNALS, "feature_distance") if k in quality.signals},
+        **{f"signal_{k}": quality.signals[k] for k in (*SIGNALS, *EXTRA_SIGNALS) if k in quality.signals},
         "signal_anomaly": anomaly,
         "dice": dice(pred, ref, axis=(1, 2)),
         "ref_area_cm2": ref.reshape(len(ref), -1).sum(1) * px_cm2,
@@ -152,7 +152,14 @@ def fit_across_patients(
 # disagreement alone (pooled AUROC 0.75 against 0.89 in session 9; 0.59 against 0.83 in session 12), because
 # each fit's intercept and slopes follow its three training patients' very different failure rates.
 # "union" (session 16): nothing fitted either, the larger of the disagreement and the dark edge (models.risk)
-FITS = ("disagreement", "union", "gate", "l1", "plain")
+# "+ends" (session 17): the same with the open end beside them (models.liver_ends: a slice past the mask's end
+# where liver-like tissue goes on has all of its liver outside the mask)
+UNIONS = {
+    "union": ("tta_disagreement", "edge_dark"),
+    "disagreement+ends": ("tta_disagreement", "open_end"),
+    "union+ends": ("tta_disagreement", "edge_dark", "open_end"),
+}
+FITS = ("disagreement", *UNIONS, "gate", "l1", "plain")
 DEFAULT_FIT = "disagreement"
 
 
@@ -160,15 +167,15 @@ def fit_on(
     tables: dict[str, dict[str, np.ndarray]], rule: FailureRule, names: tuple[str, ...] = FEATURES,
     clinical: bool = True, *, how: str = DEFAULT_FIT, c: float = 1.0,
 ) -> FailureRisk:  # fmt: skip
-    """A risk model of these cases' judged slices. ``how``: "disagreement" or "union" (nothing fitted), "gate"
+    """A risk model of these cases' judged slices. ``how``: "disagreement" or one of ``UNIONS`` (nothing fitted), "gate"
     (``fit_across_patients``: logistic, L1 chosen on patients), "l1" (lasso at strength ``c``) or "plain"
     (ridge, C = 1: the fit of sessions 9-11)."""
     if how not in FITS:
         raise ValueError(f"how must be one of {FITS}, got {how!r}")
     if how == "disagreement":
         return disagreement_risk()
-    if how == "union":
-        return union_risk()
+    if how in UNIONS:
+        return union_risk(UNIONS[how])
     if how == "gate":
         return fit_across_patients(tables, rule, names, clinical)
     sig, fail = pool(tables, rule, clinical)
@@ -203,8 +210,11 @@ def out_of_case_risk(
 
 
 def judged(t: dict[str, np.ndarray]) -> np.ndarray:
-    """The slices the gate is judged on: the reference or the prediction holds liver."""
-    return (t["ref_area_cm2"] > 0) | (t["pred_area_cm2"] > 0)
+    """The slices the gate is judged on: the reference or the prediction holds liver, or the gate says liver
+    continues there past the mask's end (``continuation_cm2``: so a continuation where the reference holds none
+    counts as a false alarm, not as nothing)."""
+    claimed = t["signal_continuation_cm2"] > 0 if "signal_continuation_cm2" in t else False
+    return (t["ref_area_cm2"] > 0) | (t["pred_area_cm2"] > 0) | claimed
 
 
 def failures_of(t: dict[str, np.ndarray], rule: FailureRule, clinical: bool = True) -> np.ndarray:
@@ -212,7 +222,7 @@ def failures_of(t: dict[str, np.ndarray], rule: FailureRule, clinical: bool = Tr
 
 
 def signals_of(t: dict[str, np.ndarray], keep: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    names = [n for n in (*SIGNALS, "anomaly", "feature_distance") if f"signal_{n}" in t]
+    names = [n for n in (*SIGNALS, "anomaly", *EXTRA_SIGNALS) if f"signal_{n}" in t]
     return {n: (t[f"signal_{n}"] if keep is None else t[f"signal_{n}"][keep]) for n in names}
 
 
