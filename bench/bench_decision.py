@@ -99,23 +99,27 @@ def fused_models(tmp: Path, segmenter: Path) -> tuple[Path, Path]:
     return scorer_path, seg_path
 
 
-def measure(engine, client: httpx.Client, blobs: list[bytes]) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def measure(engine, client: httpx.Client, blobs: list[bytes]) -> tuple[float, float | None, str]:  # type: ignore[no-untyped-def]
+    """(completion -> decision s, completion -> SEG stored s or None, the decision's reason). A series that goes to
+    a radiologist has no SEG: since session 17 the shipped segmenter's ircadb-01 mask stops short of the dome, and
+    the worker sends it to a radiologist (liver_beyond_mask) after every signal ran, so the decision's time is the
+    same path's; only the SEG is not written."""
     blobs = fresh_uids(blobs)
     reply = stow(client, blobs, chunked=True).json()
     url = reply["00081199"]["Value"][0]["00081190"]["Value"][0]
     series_uid = url.split("/series/")[1].split("/")[0]
     assert client.post(f"/series/{series_uid}/complete").status_code == 200
     query = text(
-        "SELECT extract(epoch FROM d.created_at - s.completed_at), extract(epoch FROM g.created_at - s.completed_at) "
-        "FROM series s JOIN series_decisions d ON d.series_id = s.id JOIN segmentations g ON g.series_id = s.id "
-        "WHERE s.series_uid = :u"
+        "SELECT extract(epoch FROM d.created_at - s.completed_at), extract(epoch FROM g.created_at - s.completed_at), "
+        "d.decision, d.reason FROM series s JOIN series_decisions d ON d.series_id = s.id "
+        "LEFT JOIN segmentations g ON g.series_id = s.id WHERE s.series_uid = :u"
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         with engine.connect() as conn:
             row = conn.execute(query, {"u": series_uid}).first()
-        if row is not None:
-            return float(row[0]), float(row[1])
+        if row is not None and (row[1] is not None or row[2] != "auto"):
+            return float(row[0]), None if row[1] is None else float(row[1]), str(row[3])
         time.sleep(0.05)
     raise TimeoutError("series was not routed within 300 s")
 
@@ -168,11 +172,13 @@ def main() -> None:
             if worker_log.exists():  # the worker's own per-stage timings, for the reader
                 print("".join(line for line in worker_log.read_text().splitlines(True) if "decided" in line))
     decision = [r[0] for r in runs]
-    routed = [r[1] for r in runs]
+    routed = [r[1] for r in runs if r[1] is not None]
+    reasons = sorted({r[2] for r in runs})
+    seg = f"{statistics.median(routed):.2f} s" if routed else "none written"
     print(f"| {args.region} | {len(blobs)} slices | {args.series} series | completion -> decision median "
           f"{statistics.median(decision):.2f} s "
-          f"(min {min(decision):.2f}, max {max(decision):.2f}) | completion -> SEG stored median "
-          f"{statistics.median(routed):.2f} s | load avg {os.getloadavg()[0]:.2f} |")  # fmt: skip
+          f"(min {min(decision):.2f}, max {max(decision):.2f}) | completion -> SEG stored median {seg} "
+          f"| reasons {', '.join(reasons)} | load avg {os.getloadavg()[0]:.2f} |")  # fmt: skip
 
 
 if __name__ == "__main__":
