@@ -76,3 +76,8 @@ def test_an_empty_mask_or_an_end_at_the_volume_edge_has_nothing_beyond() -> None
     edge[:8] = edge[8]  # the mask reaches the first slice: nothing lies past that end
     beyond = continuation_cm2(hu, edge, SPACING, pos)
     assert beyond.max() == 0.0
+    # an image narrower than one block of the coarse grid: nothing to walk on, and no error
+    tiny = np.zeros((5, 2, 2), np.float32)
+    mask = np.zeros((5, 2, 2), bool)
+    mask[2] = True
+    assert continuation_cm2(tiny, mask, (0.5, 0.5), np.arange(5.0)).max() == 0.0

@@ -2,7 +2,8 @@
 
 Fail-safe: no pinned scorer, a missing or corrupt file, a load failure, a scorer calibrated inside
 another segmenter's liver, an uncalibrated scorer or a liver that is not found all send the series
-to the manual queue. Nothing is auto-accepted without a working, calibrated scorer.
+to the manual queue. Nothing is auto-accepted without a working, calibrated scorer, nor with a mask that
+stops short of the liver's end (``models.liver_ends``).
 """
 
 from __future__ import annotations
@@ -158,7 +159,8 @@ def assess(settings: Settings, claimed: Claimed, volume: SeriesVolume) -> Assess
 
 
 def decide(found: Assessment) -> Decision:
-    """Auto only for a calibrated score at or below its series threshold, over a liver that was found."""
+    """Auto only for a calibrated score at or below its series threshold, over a liver that was found, with no
+    core slice over the risk threshold and no open end of the mask."""
     if found.refused is not None or found.scores is None:
         reason = found.refused or DecisionReason.SCORER_UNAVAILABLE
         return Decision(Route.MANUAL, reason, scorer_key=found.scorer_key, scorer_version_id=found.scorer_version_id)
