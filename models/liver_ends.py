@@ -99,7 +99,7 @@ def _walk(hu: np.ndarray, mask: np.ndarray, end: int, step: int, spacing: tuple[
     y0, x0 = max(int(ys.min()) - fy, 0) // fy * fy, max(int(xs.min()) - fx, 0) // fx * fx
     y1, x1 = int(ys.max()) + 2 * fy, int(xs.max()) + 2 * fx
     image = ndimage.uniform_filter(_coarse(hu[rows, y0:y1, x0:x1].astype(np.float32), fy, fx), size=(1, 3, 3))
-    liver = _coarse(mask[rows, y0:y1, x0:x1].astype(np.float32), fy, fx) >= 0.5
+    liver = _coarse((mask[rows, y0:y1, x0:x1] != 0).astype(np.float32), fy, fx) >= 0.5
     near = image[: len(inside)][liver[: len(inside)]]
     if near.size == 0:
         return {}
@@ -110,10 +110,7 @@ def _walk(hu: np.ndarray, mask: np.ndarray, end: int, step: int, spacing: tuple[
     foot = liver[foot_rows].any(0)
     out: dict[int, float] = {}
     for i in np.argsort(np.abs(beyond - end)):  # outwards from the end
-        found = band[len(inside) + i] & foot
-        if found.sum() * px_cm2 < MIN_CM2:
-            break
-        found = _largest(found)
+        found = _largest(band[len(inside) + i] & foot)
         area = float(found.sum() * px_cm2)
         if area < MIN_CM2:
             break
@@ -127,29 +124,33 @@ def continuation_cm2(
 ) -> np.ndarray:
     """(Z, Y, X) HU and liver mask on the series grid -> (Z,) cm² of liver-like tissue continuing past the mask's
     ends (0 on the mask's own slices and wherever nothing continues)."""
-    hu, mask = np.asarray(hu), np.asarray(mask).astype(bool)
+    hu, mask = np.asarray(hu), np.asarray(mask)  # no copy of the whole mask: only the ends' rows are read
     positions = np.asarray(positions_mm, dtype=np.float64)
     out = np.zeros(len(mask), dtype=np.float64)
-    present = np.flatnonzero(mask.reshape(len(mask), -1).any(1))
-    if present.size == 0:
-        return out
     spacing = (float(pixel_spacing_mm[0]), float(pixel_spacing_mm[1]))
-    for end, step in ((int(present[0]), -1), (int(present[-1]), 1)):
+    for end, step, _ in mask_ends(mask.reshape(len(mask), -1).any(1), positions):
         for z, area in _walk(hu, mask, end, step, spacing, positions).items():
             out[z] = area
     return out
 
 
+def mask_ends(present: ArrayLike, positions_mm: ArrayLike) -> list[tuple[int, int, str]]:
+    """(end slice, step outwards, side) for the first and the last slice holding mask; side "cranial" for the end at
+    the higher position along the normal. Empty without mask."""
+    idx = np.flatnonzero(np.asarray(present))
+    if idx.size == 0:
+        return []
+    pos = np.asarray(positions_mm, dtype=np.float64)
+    lo, hi = int(idx[0]), int(idx[-1])
+    return [(lo, -1, "cranial" if pos[lo] > pos[hi] else "caudal"),
+            (hi, 1, "cranial" if pos[hi] >= pos[lo] else "caudal")]  # fmt: skip
+
+
 def open_ends(continuation: np.ndarray, mask_present: ArrayLike, positions_mm: ArrayLike) -> list[OpenEnd]:
     """The ends past which ``OPEN_CM2`` or more continues (``continuation``: ``continuation_cm2``'s output;
     ``mask_present``: (Z,) bool, the slices holding mask)."""
-    present = np.flatnonzero(np.asarray(mask_present))
-    if present.size == 0:
-        return []
-    positions = np.asarray(positions_mm, dtype=np.float64)
-    lo, hi = int(present[0]), int(present[-1])
     found = []
-    for end, step in ((lo, -1), (hi, 1)):
+    for end, step, side in mask_ends(mask_present, positions_mm):
         run = []
         z = end + step
         while 0 <= z < len(continuation) and continuation[z] > 0:
@@ -157,7 +158,5 @@ def open_ends(continuation: np.ndarray, mask_present: ArrayLike, positions_mm: A
             z += step
         total = float(continuation[run].sum()) if run else 0.0
         if total >= OPEN_CM2:
-            other = hi if end == lo else lo
-            side = "cranial" if positions[end] >= positions[other] else "caudal"
             found.append(OpenEnd(side, tuple(run), total))
     return found

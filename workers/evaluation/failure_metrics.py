@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from models.liver_ends import OPEN_CM2, open_ends
+from models.liver_ends import OPEN_CM2, mask_ends, open_ends
 from models.metrics import auroc, bootstrap_auroc_ci
 from models.risk import FEATURES, FailureRule, crc_threshold, features
 from workers.evaluation.gate_metrics import aurc, coverage_at_risk, risk_coverage
@@ -111,15 +111,13 @@ def end_checks(t: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     """Both ends of the written mask: did the gate call it open (``models.liver_ends``), and how much of the
     reference liver lies past it (truly open: ``OPEN_CM2`` or more)."""
     present = t["pred_area_cm2"] > 0
-    idx = np.flatnonzero(present)
-    if idx.size == 0 or "signal_continuation_cm2" not in t:
+    if "signal_continuation_cm2" not in t:
         return []
     pos = t["positions_mm"]
     claimed = {e.side: e for e in open_ends(t["signal_continuation_cm2"], present, pos)}
     out = []
-    for end, beyond in ((idx[0], np.arange(idx[0])), (idx[-1], np.arange(idx[-1] + 1, len(present)))):
-        other = idx[-1] if end == idx[0] else idx[0]
-        side = "cranial" if pos[end] >= pos[other] else "caudal"
+    for end, step, side in mask_ends(present, pos):
+        beyond = np.arange(end) if step < 0 else np.arange(end + 1, len(present))
         missed = float(t["ref_area_cm2"][beyond].sum())
         found = claimed.get(side)
         going_on = float(found.area_cm2) if found else float(t["signal_continuation_cm2"][beyond].sum())

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.liver_ends import continuation_cm2, open_ends
+from models.liver_ends import continuation_cm2, mask_ends, open_ends
 from workers.training.segmenter_data import load_masked_volume
 from workers.training.segmenter_folds import PATIENTS
 
@@ -25,13 +25,8 @@ from workers.training.segmenter_folds import PATIENTS
 def _ends(present: np.ndarray, positions: np.ndarray) -> dict[str, np.ndarray]:
     """side -> the slice indices of the mask from that end inwards (only ends that do not touch the series' edge)."""
     idx = np.flatnonzero(present)
-    first_is_cranial = positions[idx[0]] > positions[idx[-1]]
-    out = {}
-    if idx[0] > 0:
-        out["cranial" if first_is_cranial else "caudal"] = idx
-    if idx[-1] < len(present) - 1:
-        out["caudal" if first_is_cranial else "cranial"] = idx[::-1]
-    return out
+    return {side: idx if step < 0 else idx[::-1] for end, step, side in mask_ends(present, positions)
+            if 0 <= end + step < len(present)}  # fmt: skip
 
 
 def evaluate(data_dir: Path, cuts: list[int]) -> list[dict]:
