@@ -63,7 +63,7 @@ class DecisionReason(StrEnum):
     NO_SEGMENTER = "no_segmenter"  # accepted, but no segmenter was pinned to segment it
     NO_LIVER_FOUND = "no_liver_found"  # a liver-restricted scorer found no liver to look at
     SEGMENTATION_RISK = "segmentation_risk"  # in distribution, but the fused risk says the segmenter fails here
-    LIVER_BEYOND_MASK = "liver_beyond_mask"  # liver-like tissue goes on past an end of the mask (models.liver_ends)
+    LIVER_BEYOND_MASK = "liver_beyond_mask"  # liver-like tissue past or beside an end of the mask (models.liver_ends)
     FAILED = "failed"  # the pipeline could not handle the series (FAILED): still a radiologist's case
     # The gate cannot judge the volume (app.dicom.volume.geometry_doubt), decided before any score:
     SLICE_GAP = "slice_gap"  # a slice is missing: no regular grid

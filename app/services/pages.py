@@ -32,7 +32,8 @@ WHY = {
     DecisionReason.SEGMENTATION_RISK: "the series looks typical, but the segmenter is likely to fail on slices "
                                       "of the liver's core (the fused failure risk is over its threshold)",
     DecisionReason.LIVER_BEYOND_MASK: "the series looks typical, but the segmentation stops short: tissue of the "
-                                      "liver's density goes on past an end of the mask",
+                                      "liver's density goes on past an end of the mask, or lies beside its last "
+                                      "slices, which cover less than half of it",
     DecisionReason.FAILED: "the pipeline could not handle the series",
     DecisionReason.SLICE_GAP: "a slice is missing: the series has no regular grid",
     DecisionReason.DUPLICATE_POSITIONS: "two images lie at one position along the slice normal",

@@ -21,8 +21,9 @@ def upgrade() -> None:
     # name; the others get their id appended, so each name is one identity from now on.
     op.execute("UPDATE api_tokens SET name = name || '-' || CAST(id AS VARCHAR(20)) WHERE revoked_at IS NULL AND "
                "id NOT IN (SELECT min(id) FROM api_tokens WHERE revoked_at IS NULL GROUP BY name)")  # fmt: skip
+    active = "revoked_at IS NULL"
     op.create_index("uq_api_tokens_active_name", "api_tokens", ["name"], unique=True,
-                    postgresql_where=sa.text("revoked_at IS NULL"), sqlite_where=sa.text("revoked_at IS NULL"))  # fmt: skip
+                    postgresql_where=sa.text(active), sqlite_where=sa.text(active))  # fmt: skip
     with op.batch_alter_table("series_decisions") as batch:
         batch.add_column(sa.Column("scoring_s", sa.Float(), nullable=True))
         batch.add_column(sa.Column("completion_to_decision_s", sa.Float(), nullable=True))

@@ -72,7 +72,7 @@ def test_liver_going_on_past_the_mask_sends_an_accepted_series_to_a_radiologist_
     d = decide(short)
     assert (d.route, d.reason, d.top_slices) == (Route.MANUAL, DecisionReason.LIVER_BEYOND_MASK, [120, 121, 122, 123])
     assert d.detail == ("the mask stops short of the liver's cranial end: 59 cm² of tissue of the liver's density "
-                        "continue under its footprint over slices 120-123")  # fmt: skip
+                        "beside or past it are left out over slices 120-123")  # fmt: skip
     # without a risk model too (the shipped segmenter carries none)
     assert decide(Assessment("k", 1, scores=_scores(0.5), threshold=1.0, open_ends=[dome])).route == Route.MANUAL
     # the anomaly score and the core's risk come first; closed ends change nothing

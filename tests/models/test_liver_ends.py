@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from models.liver_ends import OPEN_CM2, continuation_cm2, open_ends
 
@@ -45,8 +46,33 @@ def test_a_mask_cut_short_is_open_on_that_side_with_the_slices(cut: slice, side:
     assert set(end.slices) <= set(missing) and len(end.slices) >= 3  # what continues, all of it real liver
     assert end.slices[0] == (missing[0] if side == "cranial" else missing[-1])  # outwards from the mask's end
     assert end.area_cm2 >= OPEN_CM2
-    assert beyond[short.any((1, 2))].max() == 0.0  # the mask's own slices carry nothing
+    assert beyond[short.any((1, 2))].max() == 0.0  # the mask's own slices (whole cross-sections) carry nothing
     assert f"the liver's {side} end" in end.describe()
+
+
+@pytest.mark.parametrize(("thinned", "side"), [(range(26, 32), "cranial"), (range(8, 14), "caudal")])
+def test_a_mask_that_thins_out_before_the_liver_is_open_on_that_side(thinned: range, side: str) -> None:
+    """The mask keeps its last slices but only a small core of each (a segmenter that fades out early): nothing
+    lies past its end, yet most of those slices' liver is left out beside it."""
+    hu, liver, pos = _body()
+    thin = liver.copy()
+    yy, xx = np.mgrid[: liver.shape[1], : liver.shape[2]]
+    for k in thinned:
+        thin[k] &= (yy - 48) ** 2 + (xx - 40) ** 2 <= 3**2
+    beyond = continuation_cm2(hu, thin, SPACING, pos)
+    (end,) = open_ends(beyond, thin.any((1, 2)), pos)
+    assert end.side == side
+    assert set(end.slices) & set(thinned)  # the thinned slices themselves are named
+    left_out = float((liver & ~thin).sum()) * 0.01
+    assert OPEN_CM2 <= end.area_cm2 <= left_out + 1.0  # no more than what was taken away (plus block rounding)
+
+
+def test_a_mask_a_little_short_of_the_liver_all_round_stays_closed() -> None:
+    """Under-segmenting by a pixel all round (each slice covers most of its liver) is not an open end."""
+    hu, liver, pos = _body()
+    eroded = np.stack([ndimage.binary_erosion(s) for s in liver])
+    beyond = continuation_cm2(hu, eroded, SPACING, pos)
+    assert open_ends(beyond, eroded.any((1, 2)), pos) == []
 
 
 def test_tissue_of_another_density_or_beside_the_footprint_does_not_continue() -> None:

@@ -20,14 +20,19 @@ DATA = REPO / ".." / "shared" / "data"
 PATIENT = "totalseg-s0009"
 
 
-def test_a_table_cached_without_a_signal_is_recomputed(tmp_path: Path) -> None:
+def _config(tmp_path: Path) -> FailureEvalConfig:
+    """One fold whose checkpoint is the shipped segmenter, its tables cached under tmp_path."""
     if not (DATA / "ct" / PATIENT / "ct.nii.gz").exists():
         pytest.skip(f"{PATIENT} is not under {DATA.resolve()}")
     fold = tmp_path / "runs" / PATIENT / "checkpoints"
     fold.mkdir(parents=True)
     (fold / "final.pt").symlink_to(REPO / "models" / "weights" / "segmenter.pt")
-    config = FailureEvalConfig(runs=str(tmp_path / "runs"), data_dir=str(DATA.resolve()),
-                               cache=str(tmp_path / "cache"), anomaly_scorer=None, patients=(PATIENT,))  # fmt: skip
+    return FailureEvalConfig(runs=str(tmp_path / "runs"), data_dir=str(DATA.resolve()),
+                             cache=str(tmp_path / "cache"), anomaly_scorer=None, patients=(PATIENT,))  # fmt: skip
+
+
+def test_a_table_cached_without_a_signal_is_recomputed(tmp_path: Path) -> None:
+    config = _config(tmp_path)
     table = patient_table(config, PATIENT, REPO)
     assert "signal_edge_dark_ratio" in table
     key = json.loads(str(table["key"]))
@@ -38,3 +43,17 @@ def test_a_table_cached_without_a_signal_is_recomputed(tmp_path: Path) -> None:
     assert "signal_edge_dark_ratio" in again
     np.testing.assert_allclose(again["signal_edge_dark_ratio"], table["signal_edge_dark_ratio"])
     assert patient_table(config, PATIENT, REPO)["key"] == again["key"]  # the fresh table is the cache now
+
+
+def test_a_table_cached_under_another_ends_rule_is_recomputed(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """continuation_cm2 depends on models.liver_ends' parameters: a table cached before the rule changed (its
+    thinning check, session 18) carried the old rule's ends under the same key, and the report used them."""
+    import models.liver_ends as liver_ends
+
+    config = _config(tmp_path)
+    with monkeypatch.context() as m:
+        m.setattr(liver_ends, "ZONE_MM", 0.0)  # another rule: its tables are cached under its key
+        old = patient_table(config, PATIENT, REPO)
+    fresh = patient_table(config, PATIENT, REPO)
+    assert fresh["key"] != old["key"]
+    assert json.loads(str(fresh["key"]))["ends"] == liver_ends.rule_record()

@@ -4,6 +4,7 @@ threshold, on synthetic per-slice tables (the real ones need the non-commercial 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from models.quality import SIGNALS
 from models.risk import FailureRule
@@ -73,3 +74,23 @@ def test_a_claimed_continuation_is_judged_and_each_end_is_checked_against_the_re
     assert cranial["continuation_cm2"] == 18.0 and cranial["reference_beyond_cm2"] == 32.0
     del t["signal_continuation_cm2"]  # a table from before the signal: as before, and no end checks
     assert not judged(t)[6:10].any() and end_checks(t) == []
+
+
+def test_an_end_the_mask_thins_out_at_is_truly_open_without_reference_past_it() -> None:
+    """The mask's last slices cover a small part of the reference (Dice tells how much): liver left out beside
+    the mask's end counts as an open end although no reference lies past it."""
+    from workers.evaluation.failure_metrics import end_checks
+
+    t = table(3)
+    n = len(t["ref_area_cm2"])
+    present = np.flatnonzero(t["pred_area_cm2"] > 0)
+    last = present[-1]
+    t["ref_area_cm2"] = np.where(np.arange(n) <= last, t["ref_area_cm2"], 0.0)
+    t["ref_area_cm2"][last - 3 : last + 1] = 20.0
+    t["pred_area_cm2"][last - 3 : last + 1] = 2.0  # 2 of 20 cm² covered on the last four slices
+    t["dice"][last - 3 : last + 1] = 2 * 2.0 / 22.0
+    t["signal_continuation_cm2"] = np.zeros(n)
+    far_end = end_checks(t)[-1]  # the end at the last slice
+    assert far_end["reference_beyond_cm2"] == 0.0
+    assert far_end["reference_left_out_cm2"] == pytest.approx(4 * 18.0)
+    assert far_end["truly_open"] and not far_end["claimed_open"]

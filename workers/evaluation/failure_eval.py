@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from app.core.files import save_npz_atomic
+from models.liver_ends import rule_record
 from models.quality import EXTRA_SIGNALS, SIGNALS
 from models.segmenter import LiverSegmenter
 from workers.inference.quality import density_of, passes_record
@@ -66,9 +67,10 @@ def patient_table(config: FailureEvalConfig, patient: str, repo: Path) -> dict[s
     cache = repo / folder / f"{patient}{'-ensemble' if others else ''}.npz"
     # "mask": the SEG is the passes' mean since session 12; tables of the plain-pass mask are stale
     # "signals": a table cached before a signal existed lacks its column (edge_dark_ratio, session 16;
-    # continuation_cm2, session 17)
+    # continuation_cm2, session 17); "ends": continuation_cm2 from another rule is stale (its thinning check,
+    # session 18, changed what it finds)
     key = json.dumps({"segmenter": metadata["sha256"], "scorer": config.anomaly_scorer, "mask": "tta-mean",
-                      "passes": passes_record(), "signals": [*SIGNALS, *EXTRA_SIGNALS],
+                      "passes": passes_record(), "signals": [*SIGNALS, *EXTRA_SIGNALS], "ends": rule_record(),
                       **({"second": other_metadata["sha256"]} if others else {})})  # fmt: skip
     if cache.exists():
         with np.load(cache, allow_pickle=False) as z:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from models.liver_ends import OPEN_CM2, mask_ends, open_ends
+from models.liver_ends import COVER_SHARE, OPEN_CM2, ZONE_MM, mask_ends, open_ends
 from models.metrics import auroc, bootstrap_auroc_ci
 from models.risk import FEATURES, FailureRule, crc_threshold, features
 from workers.evaluation.gate_metrics import aurc, coverage_at_risk, risk_coverage
@@ -109,21 +109,27 @@ def pooled_metrics(per: dict[str, Any], *, goal_risk: float = 0.01, n_boot: int 
 
 def end_checks(t: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     """Both ends of the written mask: did the gate call it open (``models.liver_ends``), and how much of the
-    reference liver lies past it (truly open: ``OPEN_CM2`` or more)."""
+    reference liver the mask leaves out there: past the end, and on its own last ``ZONE_MM`` where it covers
+    less than ``COVER_SHARE`` of the reference (the check's own two places; truly open: ``OPEN_CM2`` or more)."""
     present = t["pred_area_cm2"] > 0
     if "signal_continuation_cm2" not in t:
         return []
     pos = t["positions_mm"]
     claimed = {e.side: e for e in open_ends(t["signal_continuation_cm2"], present, pos)}
+    ref, pred = t["ref_area_cm2"], t["pred_area_cm2"]
+    covered = np.nan_to_num(t["dice"]) * (ref + pred) / 2.0  # |mask n reference| from the slice's Dice
+    thinned = present & (covered < COVER_SHARE * ref)
     out = []
     for end, step, side in mask_ends(present, pos):
         beyond = np.arange(end) if step < 0 else np.arange(end + 1, len(present))
-        missed = float(t["ref_area_cm2"][beyond].sum())
+        zone = np.flatnonzero(present & (np.abs(pos - pos[end]) <= ZONE_MM) & thinned)
+        missed_beyond = float(ref[beyond].sum())
+        missed = missed_beyond + float((ref - covered)[zone].sum())
         found = claimed.get(side)
         going_on = float(found.area_cm2) if found else float(t["signal_continuation_cm2"][beyond].sum())
         out.append({"side": side, "end_slice": int(end), "claimed_open": found is not None,
-                    "continuation_cm2": going_on, "reference_beyond_cm2": missed,
-                    "truly_open": missed >= OPEN_CM2})  # fmt: skip
+                    "continuation_cm2": going_on, "reference_beyond_cm2": missed_beyond,
+                    "reference_left_out_cm2": missed, "truly_open": missed >= OPEN_CM2})  # fmt: skip
     return out
 
 

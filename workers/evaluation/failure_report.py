@@ -134,17 +134,19 @@ def _ends_section(s: dict) -> list[str]:
     c = s["open_ends"]
     lines = ["", "## The mask's ends: does liver go on past them? (`models.liver_ends`)", "",
              "Where every pass agrees on nothing, the disagreement is 0: a whole slice the mask leaves out at the "
-             "liver's end is a failure no risk above can see. The gate looks past each end of the mask for tissue "
-             "of the liver's own density under the end's footprint, and sends the series to a radiologist when "
-             f"5 cm² or more goes on (`liver_beyond_mask`). Over {c['ends']} ends: {c['truly_open']} truly open "
-             f"(5 cm² or more of reference liver past them), {c['open_called_open']} of them called open; "
-             f"closed ends called open: {c['closed_called_open']}.", "",
-             "| patient | end | end slice | called open | continuing (cm²) | reference past the end (cm²) |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+             "liver's end is a failure no risk above can see. The gate looks past each end of the mask, and on the "
+             "mask's own last 16 mm beside it, for tissue of the liver's own density that the mask leaves out, and "
+             f"sends the series to a radiologist when 5 cm² or more is found (`liver_beyond_mask`). Over "
+             f"{c['ends']} ends: {c['truly_open']} truly open (5 cm² or more of reference liver left out there), "
+             f"{c['open_called_open']} of them called open; closed ends called open: {c['closed_called_open']}.",
+             "", "| patient | end | end slice | called open | found left out (cm²) | reference past the end (cm²) "
+             "| reference left out, past and beside (cm²) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for p, m in s["per_patient"].items():
         for e in m["ends"]:
+            left_out = e.get("reference_left_out_cm2", e["reference_beyond_cm2"])
             lines.append(f"| {p} | {e['side']} | {e['end_slice']} | {e['claimed_open']} "
-                         f"| {e['continuation_cm2']:.1f} | {e['reference_beyond_cm2']:.1f} |")  # fmt: skip
+                         f"| {e['continuation_cm2']:.1f} | {e['reference_beyond_cm2']:.1f} "
+                         f"| {left_out:.1f} |")  # fmt: skip
     lines += ["", "The slices it says liver goes on are judged too (above), so a claim where the reference holds "
               "none counts as a false alarm. The series decision (`series auto` above) also requires no open end "
               f"({sum(m['series_auto_without_end_check'] for m in s['per_patient'].values())} series auto without "

@@ -30,34 +30,39 @@ from workers.training.patch_calibration import conformal_threshold
 
 log = logging.getLogger(__name__)
 ANOMALY_TYPES = ("lesion", "blob", "warp", "metal")
-FUSION = "fanogan+deviation"
+RULE = "deviation"
+FUSED = ("fanogan", "inpaint")  # the learned detectors each fused with the training-free rule
+
+
+def fusion_name(detector: str) -> str:
+    return f"{detector}+{RULE}"
 
 
 def add_fusion(folds: dict[str, dict]) -> None:
-    """f-AnoGAN + deviation rule: each slice score (and heat) divided by the median normal slice score of
-    the *other* folds' held-out patients (no look at this fold's patient), then summed."""
+    """Each learned detector of ``FUSED`` + the deviation rule (``fanogan+deviation``, ``inpaint+deviation``):
+    each slice score (and heat) divided by the median normal slice score of the *other* folds' held-out
+    patients (no look at this fold's patient), then summed. A fold without both detectors gets no fusion."""
     for name, fold in folds.items():
         dets = fold["detectors"]
-        if "fanogan" not in dets:
-            continue
-        scale = {}
-        for d in ("fanogan", "deviation"):
-            other = [
-                np.asarray(f["detectors"][d]["base_scores"])[f["normal_slices"]]
-                for n, f in folds.items()
-                if n != name and d in f["detectors"]
-            ]
-            pool = np.concatenate(other) if other else np.asarray(dets[d]["base_scores"])[fold["normal_slices"]]
-            scale[d] = float(np.median(pool)) or 1.0
-        g, v = dets["fanogan"], dets["deviation"]
-        base = np.asarray(g["base_scores"]) / scale["fanogan"] + np.asarray(v["base_scores"]) / scale["deviation"]
-        fused: dict[str, Any] = {"base_scores": base.tolist(), "tests": {}}
-        for t in g["tests"]:
-            a, b = g["tests"][t], v["tests"][t]
-            fused["tests"][t] = {**a}
-            for key in ("modified", "base", "pixel_heat", "pixel_base_heat"):
-                fused["tests"][t][key] = np.asarray(a[key]) / scale["fanogan"] + np.asarray(b[key]) / scale["deviation"]
-        dets[FUSION] = fused
+        for learned in (d for d in FUSED if d in dets and RULE in dets):
+            scale = {}
+            for d in (learned, RULE):
+                other = [
+                    np.asarray(f["detectors"][d]["base_scores"])[f["normal_slices"]]
+                    for n, f in folds.items()
+                    if n != name and d in f["detectors"]
+                ]
+                pool = np.concatenate(other) if other else np.asarray(dets[d]["base_scores"])[fold["normal_slices"]]
+                scale[d] = float(np.median(pool)) or 1.0
+            g, v = dets[learned], dets[RULE]
+            base = np.asarray(g["base_scores"]) / scale[learned] + np.asarray(v["base_scores"]) / scale[RULE]
+            fused: dict[str, Any] = {"base_scores": base.tolist(), "tests": {}}
+            for t in g["tests"]:
+                a, b = g["tests"][t], v["tests"][t]
+                fused["tests"][t] = {**a}
+                for key in ("modified", "base", "pixel_heat", "pixel_base_heat"):
+                    fused["tests"][t][key] = np.asarray(a[key]) / scale[learned] + np.asarray(b[key]) / scale[RULE]
+            dets[fusion_name(learned)] = fused
 
 
 def pair_auroc(test: dict, subset: np.ndarray | None = None) -> float | None:
