@@ -33,11 +33,11 @@ REQUIRED = (
 def test_report_has_every_summary_key(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     tiny = train_tiny_patch_scorer(tmp_path / "tiny")
-    for name in ("A-fanogan", "B-fanogan"):
+    for name in ("A-fanogan", "B-fanogan", "A-fanogan-uncond"):  # the ablation for one fold only
         (runs / name).mkdir(parents=True)
         shutil.copy(tiny, runs / name / "scorer.pt")
     args = argparse.Namespace(data_dir=str(DATA), folds=["A:ircadb-07", "B:ircadb-17"], max_pairs=6,
-                              synthetic_slices=3, detectors=["fanogan"], runs=runs, target_fpr=0.05,
+                              synthetic_slices=3, detectors=["fanogan", "fanogan-uncond"], runs=runs, target_fpr=0.05,
                               shipped=[], patchcore_segmenter=str(shipped("segmenter")),
                               patchcore_levels=[1, 2], patchcore_coreset=0.02)  # fmt: skip
     result = run(args)
@@ -54,6 +54,11 @@ def test_report_has_every_summary_key(tmp_path: Path) -> None:
     assert 0.0 <= patchcore["mean_auroc_all_anomaly_types"] <= 1.0
     assert set(patchcore["per_fold"]) == {"A", "B"}
     assert summary["patchcore_mean_auroc_all_anomaly_types"] == patchcore["mean_auroc_all_anomaly_types"]
+    # conditioning measured where the ablation exists (fold A; the same weights, so no difference), and the
+    # GAN fused with the rule in every fold
+    assert result["conditioning"]["fanogan"]["folds"] == ["A"] and result["conditioning"]["inpaint"] is None
+    assert summary["conditioned_minus_unconditioned"] == 0.0
+    assert set(result["detectors"]["fanogan+deviation"]["per_fold"]) == {"A", "B"}
 
 
 def test_a_report_without_any_trained_gan_says_what_to_train(tmp_path: Path) -> None:

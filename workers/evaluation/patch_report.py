@@ -24,14 +24,14 @@ from models.metrics import auroc, auroc_of, bootstrap_ci
 from models.patch_gan.grid import GridConfig
 from workers.evaluation.cases import EvalConfig
 from workers.evaluation.patch_eval import detectors_for, evaluate_fold, load_host, make_tests, patchcore_detector
-from workers.evaluation.patch_summary import write_report
+from workers.evaluation.patch_summary import GANS, write_report
 from workers.inference.patch_scorer import ScoringConfig
 from workers.training.patch_calibration import conformal_threshold
 
 log = logging.getLogger(__name__)
 ANOMALY_TYPES = ("lesion", "blob", "warp", "metal")
 RULE = "deviation"
-FUSED = ("fanogan", "inpaint")  # the learned detectors each fused with the training-free rule
+FUSED = GANS  # the learned detectors each fused with the training-free rule
 
 
 def fusion_name(detector: str) -> str:
@@ -206,7 +206,8 @@ def run(args: argparse.Namespace) -> dict:
     metrics = {
         d: {**detector_metrics(folds, d), "unseen_normal_fpr": unseen_fpr(folds, d, args.target_fpr)} for d in names
     }
-    comparison = paired_difference_ci(folds, "fanogan", "fanogan-uncond")
+    # each GAN against its ablation without position conditioning where both were trained (<fold>-<gan>-uncond)
+    conditioning = {g: paired_difference_ci(folds, g, f"{g}-uncond") for g in FUSED}
     shipped = committed_fpr(args, data_dir)
     counts = {}
     for k, v in folds.items():
@@ -214,7 +215,7 @@ def run(args: argparse.Namespace) -> dict:
         counts[k] = {"host": v["host"], "tests": {t: len(x["modified"]) for t, x in any_detector["tests"].items()}}
     examples = {k: {"host": v["host"], "examples": v.get("examples", {})} for k, v in folds.items()}
     memory = {k: v["detectors"]["patchcore"]["memory"] for k, v in folds.items() if "patchcore" in v["detectors"]}
-    return {"folds": counts, "detectors": metrics, "conditioned_minus_unconditioned": comparison,
+    return {"folds": counts, "detectors": metrics, "conditioning": conditioning,
             "examples": examples, "shipped": shipped, "patchcore_memory": memory,
             "eval_minutes": (time.perf_counter() - t0) / 60}  # fmt: skip
 
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", type=Path, default=Path("runs/patch"))
     p.add_argument("--out", type=Path, default=Path("reports/scorer"))
     p.add_argument("--folds", nargs="+", default=["A:ircadb-07", "B:ircadb-17"])
-    p.add_argument("--detectors", nargs="+", default=["fanogan", "fanogan-uncond", "ae", "inpaint"])
+    p.add_argument("--detectors", nargs="+", default=["fanogan", "fanogan-uncond", "ae", "inpaint", "inpaint-uncond"])
     p.add_argument(
         "--patchcore-segmenter",
         default="models/weights/segmenter.pt",

@@ -35,6 +35,15 @@ def _partial(dets: dict[str, Any], folds: dict[str, Any]) -> str:
     return f"; trained for some folds only: {', '.join(some)}" if some else ""
 
 
+def conditioning_of(result: dict[str, Any]) -> dict[str, Any]:
+    """GAN -> its conditioned-minus-unconditioned lesion-pair comparison (None where the ablation is missing);
+    metrics written before session 18 held f-AnoGAN's alone."""
+    if "conditioning" in result:
+        return {g: v for g, v in result["conditioning"].items() if v}
+    old = result.get("conditioned_minus_unconditioned")
+    return {"fanogan": old} if old else {}
+
+
 def summary(result: dict[str, Any], training: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The keys issue #13 asks for, for the best GAN (by the mean AUROC over all anomaly types)."""
     dets = result["detectors"]
@@ -45,7 +54,7 @@ def summary(result: dict[str, Any], training: dict[str, dict[str, Any]]) -> dict
     best = max(gans, key=lambda g: _mean(dets[g]))
     shipped = max(dets, key=lambda d: _mean(dets[d]))
     m = dets[best]
-    diff = result.get("conditioned_minus_unconditioned") or {}
+    diff = conditioning_of(result).get(best) or {}
     return {
         "detector": best,
         "gan_generator_steps": training.get(best, {}).get("steps"),
@@ -227,14 +236,16 @@ def write_report(result: dict[str, Any], training: dict[str, dict[str, Any]], ou
                   "false-positive rate on normal liver slices of patients it "
                   "never saw:", "", "| patient | FPR | normal slices |", "|---|---|---|"]  # fmt: skip
         lines += [f"| {k} | {v['fpr']:.3f} | {v['n_normal']} |" for k, v in shipped["per_patient"].items()]
-    diff = result.get("conditioned_minus_unconditioned")
     lines += ["", "## Conditioning", ""]
-    if diff:
-        lines.append(f"Lesion pair AUROC, conditioned minus unconditioned f-AnoGAN on the same pairs: "
-                     f"{_fmt(diff['difference'])}, 95 % interval {_fmt(diff['ci95'])} "
-                     f"({diff['tumours']} donor tumours, {diff['pairs']} pairs).")  # fmt: skip
-    else:
-        lines.append("Not measured: the unconditioned f-AnoGAN was not trained for every fold.")
+    compared = conditioning_of(result)
+    for gan, diff in compared.items():
+        lines.append(f"- {gan}: lesion pair AUROC, conditioned minus unconditioned on the same pairs: "
+                     f"{_fmt(diff['difference'])}, 95 % interval {_fmt(diff['ci95'])} ({diff['tumours']} donor "
+                     f"tumours, {diff['pairs']} pairs; folds {', '.join(diff.get('folds', []))}).")  # fmt: skip
+    missing = [g for g in GANS if g in result["detectors"] and g not in compared]
+    if missing:
+        lines.append(f"Not measured for {', '.join(missing)}: no unconditioned model (`<fold>-<gan>-uncond`, "
+                     "`patch_training --unconditioned`) was trained beside it.")  # fmt: skip
     lines += ["", "## Training", ""] + [
         f"- {k}: {_fmt(v.get('steps'))} steps, {_fmt(v.get('train_minutes'))} min" for k, v in training.items()
     ]
