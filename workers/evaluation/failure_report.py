@@ -147,8 +147,9 @@ def _ends_section(s: dict) -> list[str]:
             lines.append(f"| {p} | {e['side']} | {e['end_slice']} | {e['claimed_open']} "
                          f"| {e['continuation_cm2']:.1f} | {e['reference_beyond_cm2']:.1f} "
                          f"| {left_out:.1f} |")  # fmt: skip
-    lines += ["", "The slices it says liver goes on are judged too (above), so a claim where the reference holds "
-              "none counts as a false alarm. The series decision (`series auto` above) also requires no open end "
+    lines += ["", "The per-slice figures above judge liver slices only (the reference or the mask holds liver): a "
+              "claim past the reference's liver counts here, as a closed end called open, where it acts (it sends "
+              "the series to a radiologist). The series decision (`series auto` above) also requires no open end "
               f"({sum(m['series_auto_without_end_check'] for m in s['per_patient'].values())} series auto without "
               "that check)."]  # fmt: skip
     return lines
@@ -218,7 +219,7 @@ def _markdown(s: dict, runs: dict, config: FailureEvalConfig, seconds: float, ou
         f"| {met('d', (s['segmenter_series_dice_median'] or 0) >= 0.95)} |",
         "",
         f"Coverage at <= 1 % risk (pooled curve): {_fmt(s['coverage_at_1pct_risk'], True)}. Judged slices: "
-        f"{s['slices']} (reference or prediction holds liver, or the gate says liver goes on past the mask's end), "
+        f"{s['slices']} (the reference or the prediction holds liver), "
         f"{s['failures']} failures under the clinical "
         f"definition. Series: {n_fail} of {len(series)} fail (Dice < 0.95 or a failing slice in the core); the gate "
         f"accepts {n_auto} of {len(series)}. Failure AUROC per held-out patient: "

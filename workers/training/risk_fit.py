@@ -210,11 +210,14 @@ def out_of_case_risk(
 
 
 def judged(t: dict[str, np.ndarray]) -> np.ndarray:
-    """The slices the gate is judged on: the reference or the prediction holds liver, or the gate says liver
-    continues there past the mask's end (``continuation_cm2``: so a continuation where the reference holds none
-    counts as a false alarm, not as nothing)."""
-    claimed = t["signal_continuation_cm2"] > 0 if "signal_continuation_cm2" in t else False
-    return (t["ref_area_cm2"] > 0) | (t["pred_area_cm2"] > 0) | claimed
+    """The slices the gate is judged on, the issue's "liver slices": the reference or the prediction holds liver.
+
+    Not the slices past the mask's end where only the ends check claims liver (session 17 judged those too):
+    they are correct and risk 0 for every risk without the ends term, so a long false walk (23 slices past the
+    ircadb-07 fold's caudal end, into the extrahepatic mass its mask leaks into) added easy accepted slices and
+    raised the disagreement's coverage at 1 % risk from 0 to 28.5 %. A false claim is counted where it acts, as
+    a closed end called open (``failure_metrics.end_checks``)."""
+    return (t["ref_area_cm2"] > 0) | (t["pred_area_cm2"] > 0)
 
 
 def failures_of(t: dict[str, np.ndarray], rule: FailureRule, clinical: bool = True) -> np.ndarray:
