@@ -67,6 +67,18 @@ def test_a_mask_that_thins_out_before_the_liver_is_open_on_that_side(thinned: ra
     assert OPEN_CM2 <= end.area_cm2 <= left_out + 1.0  # no more than what was taken away (plus block rounding)
 
 
+def test_a_slice_missing_inside_the_end_zone_is_liver_left_out_beside_the_mask() -> None:
+    """A mask that skips one slice of the liver near its end (not a segmenter's largest 3D component, but any mask
+    may come in): that slice's liver is measured from the mask beside it, not from a distance to nothing."""
+    hu, liver, pos = _body()
+    gap = liver.copy()
+    gap[29] = False  # about 10 cm² of dome
+    beyond = continuation_cm2(hu, gap, SPACING, pos)
+    (end,) = open_ends(beyond, gap.any((1, 2)), pos)
+    assert end.side == "cranial" and 29 in end.slices
+    assert beyond[29] <= liver[29].sum() * 0.01 + 1.0
+
+
 def test_a_mask_a_little_short_of_the_liver_all_round_stays_closed() -> None:
     """Under-segmenting by a pixel all round (each slice covers most of its liver) is not an open end."""
     hu, liver, pos = _body()
