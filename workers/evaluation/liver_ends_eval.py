@@ -14,6 +14,7 @@ open. The shipped segmenter's own ends are in ``reports/gate-shipped`` (``gateke
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,7 @@ def taper(mask: np.ndarray, inwards: np.ndarray, k: int, keep: float = TAPER_KEE
     return out
 
 
-def evaluate(data_dir: Path, cuts: list[int], tapers: list[int] = ()) -> list[dict]:  # type: ignore[assignment]
+def evaluate(data_dir: Path, cuts: Sequence[int], tapers: Sequence[int] = ()) -> list[dict]:
     rows = []
     for name in sorted(PATIENTS):
         v = load_masked_volume(PATIENTS[name], data_dir)
